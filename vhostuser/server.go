@@ -1,0 +1,273 @@
+package vhostuser
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// SocketMode is the permission given to a socket created by Listen: owner
+// and group may connect (libvirt runs QEMU under its own user in a shared
+// group), others may not.
+const SocketMode fs.FileMode = 0o660
+
+// Dial retry interval bounds (client mode).
+const (
+	dialRetryMin = 100 * time.Millisecond
+	dialRetryMax = time.Second
+)
+
+// Server accepts front-end connections and runs one Session at a time:
+// vhost-user is one front-end per back-end socket. It listens on a socket
+// path (QEMU is the client), uses an inherited listening socket (--fd), or
+// dials a front-end that listens (QEMU server=on, --client).
+type Server struct {
+	log      *slog.Logger
+	ln       *net.UnixListener // nil in client mode
+	dialPath string            // client mode
+
+	mu      sync.Mutex
+	current *Session
+}
+
+// Listen creates the socket at socketPath. A stale socket file left by a
+// previous run is removed; a live one (something accepts on it) or a file
+// that is not a socket is an error. Close removes the socket file.
+func Listen(socketPath string, log *slog.Logger) (*Server, error) {
+	if err := removeStaleSocket(socketPath); err != nil {
+		return nil, err
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: socketPath, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("vhost-user: listening on %s: %w", socketPath, err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if err := os.Chmod(socketPath, SocketMode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("vhost-user: setting mode %v on %s: %w", SocketMode, socketPath, err)
+	}
+	return &Server{log: orDefault(log).With("socket", socketPath), ln: ln}, nil
+}
+
+// removeStaleSocket removes path if it is a unix socket nobody accepts on.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("vhost-user: checking %s: %w", path, err)
+	}
+	if fi.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("vhost-user: %s exists and is not a socket; refusing to replace it (remove it or choose another --socket-path)", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("vhost-user: %s is in use by a running process; stop it or choose another --socket-path", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("vhost-user: probing existing socket %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("vhost-user: removing stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// FromFD uses an inherited listening unix socket (--fd N, vhost-user.rst
+// "Backend program conventions"). The socket file, if any, is not removed on
+// Close: whoever created it owns it.
+func FromFD(fd int, log *slog.Logger) (*Server, error) {
+	f := os.NewFile(uintptr(fd), fmt.Sprintf("vhost-user-listener-fd%d", fd))
+	if f == nil {
+		return nil, fmt.Errorf("vhost-user: --fd %d is not a valid file descriptor", fd)
+	}
+	defer f.Close() // FileListener dups it
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("vhost-user: --fd %d is not a listening socket: %w", fd, err)
+	}
+	ln, ok := l.(*net.UnixListener)
+	if !ok {
+		l.Close()
+		return nil, fmt.Errorf("vhost-user: --fd %d is a %s socket, want a unix stream socket", fd, l.Addr().Network())
+	}
+	ln.SetUnlinkOnClose(false)
+	return &Server{log: orDefault(log).With("fd", fd), ln: ln}, nil
+}
+
+// Dial returns a client-mode server: Serve connects to socketPath, retrying
+// every 100ms..1s until the front-end listens, and dials again after each
+// session ends.
+func Dial(socketPath string, log *slog.Logger) *Server {
+	return &Server{log: orDefault(log).With("socket", socketPath, "mode", "client"), dialPath: socketPath}
+}
+
+func orDefault(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.Default()
+	}
+	return log
+}
+
+// Close stops accepting and removes a socket file created by Listen. It does
+// not end a running session; cancel Serve's context for that.
+func (srv *Server) Close() error {
+	if srv.ln == nil {
+		return nil
+	}
+	if err := srv.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// Session returns the running session, or nil.
+func (srv *Server) Session() *Session {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.current
+}
+
+// Serve runs sessions until ctx is cancelled, each with a device from
+// newDevice (to serve a single device, return the same one each time; the
+// session resets it on disconnect). It returns nil after cancellation, once
+// the running session has cleaned up, and closes the listener.
+func (srv *Server) Serve(ctx context.Context, newDevice func() Device) error {
+	if srv.ln == nil {
+		return srv.serveClient(ctx, newDevice)
+	}
+	defer srv.ln.Close()
+
+	conns := make(chan *net.UnixConn)
+	acceptErr := make(chan error, 1)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := srv.ln.AcceptUnix()
+			if err != nil {
+				acceptErr <- err
+				return
+			}
+			select {
+			case conns <- c:
+			case <-stop:
+				c.Close()
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		srv.ln.Close() // unblocks Accept
+		wg.Wait()
+	}()
+
+	var sessionDone chan struct{}
+	for {
+		select {
+		case <-ctx.Done():
+			if sessionDone != nil {
+				<-sessionDone // the session sees ctx too and cleans up
+			}
+			return nil
+		case err := <-acceptErr:
+			if sessionDone != nil {
+				<-sessionDone
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("vhost-user: accept: %w", err)
+		case <-sessionDone:
+			sessionDone = nil
+		case c := <-conns:
+			if sessionDone != nil {
+				srv.log.Warn("refusing a second vhost-user connection: a front-end is already attached (vhost-user is one front-end per socket)")
+				c.Close()
+				continue
+			}
+			sessionDone = make(chan struct{})
+			go func(done chan struct{}) {
+				defer close(done)
+				srv.runSession(ctx, c, newDevice())
+			}(sessionDone)
+		}
+	}
+}
+
+// serveClient dials the front-end, runs a session, and dials again.
+func (srv *Server) serveClient(ctx context.Context, newDevice func() Device) error {
+	for {
+		c, err := srv.dial(ctx)
+		if err != nil {
+			return nil // ctx cancelled
+		}
+		srv.runSession(ctx, c, newDevice())
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// dial connects to srv.dialPath, retrying with a growing interval.
+func (srv *Server) dial(ctx context.Context) (*net.UnixConn, error) {
+	wait := dialRetryMin
+	logged := false
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "unix", srv.dialPath)
+		if err == nil {
+			srv.log.Info("connected to vhost-user front-end")
+			return c.(*net.UnixConn), nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !logged {
+			srv.log.Info("waiting for the vhost-user front-end to listen", "err", err)
+			logged = true
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		wait = min(wait*2, dialRetryMax)
+	}
+}
+
+func (srv *Server) runSession(ctx context.Context, c *net.UnixConn, dev Device) {
+	s, err := NewSession(c, dev, srv.log)
+	if err != nil {
+		srv.log.Error("cannot serve the front-end", "err", err)
+		c.Close()
+		return
+	}
+	srv.mu.Lock()
+	srv.current = s
+	srv.mu.Unlock()
+	srv.log.Info("vhost-user front-end connected")
+	err = s.Serve(ctx)
+	srv.mu.Lock()
+	srv.current = nil
+	srv.mu.Unlock()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		srv.log.Error("vhost-user session ended", "err", err)
+	} else {
+		srv.log.Info("vhost-user session ended")
+	}
+}
