@@ -1,0 +1,52 @@
+package virtqueue
+
+import "errors"
+
+// Chain errors, reported in Chain.Err. The chain was consumed from the avail
+// ring; the caller returns Chain.Head to the used ring with length 0 and
+// counts a drop (virtio 1.x §2.7 gives the device no other way to hand back a
+// buffer it cannot use). They are sentinel values so that reporting them does
+// not allocate; compare with errors.Is or ==.
+var (
+	// ErrDescIndex: a next field, or an index in an indirect table, points
+	// past the end of its descriptor table.
+	ErrDescIndex = errors.New("virtqueue: descriptor index out of range")
+	// ErrChainTooLong: the chain has more descriptors than the queue size
+	// (or than its indirect table has entries), which is also how a loop
+	// shows up, or its buffers add up to more than 2^32-1 bytes
+	// (virtio 1.x §2.7.5.2 and §2.7.5.3.1).
+	ErrChainTooLong = errors.New("virtqueue: descriptor chain too long or looping")
+	// ErrDescAddress: a buffer or indirect table is not inside one region of
+	// guest memory (outside memory, straddling two regions, or wrapping past
+	// 2^64).
+	ErrDescAddress = errors.New("virtqueue: descriptor address outside guest memory")
+	// ErrIndirectLen: an indirect table length is zero, not a multiple of
+	// 16, or holds more descriptors than the queue size.
+	ErrIndirectLen = errors.New("virtqueue: bad indirect table length")
+	// ErrNestedIndirect: an indirect table contains an INDIRECT descriptor
+	// (virtio 1.x §2.7.5.3.1).
+	ErrNestedIndirect = errors.New("virtqueue: nested indirect descriptor")
+	// ErrIndirectNext: a descriptor has both INDIRECT and NEXT set
+	// (virtio 1.x §2.7.5.3.1: the driver MUST NOT; we reject the chain).
+	ErrIndirectNext = errors.New("virtqueue: descriptor has both INDIRECT and NEXT")
+	// ErrIndirectNotNegotiated: INDIRECT used without VIRTIO_F_INDIRECT_DESC.
+	ErrIndirectNotNegotiated = errors.New("virtqueue: indirect descriptor without VIRTIO_F_INDIRECT_DESC")
+	// ErrWriteBeforeRead: a device-readable descriptor follows a
+	// device-writable one (virtio 1.x §2.7.4.2).
+	ErrWriteBeforeRead = errors.New("virtqueue: readable descriptor after a writable one")
+	// ErrZeroLen: a buffer descriptor has length 0.
+	ErrZeroLen = errors.New("virtqueue: zero-length descriptor")
+)
+
+// Ring-fatal errors, returned by Pop and Pending. The driver broke the ring
+// protocol; the ring must not be used again until it is set up anew (for
+// vhost-user: stop the ring and log; the guest has to reset the device).
+var (
+	// ErrAvailIdxJump: avail.idx is more than the queue size ahead of the
+	// last index the device consumed (virtio 1.x §2.7.13: the driver cannot
+	// expose more than queue-size chains).
+	ErrAvailIdxJump = errors.New("virtqueue: avail index moved by more than the queue size")
+	// ErrHeadIndex: an avail ring entry names a head descriptor past the
+	// end of the descriptor table, so there is no valid id to return it with.
+	ErrHeadIndex = errors.New("virtqueue: avail ring entry out of range")
+)
