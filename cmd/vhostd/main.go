@@ -1,0 +1,281 @@
+// Command vhostd is a userspace virtio-net datapath: a vhost-user back-end
+// that connects a QEMU guest (or DPDK virtio-user) to a Linux tap, passing GSO
+// super-packets through whole.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/virtionet"
+)
+
+// options are the command-line settings.
+type options struct {
+	socketPath   string
+	client       bool
+	fd           int
+	printCaps    bool
+	tap          string
+	backendKind  string
+	name         string
+	mtu          int
+	queuePairs   int
+	logLevel     string
+	toggles      virtionet.Toggles
+	gsoMaxSize   uint
+	gsoMaxSegs   uint
+	showFeatures bool
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	opts, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "vhostd: %v\n", err)
+		return 2
+	}
+	if opts.printCaps {
+		// vhost-user.rst "Backend program conventions": --print-capabilities
+		// prints a JSON object with the device type.
+		fmt.Fprintln(stdout, `{"type": "net"}`)
+		return 0
+	}
+	log, err := newLogger(opts.logLevel, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "vhostd: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, opts, log); err != nil {
+		log.Error("vhostd stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("vhostd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.socketPath, "socket-path", "", "vhost-user unix socket: listen on it (or connect to it with --client)")
+	fs.BoolVar(&o.client, "client", false, "connect to --socket-path (QEMU started with server=on), retrying until it appears")
+	fs.IntVar(&o.fd, "fd", -1, "serve an inherited listening unix socket on this fd instead of --socket-path")
+	fs.BoolVar(&o.printCaps, "print-capabilities", false, `print {"type": "net"} and exit`)
+	fs.StringVar(&o.tap, "tap", "", "tap interface to use as backend (created if missing)")
+	fs.StringVar(&o.backendKind, "backend", "", "backend kind: tap or null (default: tap if --tap is given, else null)")
+	fs.StringVar(&o.name, "name", "", "port name for logs and metrics (default: the tap name, or port0)")
+	fs.IntVar(&o.mtu, "mtu", 0, "set this MTU on the tap (0: leave it)")
+	fs.IntVar(&o.queuePairs, "queues", 1, "queue pairs (multiqueue needs IFF_MULTI_QUEUE; 1 for now)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.UintVar(&o.gsoMaxSize, "gso-max-size", 0, "override the backend's gso_max_size (0: read it from the link)")
+	fs.UintVar(&o.gsoMaxSegs, "gso-max-segs", 0, "override the backend's gso_max_segs (0: read it from the link)")
+	fs.BoolVar(&o.showFeatures, "list-offloads", false, "list the --offload-NAME toggles and exit")
+	for _, name := range virtionet.ToggleNames() {
+		name := name
+		fs.Func("offload-"+name, "on|off: offer the "+name+" feature (default on)", func(v string) error {
+			on, err := virtionet.ParseOnOff(v)
+			if err != nil {
+				return err
+			}
+			return o.toggles.Set(name, on)
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	if o.showFeatures {
+		fmt.Fprintln(stderr, strings.Join(virtionet.ToggleNames(), "\n"))
+		return nil, flag.ErrHelp
+	}
+	if o.printCaps {
+		return o, nil
+	}
+	switch {
+	case o.fd >= 0 && o.socketPath != "":
+		return nil, errors.New("give either --socket-path or --fd, not both")
+	case o.fd < 0 && o.socketPath == "":
+		return nil, errors.New("no socket: give --socket-path PATH (or --fd N for an inherited listening socket)")
+	case o.client && o.fd >= 0:
+		return nil, errors.New("--client connects to --socket-path; it cannot be used with --fd")
+	}
+	if o.backendKind == "" {
+		o.backendKind = "null"
+		if o.tap != "" {
+			o.backendKind = "tap"
+		}
+	}
+	switch o.backendKind {
+	case "tap":
+		if o.tap == "" {
+			return nil, errors.New("--backend tap needs --tap IFNAME")
+		}
+	case "null":
+	default:
+		return nil, fmt.Errorf("unknown --backend %q: use tap or null", o.backendKind)
+	}
+	if o.queuePairs != 1 {
+		return nil, fmt.Errorf("--queues %d: only 1 queue pair is supported so far", o.queuePairs)
+	}
+	if o.name == "" {
+		o.name = o.tap
+		if o.name == "" {
+			o.name = "port0"
+		}
+	}
+	return o, nil
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// openBackends opens one backend per queue pair.
+func openBackends(o *options) ([]backend.Backend, bool, error) {
+	switch o.backendKind {
+	case "tap":
+		t, err := backend.OpenTap(backend.TapConfig{
+			Name:       o.tap,
+			MTU:        o.mtu,
+			GSOMaxSize: uint32(o.gsoMaxSize),
+			GSOMaxSegs: uint32(o.gsoMaxSegs),
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		return []backend.Backend{t}, t.ProbeUSO(), nil
+	default:
+		caps := backend.DefaultNullCaps
+		if o.gsoMaxSize > 0 {
+			caps.GSOMaxSize = uint32(o.gsoMaxSize)
+		}
+		if o.gsoMaxSegs > 0 {
+			caps.GSOMaxSegs = uint32(o.gsoMaxSegs)
+		}
+		return []backend.Backend{backend.NewNull(backend.NullConfig{Caps: caps})}, false, nil
+	}
+}
+
+func serve(ctx context.Context, o *options, log *slog.Logger) error {
+	bes, uso, err := openBackends(o)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, be := range bes {
+			be.Close()
+		}
+	}()
+	offer, dropped := virtionet.Offer(uso, o.toggles)
+	caps := bes[0].Caps()
+	log.Info("backend ready", "port", o.name, "backend", o.backendKind, "tap", o.tap,
+		"offloads", caps.Offloads.String(), "gso_max_size", caps.GSOMaxSize, "gso_max_segs", caps.GSOMaxSegs,
+		"mtu", caps.MTU, "offer", fmt.Sprintf("0x%x", uint64(offer)))
+	if dropped != 0 {
+		log.Info("features not offered (a dependency is off, or the backend lacks them)", "features", dropped.String())
+	}
+	dev, err := virtionet.New(virtionet.Config{
+		Name: o.name, Offer: uint64(offer), MTU: o.mtu, Backends: bes, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	var srv *vhostuser.Server
+	switch {
+	case o.fd >= 0:
+		srv, err = vhostuser.FromFD(o.fd, log)
+	case o.client:
+		srv = vhostuser.Dial(o.socketPath, log)
+	default:
+		srv, err = vhostuser.Listen(o.socketPath, log)
+	}
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-usr1:
+				logStats(log, dev)
+			}
+		}
+	}()
+
+	log.Info("vhostd serving", "port", o.name, "socket", o.socketPath, "client", o.client, "fd", o.fd)
+	err = srv.Serve(ctx, func() vhostuser.Device { return dev })
+	logStats(log, dev)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("vhostd stopped cleanly")
+	return nil
+}
+
+// logStats logs one "port stats" line per queue pair, in key=value form so
+// scripts can read it (scripts/e2e).
+func logStats(log *slog.Logger, dev *virtionet.Device) {
+	for _, qp := range dev.QueuePairs() {
+		s := qp.Stats()
+		attrs := []any{
+			"port", dev.Name(), "queue_pair", qp.Index(),
+			"tx_posted", s.TxPosted.Load(), "tx_written", s.TxWritten(), "tx_dropped", s.TxDropTotal(),
+			"tx_bytes", sumBytes(s), "tx_gso", s.TxGSOPkts.Load(), "tx_segments", s.TxSegments.Load(),
+			"tx_kicks", s.TxKicks.Load(), "tx_calls", s.TxCalls.Load(), "tx_calls_suppressed", s.TxCallsSupp.Load(),
+			"rx_packets", s.RxPackets.Load(), "rx_bytes", s.RxBytes.Load(), "rx_gso", s.RxGSOPkts.Load(),
+			"rx_buffers", s.RxBuffers.Load(), "rx_dropped", s.RxDropTotal(), "rx_stalls", s.RxStalls.Load(),
+			"rx_kicks", s.RxKicks.Load(), "rx_calls", s.RxCalls.Load(),
+		}
+		for p := virtionet.TxPath(0); int(p) < virtionet.NumTxPaths; p++ {
+			attrs = append(attrs, "tx_"+p.String(), s.TxPackets[p].Load())
+		}
+		for d := virtionet.Drop(1); int(d) < virtionet.NumDrops; d++ {
+			if n := s.TxDrops[d].Load(); n != 0 {
+				attrs = append(attrs, "tx_drop_"+d.String(), n)
+			}
+			if n := s.RxDrops[d].Load(); n != 0 {
+				attrs = append(attrs, "rx_drop_"+d.String(), n)
+			}
+		}
+		log.Info("port stats", attrs...)
+	}
+}
+
+func sumBytes(s *virtionet.QueueStats) uint64 {
+	var n uint64
+	for i := range s.TxBytes {
+		n += s.TxBytes[i].Load()
+	}
+	return n
+}

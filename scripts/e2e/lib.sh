@@ -1,0 +1,58 @@
+# Shared helpers for vhostd end-to-end scripts. Source it; needs root.
+# Everything a script creates (namespaces, taps, daemons, guests) is removed by
+# e2e_cleanup, which the scripts install as an EXIT trap.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+GUESTLAB="$ROOT/test/guestlab"
+VHOSTD="${VHOSTD:-$ROOT/bin/vhostd}"
+OUT="${E2E_OUT:-/tmp/vhostd-e2e}"
+GUESTLAB_OUT="${GUESTLAB_OUT:-/tmp/guestlab}"
+mkdir -p "$OUT"
+
+E2E_PIDS=() E2E_NETNS=()
+say()  { printf '[e2e %s] %s\n' "${E2E_NAME:-?}" "$*" >&2; }
+fail() { say "FAIL: $*"; exit 1; }
+pass() { say "ok: $*"; }
+
+e2e_preflight() {
+  [ "$(id -u)" = 0 ] || { say "needs root"; [ -n "${CI:-}" ] && exit 1; exit 77; }
+  command -v qemu-system-x86_64 >/dev/null || {
+    say "qemu-system-x86_64 missing: apt-get install qemu-system-x86"; [ -n "${CI:-}" ] && exit 1; exit 77; }
+  [ -x "$VHOSTD" ] || fail "no $VHOSTD: run make build"
+  bash "$GUESTLAB/build-initramfs.sh" "$GUESTLAB_OUT" >/dev/null
+}
+
+e2e_cleanup() {
+  local p ns
+  for p in "${E2E_PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for p in "${E2E_PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+  for ns in "${E2E_NETNS[@]:-}"; do [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null || true; done
+}
+
+# e2e_netns NAME: a fresh namespace with lo up.
+e2e_netns() {
+  ip netns del "$1" 2>/dev/null || true
+  ip netns add "$1"; E2E_NETNS+=("$1")
+  ip -n "$1" link set lo up
+}
+
+# e2e_boot LOG CMD [boot-guest.sh options...]: boots a guest (foreground).
+e2e_boot() {
+  local log="$1" cmd="$2"; shift 2
+  bash "$GUESTLAB/boot-guest.sh" -o "$GUESTLAB_OUT" -l "$log" -c "$cmd" "$@"
+}
+
+# e2e_stat LOG KEY: last value of KEY=N in vhostd's "port stats" lines.
+e2e_stat() {
+  grep -a 'msg="port stats"' "$1" | tail -n1 | tr ' ' '\n' | sed -n "s/^$2=//p" | tail -n1
+}
+
+# e2e_wait_log FILE PATTERN SECONDS
+e2e_wait_log() {
+  local i=0
+  while ! grep -aq -- "$2" "$1" 2>/dev/null; do
+    [ "$i" -lt $(($3 * 10)) ] || return 1
+    sleep 0.1; i=$((i + 1))
+  done
+}

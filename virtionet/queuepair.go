@@ -1,0 +1,193 @@
+package virtionet
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/virtqueue"
+)
+
+// QueuePair is the worker of one receiveq/transmitq pair and its backend
+// queue. The one code path serves one and many queue pairs.
+//
+// Why two goroutines: each direction blocks in the Go runtime poller on its
+// own fd (TX on the transmitq kick eventfd, RX on the backend fd or the
+// receiveq kick eventfd). One goroutine could only wait on all of them with a
+// private epoll loop that bypasses the poller, so the pair runs a TX loop and
+// an RX loop that share nothing but the backend (whose read and write sides
+// are independent) and the counters.
+type QueuePair struct {
+	dev   *Device
+	index int
+	be    backend.Backend
+	stats *QueueStats
+
+	mu sync.Mutex // start/stop only
+	tx *txWorker
+	rx *rxWorker
+
+	// rxState outlives RX worker restarts: packets read from the backend but
+	// not yet delivered stay here (backpressure instead of drops).
+	rxState rxHeld
+}
+
+func newQueuePair(d *Device, index int, be backend.Backend) *QueuePair {
+	return &QueuePair{dev: d, index: index, be: be, stats: newQueueStats()}
+}
+
+// Index returns the queue pair number.
+func (qp *QueuePair) Index() int { return qp.index }
+
+// Stats returns the live counters.
+func (qp *QueuePair) Stats() *QueueStats { return qp.stats }
+
+// Backend returns the backend queue.
+func (qp *QueuePair) Backend() backend.Backend { return qp.be }
+
+func (qp *QueuePair) startTx(q *vhostuser.Queue, hdrLen int, acked uint64) {
+	qp.mu.Lock()
+	defer qp.mu.Unlock()
+	if qp.tx != nil {
+		qp.tx.stop()
+	}
+	w := newTxWorker(qp, q, hdrLen, acked)
+	qp.tx = w
+	go w.run()
+}
+
+func (qp *QueuePair) stopTx() {
+	qp.mu.Lock()
+	defer qp.mu.Unlock()
+	if qp.tx != nil {
+		qp.tx.stop()
+		qp.tx = nil
+	}
+}
+
+func (qp *QueuePair) startRx(q *vhostuser.Queue, hdrLen int, acked uint64) {
+	qp.mu.Lock()
+	defer qp.mu.Unlock()
+	if qp.rx != nil {
+		qp.rx.stop()
+	}
+	w := newRxWorker(qp, q, hdrLen, acked)
+	qp.rx = w
+	go w.run()
+}
+
+func (qp *QueuePair) stopRx() {
+	qp.mu.Lock()
+	defer qp.mu.Unlock()
+	if qp.rx != nil {
+		qp.rx.stop()
+		qp.rx = nil
+	}
+}
+
+func (qp *QueuePair) wakeRx() {
+	qp.mu.Lock()
+	defer qp.mu.Unlock()
+	if qp.rx != nil {
+		select {
+		case qp.rx.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// workerCtl is the start/stop handshake shared by both loops.
+type workerCtl struct {
+	stopping atomic.Bool
+	done     chan struct{}
+	wake     chan struct{}
+}
+
+func newWorkerCtl() workerCtl {
+	return workerCtl{done: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+// waitKick blocks until the front-end kicks, the worker is told to stop, or
+// (front-ends that poll and gave no kick fd) a short backoff passes. It
+// returns false when the loop must exit.
+func (c *workerCtl) waitKick(q *vhostuser.Queue, idle *time.Duration) bool {
+	if c.stopping.Load() {
+		return false
+	}
+	if q.Kick == nil {
+		// NOFD: the front-end polls and never kicks; poll the ring with a
+		// bounded backoff so an idle port costs little CPU.
+		if *idle < time.Millisecond {
+			*idle += 20 * time.Microsecond
+		}
+		t := time.NewTimer(*idle)
+		select {
+		case <-t.C:
+		case <-c.wake:
+			t.Stop()
+		}
+		return !c.stopping.Load()
+	}
+	err := q.Kick.Wait()
+	if c.stopping.Load() {
+		return false
+	}
+	if err != nil && !errors.Is(err, errDeadline) {
+		return false
+	}
+	return true
+}
+
+// parkDisabled waits while the ring is disabled.
+func (c *workerCtl) parkDisabled(q *vhostuser.Queue) bool {
+	for !q.Enabled.Load() {
+		if c.stopping.Load() {
+			return false
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-c.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	return !c.stopping.Load()
+}
+
+func (qp *QueuePair) signal(call *virtqueue.Call, vq *virtqueue.Split, calls, supp *atomic.Uint64) {
+	if call != nil && vq.NeedNotify() {
+		if err := call.Signal(); err == nil {
+			calls.Add(1)
+			return
+		}
+	}
+	supp.Add(1)
+}
+
+// chainDrop maps a virtqueue chain error to its drop reason.
+func chainDrop(err error) Drop {
+	switch {
+	case errors.Is(err, virtqueue.ErrDescIndex):
+		return DropDescIndex
+	case errors.Is(err, virtqueue.ErrChainTooLong):
+		return DropChainTooLong
+	case errors.Is(err, virtqueue.ErrDescAddress):
+		return DropDescAddress
+	case errors.Is(err, virtqueue.ErrIndirectLen):
+		return DropIndirectLen
+	case errors.Is(err, virtqueue.ErrNestedIndirect):
+		return DropNestedIndirect
+	case errors.Is(err, virtqueue.ErrIndirectNext):
+		return DropIndirectNext
+	case errors.Is(err, virtqueue.ErrIndirectNotNegotiated):
+		return DropIndirectNotNegotiated
+	case errors.Is(err, virtqueue.ErrWriteBeforeRead):
+		return DropWriteBeforeRead
+	case errors.Is(err, virtqueue.ErrZeroLen):
+		return DropZeroLen
+	}
+	return DropChainOther
+}

@@ -1,0 +1,400 @@
+package virtionet
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/virtqueue"
+)
+
+// rxBufSize holds the largest packet a tap hands over: a 64 KiB GSO
+// super-packet (IP total length is 16 bits) plus Ethernet, two VLAN tags and
+// the virtio_net_hdr.
+const rxBufSize = 12 + 14 + 8 + 65535
+
+// rxHeld are packets read from the backend and not yet delivered to the guest.
+// They survive an RX ring restart (memory table change) so nothing read is
+// lost: when the guest has no room, vhostd stops reading the backend instead
+// of dropping (backpressure; the tap's own queue then fills and the kernel
+// applies its qdisc policy).
+type rxHeld struct {
+	bufs  [][]byte
+	sizes []int
+	n     int // packets in bufs
+	next  int // next packet to deliver
+}
+
+// rxWorker fills one receiveq from the backend (backend -> guest).
+type rxWorker struct {
+	workerCtl
+	qp        *QueuePair
+	q         *vhostuser.Queue
+	hdrLen    int
+	mrg       bool // VIRTIO_NET_F_MRG_RXBUF: a packet may span several chains
+	guestCsum bool // VIRTIO_NET_F_GUEST_CSUM: the guest accepts partial checksums
+	acked     uint64
+
+	// cache holds chains popped from the avail ring and not yet used, so a
+	// packet that needs several buffers (MRG_RXBUF) is only committed once
+	// enough are there. Entries are swapped, never copied, because each owns
+	// its Bufs backing array.
+	cache []virtqueue.Chain
+	cHead int
+	cLen  int
+	// hole is set when a malformed chain was returned while good chains
+	// popped before it were still cached: the cache is then not the tail of
+	// what was popped, and on stop it is returned with len 0 instead of
+	// unpopped.
+	hole   bool
+	used   []virtqueue.UsedElem
+	qsize  int
+	drops  [numDrops]uint32
+	pkts   uint64
+	bytes  uint64
+	gso    uint64
+	nbufs  uint64
+	csumOK uint64
+}
+
+func newRxWorker(qp *QueuePair, q *vhostuser.Queue, hdrLen int, acked uint64) *rxWorker {
+	qs := int(q.VQ.Size())
+	w := &rxWorker{
+		workerCtl: newWorkerCtl(),
+		qp:        qp, q: q, hdrLen: hdrLen, acked: acked,
+		mrg:       Feature(acked).Has(NetMrgRxbuf),
+		guestCsum: Feature(acked).Has(NetGuestCsum),
+		cache:     make([]virtqueue.Chain, qs),
+		used:      make([]virtqueue.UsedElem, 0, qs),
+		qsize:     qs,
+	}
+	for i := range w.cache {
+		w.cache[i].Bufs = make([]virtqueue.Buffer, 0, 2)
+	}
+	h := &qp.rxState
+	if h.bufs == nil {
+		b := qp.dev.cfg.RxBatch
+		h.bufs = make([][]byte, b)
+		h.sizes = make([]int, b)
+		for i := range h.bufs {
+			h.bufs[i] = make([]byte, rxBufSize)
+		}
+	}
+	return w
+}
+
+func (w *rxWorker) stop() {
+	w.stopping.Store(true)
+	if w.q.Kick != nil {
+		_ = w.q.Kick.SetDeadline(time.Now())
+	}
+	_ = w.qp.be.SetReadDeadline(time.Now())
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	<-w.done
+}
+
+func (w *rxWorker) run() {
+	defer close(w.done)
+	// Chains popped but not used go back to the avail ring, so that the
+	// index GET_VRING_BASE reports covers only buffers we really consumed.
+	defer w.releaseCache()
+	q := w.q
+	if q.Kick != nil {
+		_ = q.Kick.SetDeadline(time.Time{})
+	}
+	_ = w.qp.be.SetReadDeadline(time.Time{})
+	st := w.qp.stats
+	held := &w.qp.rxState
+	log := w.qp.dev.log.With("queue", q.Index)
+	var idle time.Duration
+	q.VQ.DisableNotify()
+	for !w.stopping.Load() {
+		if !q.Enabled.Load() {
+			// Spec "Ring states": a disabled ring must not be supplied with
+			// RX; the backend is simply not read meanwhile.
+			if !w.parkDisabled(q) {
+				return
+			}
+			continue
+		}
+		if held.next == held.n {
+			if w.cLen == 0 {
+				p, err := q.VQ.Pending()
+				if err != nil {
+					w.broken(err)
+					return
+				}
+				if p == 0 {
+					if !w.waitBuffers(&idle) {
+						return
+					}
+					continue
+				}
+			}
+			n, err := w.qp.be.ReadPackets(held.bufs, held.sizes, 0)
+			if err != nil {
+				if errors.Is(err, errDeadline) {
+					continue
+				}
+				if w.stopping.Load() {
+					return
+				}
+				st.RxReadErrors.Add(1)
+				log.Warn("backend read failed", "err", err)
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			held.n, held.next = n, 0
+			st.RxBatch.observeBatch(n)
+		}
+		stalled := false
+		for held.next < held.n {
+			ok, err := w.deliver(held.bufs[held.next][:held.sizes[held.next]])
+			if err != nil {
+				w.flush()
+				w.broken(err)
+				return
+			}
+			if !ok {
+				stalled = true
+				break
+			}
+			held.next++
+		}
+		w.flush()
+		if stalled {
+			if !w.waitBuffers(&idle) {
+				return
+			}
+		} else {
+			idle = 0
+		}
+	}
+}
+
+// releaseCache gives back the chains popped but not filled when the worker
+// stops, so the index GET_VRING_BASE reports covers only buffers really used.
+func (w *rxWorker) releaseCache() {
+	if w.cLen == 0 {
+		return
+	}
+	if !w.hole {
+		w.q.VQ.Unpop(w.cLen)
+	} else {
+		for i := 0; i < w.cLen; i++ {
+			w.used = append(w.used, virtqueue.UsedElem{ID: uint32(w.cache[w.cHead+i].Head)})
+		}
+		w.q.VQ.Push(w.used)
+		w.used = w.used[:0]
+	}
+	w.cHead, w.cLen = 0, 0
+}
+
+func (w *rxWorker) broken(err error) {
+	w.qp.stats.RxBroken.Store(true)
+	w.qp.dev.log.Error("receive ring broken; stopping it until the front-end resets the device",
+		"queue", w.q.Index, "err", err)
+	if w.q.Err != nil {
+		_ = w.q.Err.Signal()
+	}
+}
+
+// waitBuffers waits for the guest to post RX buffers: it asks for a kick and
+// sleeps until it comes. Counted as an RX stall.
+func (w *rxWorker) waitBuffers(idle *time.Duration) bool {
+	q := w.q
+	if q.VQ.EnableNotify() {
+		q.VQ.DisableNotify()
+		return true
+	}
+	w.qp.stats.RxStalls.Add(1)
+	if !w.waitKick(q, idle) {
+		return false
+	}
+	w.qp.stats.RxKicks.Add(1)
+	q.VQ.DisableNotify()
+	return true
+}
+
+// flush publishes used entries, signals the guest and folds local counters.
+func (w *rxWorker) flush() {
+	st := w.qp.stats
+	if len(w.used) > 0 {
+		w.q.VQ.Push(w.used)
+		w.used = w.used[:0]
+		w.qp.signal(w.q.Call, w.q.VQ, &st.RxCalls, &st.RxCallsSupp)
+	}
+	if w.pkts != 0 {
+		st.RxPackets.Add(w.pkts)
+		st.RxBytes.Add(w.bytes)
+		st.RxGSOPkts.Add(w.gso)
+		st.RxBuffers.Add(w.nbufs)
+		st.RxCsumDone.Add(w.csumOK)
+		w.pkts, w.bytes, w.gso, w.nbufs, w.csumOK = 0, 0, 0, 0, 0
+	}
+	for d, c := range w.drops {
+		if c != 0 {
+			st.RxDrops[d].Add(uint64(c))
+			w.drops[d] = 0
+		}
+	}
+}
+
+// refill pops more chains into the cache. It returns false when the avail
+// ring has none, and an error when the ring is broken.
+func (w *rxWorker) refill() (bool, error) {
+	if w.cHead > 0 {
+		// Compact by swapping so each slot keeps its own Bufs array.
+		for i := 0; i < w.cLen; i++ {
+			w.cache[i], w.cache[w.cHead+i] = w.cache[w.cHead+i], w.cache[i]
+		}
+		w.cHead = 0
+	}
+	free := w.cache[w.cLen:]
+	if len(free) == 0 {
+		return false, nil
+	}
+	if len(free) > 64 {
+		free = free[:64]
+	}
+	n, err := w.q.VQ.Pop(free)
+	if err != nil {
+		return false, err
+	}
+	// Malformed chains go straight back with len 0 and a counted drop.
+	kept := 0
+	for i := 0; i < n; i++ {
+		c := &free[i]
+		var d Drop
+		switch {
+		case c.Err != nil:
+			d = chainDrop(c.Err)
+		case c.ReadLen != 0:
+			d = DropRxReadableBuffer
+		}
+		if d != DropNone {
+			if w.cLen+kept > 0 {
+				w.hole = true
+			}
+			w.drops[d]++
+			w.used = append(w.used, virtqueue.UsedElem{ID: uint32(c.Head)})
+			continue
+		}
+		if kept != i {
+			free[kept], free[i] = free[i], free[kept]
+		}
+		kept++
+	}
+	w.cLen += kept
+	return n > 0, nil
+}
+
+// deliver copies one packet (virtio_net_hdr + frame, as the backend gave it)
+// into guest buffers. ok=false means the guest has too few buffers posted: the
+// packet stays held and RX waits for a kick.
+func (w *rxWorker) deliver(pkt []byte) (bool, error) {
+	if len(pkt) < w.hdrLen {
+		w.drops[DropRxNoRoom]++ // cannot happen with a tap; count, never panic
+		return true, nil
+	}
+	gt := pkt[1] &^ GSOECN
+	if gt != GSONone && !w.gsoAcked(gt, pkt[1]&GSOECN != 0) {
+		w.drops[DropRxGSONotAcked]++
+		return true, nil
+	}
+	if pkt[0]&FlagNeedsCsum != 0 && !w.guestCsum {
+		if completeRxChecksum(pkt, w.hdrLen) {
+			w.csumOK++
+		}
+	}
+	need := uint32(len(pkt))
+	// Gather enough chains: one without MRG_RXBUF, as many as needed with it.
+	var have uint32
+	cnt := 0
+	for {
+		if cnt == w.cLen {
+			if w.cLen == w.qsize {
+				// The whole ring cannot hold this packet: it never will.
+				w.drops[DropRxNoRoom]++
+				return true, nil
+			}
+			got, err := w.refill()
+			if err != nil {
+				return false, err
+			}
+			if !got {
+				return false, nil
+			}
+			continue
+		}
+		have += w.cache[w.cHead+cnt].WriteLen
+		cnt++
+		if have >= need {
+			break
+		}
+		if !w.mrg {
+			// One buffer per packet, and it is too small: skip this packet,
+			// keep the buffer for the next one.
+			w.drops[DropRxBufferTooSmall]++
+			return true, nil
+		}
+	}
+	// num_buffers (virtio spec 5.1.6.4): the number of chains this packet
+	// uses; 1 when MRG_RXBUF is not negotiated.
+	if w.hdrLen >= 12 {
+		binary.LittleEndian.PutUint16(pkt[10:12], uint16(cnt))
+	}
+	src := pkt
+	for i := 0; i < cnt; i++ {
+		c := &w.cache[w.cHead+i]
+		var wrote uint32
+		for j := range c.Bufs {
+			if len(src) == 0 {
+				break
+			}
+			k := copy(c.Bufs[j].B, src)
+			src = src[k:]
+			wrote += uint32(k)
+		}
+		w.used = append(w.used, virtqueue.UsedElem{ID: uint32(c.Head), Len: wrote})
+	}
+	w.cHead += cnt
+	w.cLen -= cnt
+	if w.cLen == 0 {
+		w.cHead, w.hole = 0, false
+	}
+	w.pkts++
+	w.bytes += uint64(len(pkt) - w.hdrLen)
+	w.nbufs += uint64(cnt)
+	if gt != GSONone {
+		w.gso++
+	}
+	if len(w.used) >= 64 {
+		w.flush()
+	}
+	return true, nil
+}
+
+// gsoAcked reports whether the guest negotiated this GSO type (spec 5.1.6.4:
+// the device MUST NOT send GSO types the driver did not accept).
+func (w *rxWorker) gsoAcked(gt uint8, ecn bool) bool {
+	a := Feature(w.acked)
+	if ecn && !a.Has(NetGuestECN) {
+		return false
+	}
+	switch gt {
+	case GSOTCPv4:
+		return a.Has(NetGuestTSO4)
+	case GSOTCPv6:
+		return a.Has(NetGuestTSO6)
+	case GSOUDPL4:
+		return a.Has(NetGuestUSO4) || a.Has(NetGuestUSO6)
+	case GSOUDP:
+		return a.Has(NetGuestUFO)
+	}
+	return false
+}
