@@ -205,6 +205,13 @@ func (s *Session) answer(spec *requestSpec, m *Message, reply []byte, err error)
 	}
 }
 
+// ReplyMandatory reports whether the front-end must wait for a reply to r
+// even without NEED_REPLY (vhost-user.rst, "Communication"), as this
+// back-end's dispatch table says.
+func ReplyMandatory(r Request) bool {
+	return r.Known() && requestTable[r].reply != replyAck
+}
+
 func statusOf(err error) uint64 {
 	if err != nil {
 		return statusFailure

@@ -154,8 +154,9 @@ type GuestMemory struct {
 
 // Slice returns the host bytes of [addr, addr+size). ok is false unless the
 // whole range lies in one region; a range straddling two regions (even if
-// they are contiguous) or wrapping past 2^64 is refused. A zero size is
-// accepted anywhere from a region's start to its end inclusive.
+// they are contiguous) or wrapping past 2^64 is refused. addr itself must
+// lie inside the region, so a zero size at a region's end is refused, as
+// virtqueue.RegionMemory does.
 func (g *GuestMemory) Slice(addr, size uint64) ([]byte, bool) {
 	if g.last < g.set.n {
 		m := &g.set.r[g.last]
@@ -173,15 +174,16 @@ func (g *GuestMemory) Slice(addr, size uint64) ([]byte, bool) {
 	return nil, false
 }
 
-// sliceRegion returns mem[addr-base:][:size] if that lies within mem. The
-// checks never compute addr+size, so they cannot overflow.
+// sliceRegion returns mem[addr-base:][:size] if addr lies within mem and
+// so does the whole range. The checks never compute addr+size, so they
+// cannot overflow: size <= n-off bounds the end by the region's end.
 func sliceRegion(mem []byte, base, addr, size uint64) ([]byte, bool) {
 	if addr < base {
 		return nil, false
 	}
 	off := addr - base
 	n := uint64(len(mem))
-	if off > n || size > n-off {
+	if off >= n || size > n-off {
 		return nil, false
 	}
 	end := off + size
