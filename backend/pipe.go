@@ -49,6 +49,9 @@ var ErrPipeClosed = errors.New("pipe backend closed")
 // Inject queues one packet (virtio_net_hdr followed by a frame) for
 // ReadPackets. It copies pkt and blocks while PipeQueueLen packets wait.
 func (p *Pipe) Inject(pkt []byte) error {
+	if p.waiter.isClosed() {
+		return ErrPipeClosed
+	}
 	c := append([]byte(nil), pkt...)
 	select {
 	case p.in <- c:

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -47,7 +48,7 @@ type TapConfig struct {
 //
 // Tap write errors (WritePackets returns a *PacketError unwrapping to the
 // errno): EINVAL means the kernel rejected the vnet header or frame
-// (virtio_net_hdr_to_skb; counted by the kernel in rx_frame_errors). Linux
+// (virtio_net_hdr_to_skb; older kernels count it in rx_frame_errors). Linux
 // 6.6.44 and 6.6.45 (commit 89add40066f9, "net: drop bad gso csum_start and
 // offset in virtio_net_hdr", without the 6.6.46 follow-up "net: tighten bad
 // gso csum offset check") also reject valid GSO packets whose last segment is
@@ -64,6 +65,7 @@ type Tap struct {
 	caps     Capabilities
 	closeErr error
 	closed   sync.Once
+	isClosed atomic.Bool // set before the fd closes, to report os.ErrClosed
 
 	ctlMu      sync.Mutex // serialises control ioctls
 	offload    uint32     // TUN_F_* currently set
@@ -156,10 +158,8 @@ func OpenTap(cfg TapConfig) (*Tap, error) {
 	}
 	t.name = got.Name()
 	t.flags = got.Uint16()
-	const checked = unix.IFF_TAP | unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE
-	if t.flags&checked != want {
-		return nil, fmt.Errorf("open tap %q: the kernel set flags %#x, want %#x (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, IFF_MULTI_QUEUE %v): delete the device (ip link del %s) or use another name",
-			t.name, t.flags&checked, want, cfg.MultiQueue, t.name)
+	if err := checkTapFlags(t.name, t.flags, want); err != nil {
+		return nil, err
 	}
 	t.created = !existed
 
@@ -192,6 +192,16 @@ func OpenTap(cfg TapConfig) (*Tap, error) {
 	t.writeFn = t.writeLocked
 	t.iov = make([]unix.Iovec, 0, 64)
 	return t, nil
+}
+
+// checkTapFlags compares the flags TUNGETIFF reported with the ones asked for.
+func checkTapFlags(name string, got, want uint16) error {
+	const checked = unix.IFF_TAP | unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE
+	if got&checked != want {
+		return fmt.Errorf("open tap %q: the kernel set flags %#x, want %#x (IFF_TAP 0x2, IFF_NO_PI 0x1000, IFF_VNET_HDR 0x4000, IFF_MULTI_QUEUE 0x100): delete the device (ip link del %s) or use another name",
+			name, got&checked, want, name)
+	}
+	return nil
 }
 
 // setupLink brings the link up, applies the MTU and reads MTU and GSO limits,
@@ -386,7 +396,10 @@ func (t *Tap) SetReadDeadline(tm time.Time) error { return t.file.SetReadDeadlin
 // Close implements Backend. A created, non-persistent tap disappears once its
 // last queue is closed.
 func (t *Tap) Close() error {
-	t.closed.Do(func() { t.closeErr = t.file.Close() })
+	t.closed.Do(func() {
+		t.isClosed.Store(true)
+		t.closeErr = t.file.Close()
+	})
 	return t.closeErr
 }
 
@@ -409,6 +422,8 @@ func (t *Tap) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
 	t.readBufs, t.readSizes = nil, nil
 	if err == nil {
 		err = rerr
+	} else {
+		err = t.rawConnErr(err)
 	}
 	if err != nil {
 		if n > 0 {
@@ -418,6 +433,15 @@ func (t *Tap) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
 		return 0, fmt.Errorf("read tap %s: %w", t.name, err)
 	}
 	return n, nil
+}
+
+// rawConnErr maps the poller's "use of closed file" (which RawConn, unlike
+// os.File's own methods, does not translate) to os.ErrClosed.
+func (t *Tap) rawConnErr(err error) error {
+	if t.isClosed.Load() && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return os.ErrClosed
+	}
+	return err
 }
 
 // readLocked is the RawConn.Read callback: false asks the poller to wait for
@@ -452,6 +476,8 @@ func (t *Tap) WritePackets(pkts [][][]byte) (int, error) {
 	t.writePkts = nil
 	if err == nil {
 		err = werr
+	} else {
+		err = t.rawConnErr(err)
 	}
 	if err != nil {
 		return n, &PacketError{Index: n, Err: err}

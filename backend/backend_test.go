@@ -1,0 +1,236 @@
+package backend
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	_ Backend = (*Null)(nil)
+	_ Backend = (*Pipe)(nil)
+)
+
+func TestTunOffloadFlags(t *testing.T) {
+	cases := []struct {
+		guest uint64
+		want  uint32
+	}{
+		{0, 0},
+		{guestCSUM, TunFCsum},
+		{guestCSUM | guestTSO4 | guestTSO6 | guestECN | guestUFO, TunFCsum | TunFTSO4 | TunFTSO6 | TunFTSOECN | TunFUFO},
+		{guestCSUM | guestUSO4, TunFCsum},
+		{guestCSUM | guestUSO6, TunFCsum},
+		{guestCSUM | guestUSO4 | guestUSO6, TunFCsum | TunFUSO4 | TunFUSO6},
+		{1<<0 | 1<<11 | 1<<12 | 1<<56, 0}, // CSUM, HOST_TSO4/6, HOST_USO: guest TX side
+	}
+	for _, c := range cases {
+		if got := TunOffloadFlags(c.guest); got != c.want {
+			t.Errorf("TunOffloadFlags(%#x) = %#x, want %#x", c.guest, got, c.want)
+		}
+	}
+}
+
+func TestCheckTapFlags(t *testing.T) {
+	want := uint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := checkTapFlags("t", want|unix.IFF_PERSIST, want); err != nil {
+		t.Errorf("persist must not matter: %v", err)
+	}
+	for _, got := range []uint16{
+		want &^ unix.IFF_VNET_HDR,              // lost the vnet header
+		want | unix.IFF_MULTI_QUEUE,            // a queue of a multiqueue device
+		unix.IFF_TUN | unix.IFF_NO_PI | 0x4000, // a tun, not a tap
+	} {
+		err := checkTapFlags("t", got, want)
+		if err == nil || !strings.Contains(err.Error(), "ip link del t") {
+			t.Errorf("flags %#x: %v", got, err)
+		}
+	}
+}
+
+func TestOffloadsString(t *testing.T) {
+	if s := (OffloadCSUM | OffloadTSO6 | OffloadUFO).String(); s != "csum|tso6|ufo" {
+		t.Errorf("got %q", s)
+	}
+	if s := Offloads(0).String(); s != "none" {
+		t.Errorf("got %q", s)
+	}
+	if s := (OffloadUSO | 1<<10).String(); s != "uso|0x400" {
+		t.Errorf("got %q", s)
+	}
+}
+
+func TestPacketError(t *testing.T) {
+	err := error(&PacketError{Index: 3, Err: unix.EINVAL})
+	var errno unix.Errno
+	if !errors.As(err, &errno) || errno != unix.EINVAL || !errors.Is(err, unix.EINVAL) {
+		t.Errorf("PacketError does not unwrap to the errno")
+	}
+	if !strings.Contains(err.Error(), "packet 3") {
+		t.Errorf("message %q lacks the index", err)
+	}
+}
+
+func TestNullWriteCounts(t *testing.T) {
+	n := NewNull(NullConfig{})
+	if n.Caps() != DefaultNullCaps {
+		t.Errorf("caps %+v", n.Caps())
+	}
+	pkts := [][][]byte{{make([]byte, 12), make([]byte, 100)}, {make([]byte, 12), make([]byte, 50), nil}}
+	if k, err := n.WritePackets(pkts); k != 2 || err != nil {
+		t.Fatalf("WritePackets = %d %v", k, err)
+	}
+	if p, b := n.Written(); p != 2 || b != 174 {
+		t.Errorf("Written = %d packets %d bytes, want 2, 174", p, b)
+	}
+	allocs := testing.AllocsPerRun(100, func() { n.WritePackets(pkts) })
+	if allocs != 0 {
+		t.Errorf("Null.WritePackets allocates %.1f", allocs)
+	}
+	if err := n.SetVnetHdrLen(10); err != nil || n.VnetHdrLen() != 10 {
+		t.Errorf("SetVnetHdrLen(10): %v %d", err, n.VnetHdrLen())
+	}
+	if err := n.SetVnetHdrLen(14); !errors.Is(err, ErrVnetHdrLen) {
+		t.Errorf("SetVnetHdrLen(14): %v", err)
+	}
+	n.SetOffload(0x82)
+	if n.GuestFeatures() != 0x82 {
+		t.Errorf("GuestFeatures %#x", n.GuestFeatures())
+	}
+	n.Close()
+	if _, err := n.WritePackets(pkts); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("write after close: %v", err)
+	}
+}
+
+func TestNullReadBlocksUntilDeadlineOrClose(t *testing.T) {
+	n := NewNull(NullConfig{})
+	bufs, sizes := [][]byte{make([]byte, 64)}, []int{0}
+	errc := make(chan error, 1)
+	go func() { _, err := n.ReadPackets(bufs, sizes, 0); errc <- err }()
+	time.Sleep(10 * time.Millisecond)
+	n.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	if err := <-errc; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("after deadline: %v", err)
+	}
+	n.SetReadDeadline(time.Time{})
+	go func() { _, err := n.ReadPackets(bufs, sizes, 0); errc <- err }()
+	time.Sleep(10 * time.Millisecond)
+	n.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Errorf("after close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not unblock ReadPackets")
+	}
+}
+
+func TestNullReadTemplate(t *testing.T) {
+	tmpl := append(make([]byte, 12), []byte("frame bytes")...)
+	n := NewNull(NullConfig{RXTemplate: tmpl})
+	bufs := [][]byte{make([]byte, 64), make([]byte, 64), make([]byte, 10)}
+	sizes := make([]int, 3)
+	k, err := n.ReadPackets(bufs, sizes, 2)
+	if k != 3 || err != nil {
+		t.Fatalf("ReadPackets = %d %v", k, err)
+	}
+	if sizes[0] != len(tmpl) || !bytes.Equal(bufs[1][2:2+sizes[1]], tmpl) || sizes[2] != 8 {
+		t.Errorf("sizes %v", sizes)
+	}
+	if n.ReadCount() != 3 {
+		t.Errorf("ReadCount %d", n.ReadCount())
+	}
+	allocs := testing.AllocsPerRun(100, func() { n.ReadPackets(bufs, sizes, 0) })
+	if allocs != 0 {
+		t.Errorf("template read allocates %.1f", allocs)
+	}
+	n.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, err := n.ReadPackets(bufs, sizes, 0); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("past deadline: %v", err)
+	}
+}
+
+func TestPipe(t *testing.T) {
+	p := NewPipe(Capabilities{MTU: 9000})
+	if p.Caps().MTU != 9000 {
+		t.Errorf("caps %+v", p.Caps())
+	}
+	hdr := make([]byte, 12)
+	k, err := p.WritePackets([][][]byte{{hdr, []byte("ab"), []byte("cd")}, {hdr, []byte("ef")}})
+	if k != 2 || err != nil {
+		t.Fatalf("WritePackets = %d %v", k, err)
+	}
+	w := p.Written()
+	if len(w) != 2 || !bytes.Equal(w[0][12:], []byte("abcd")) || !bytes.Equal(w[1][12:], []byte("ef")) {
+		t.Errorf("written %q", w)
+	}
+
+	p.SetWriteError(func(pkt []byte) error {
+		if bytes.HasSuffix(pkt, []byte("bad")) {
+			return unix.EINVAL
+		}
+		return nil
+	})
+	k, err = p.WritePackets([][][]byte{{hdr, []byte("ok")}, {hdr, []byte("bad")}, {hdr, []byte("never")}})
+	var pe *PacketError
+	if k != 1 || !errors.As(err, &pe) || pe.Index != 1 || !errors.Is(err, unix.EINVAL) {
+		t.Errorf("failing write = %d %v", k, err)
+	}
+	if got := p.TakeWritten(); len(got) != 3 {
+		t.Errorf("TakeWritten %d packets, want 3", len(got))
+	}
+	if len(p.Written()) != 0 {
+		t.Errorf("TakeWritten did not clear")
+	}
+	p.SetWriteError(nil)
+
+	done := make(chan bool)
+	go func() { _, ok := p.WaitWritten(2, 5*time.Second); done <- ok }()
+	p.WritePackets([][][]byte{{hdr}})
+	p.WritePackets([][][]byte{{hdr}})
+	if !<-done {
+		t.Errorf("WaitWritten did not see 2 packets")
+	}
+	if _, ok := p.WaitWritten(5, 10*time.Millisecond); ok {
+		t.Errorf("WaitWritten(5) succeeded with 2 packets")
+	}
+
+	// Reads: the first blocks, the rest of the queue comes in the same call.
+	bufs := [][]byte{make([]byte, 32), make([]byte, 32), make([]byte, 32)}
+	sizes := make([]int, 3)
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		p.Inject([]byte("one"))
+	}()
+	if k, err := p.ReadPackets(bufs, sizes, 1); k != 1 || err != nil || string(bufs[0][1:1+sizes[0]]) != "one" {
+		t.Errorf("blocking read = %d %v %q", k, err, bufs[0][:sizes[0]+1])
+	}
+	for _, s := range []string{"a", "b", "c", "d"} {
+		p.Inject([]byte(s))
+	}
+	if k, _ := p.ReadPackets(bufs, sizes, 0); k != 3 || string(bufs[2][:sizes[2]]) != "c" {
+		t.Errorf("batched read = %d", k)
+	}
+	if k, _ := p.ReadPackets(bufs, sizes, 0); k != 1 || string(bufs[0][:sizes[0]]) != "d" {
+		t.Errorf("last read = %d", k)
+	}
+	p.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	if _, err := p.ReadPackets(bufs, sizes, 0); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("empty pipe with deadline: %v", err)
+	}
+	p.SetReadDeadline(time.Time{})
+	p.Close()
+	if _, err := p.ReadPackets(bufs, sizes, 0); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("read after close: %v", err)
+	}
+	if err := p.Inject([]byte("x")); !errors.Is(err, ErrPipeClosed) {
+		t.Errorf("inject after close: %v", err)
+	}
+}
