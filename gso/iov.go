@@ -1,0 +1,101 @@
+package gso
+
+import "math/bits"
+
+// A frame handed to Segment or Resegment is a list of byte slices in order
+// (for instance the guest buffers of one virtqueue chain, translated to host
+// memory), so that a super-packet never has to be linearised first: Segment
+// copies each payload byte once, straight into its output segment, and
+// Resegment copies none.
+
+// iovLen returns the total length of src.
+func iovLen(src [][]byte) int {
+	n := 0
+	for _, b := range src {
+		n += len(b)
+	}
+	return n
+}
+
+// iovReader reads a list of byte slices sequentially.
+type iovReader struct {
+	src [][]byte
+	i   int // current slice
+	off int // offset into src[i]
+}
+
+// seek positions the reader at absolute offset pos.
+func (r *iovReader) seek(pos int) {
+	r.i, r.off = 0, 0
+	for r.i < len(r.src) && pos >= len(r.src[r.i]) {
+		pos -= len(r.src[r.i])
+		r.i++
+	}
+	r.off = pos
+}
+
+// read copies the next len(dst) bytes into dst and returns how many it
+// copied (fewer only at the end of src).
+func (r *iovReader) read(dst []byte) int {
+	n := 0
+	for n < len(dst) && r.i < len(r.src) {
+		c := copy(dst[n:], r.src[r.i][r.off:])
+		n += c
+		r.off += c
+		if r.off == len(r.src[r.i]) {
+			r.i++
+			r.off = 0
+		}
+	}
+	return n
+}
+
+// views appends to out sub-slices of src covering the next n bytes, without
+// copying, and returns the extended list; ok is false if src ends first.
+// It appends at most len(src) slices.
+func (r *iovReader) views(out [][]byte, n int) ([][]byte, bool) {
+	for n > 0 && r.i < len(r.src) {
+		b := r.src[r.i][r.off:]
+		if len(b) > n {
+			b = b[:n]
+		}
+		if len(b) > 0 {
+			out = append(out, b)
+		}
+		n -= len(b)
+		r.off += len(b)
+		if r.off == len(r.src[r.i]) {
+			r.i++
+			r.off = 0
+		}
+	}
+	return out, n == 0
+}
+
+// sum returns the one's-complement sum (BE domain) of the next n bytes,
+// treating their first byte as being at an even offset. A piece that starts
+// at an odd position contributes its byte-swapped sum (RFC 1071 2(B)).
+func (r *iovReader) sum(n int) (s uint16, ok bool) {
+	odd := false
+	for n > 0 && r.i < len(r.src) {
+		b := r.src[r.i][r.off:]
+		if len(b) > n {
+			b = b[:n]
+		}
+		p := fold64(sumLE(b)) // LE domain
+		if !odd {
+			p = bits.ReverseBytes16(p)
+		}
+		s = add16(s, p)
+		if len(b)%2 == 1 {
+			odd = !odd
+		}
+		n -= len(b)
+		r.off += len(b)
+		if r.off == len(r.src[r.i]) {
+			r.i++
+			r.off = 0
+		}
+	}
+	return s, n == 0
+}
