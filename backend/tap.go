@@ -404,9 +404,12 @@ func (t *Tap) Close() error {
 }
 
 // ReadPackets implements Backend. Each read returns one packet (the kernel
-// writes the vnet header then the frame); buffers should hold VnetHdrLen +
-// GSOMaxSize bytes after offset, or a super-packet fails with an error. After
-// the first packet it keeps reading until EAGAIN or len(bufs).
+// writes the vnet header then the frame). The kernel silently truncates a
+// packet longer than the buffer (sizes[i] is then len(bufs[i])-offset), so
+// give each buffer VnetHdrLen + GSOMaxSize + 18 (Ethernet + VLAN tag) bytes
+// after offset once the guest has GUEST_TSO/USO. After the first packet it
+// keeps reading until EAGAIN or len(bufs). An error met after some packets
+// is returned by the next call.
 func (t *Tap) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if err := t.readPending; err != nil {
 		t.readPending = nil
