@@ -130,13 +130,16 @@ const statusFailure = 1
 
 // dispatch runs one message through the table and sends whatever reply the
 // front-end waits for. It returns an error only when the connection must be
-// closed. The caller closes the fds the handler did not take.
+// closed. Before replying it closes the fds the handler did not take and
+// publishes the new state, so that a front-end that got its reply observes
+// the effect of its request.
 func (s *Session) dispatch(m *Message) error {
 	h := m.Header
 	log := s.log.With("request", h.Request.String(), "flags", h.Flags.String(), "size", h.Size, "fds", len(m.Fds))
 	log.Debug("vhost-user request")
 
 	if !h.Request.Known() {
+		m.CloseFds()
 		// We cannot know whether a reply is owed; answer if one was asked for.
 		log.Warn("unknown vhost-user request ignored; the front-end is newer than this back-end or broken")
 		if h.NeedReply() {
@@ -146,6 +149,8 @@ func (s *Session) dispatch(m *Message) error {
 	}
 	spec := &requestTable[h.Request]
 	reply, err := s.run(spec, m)
+	m.CloseFds()
+	s.publish()
 	if err != nil {
 		level := slog.LevelWarn
 		if errors.Is(err, errUnsupported) {

@@ -122,6 +122,13 @@ func (d *FakeDevice) Reset() {
 	}
 }
 
+// FailMTU makes SetMTU fail with err (nil: succeed).
+func (d *FakeDevice) FailMTU(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.MTUErr = err
+}
+
 // Calls returns the recorded calls.
 func (d *FakeDevice) Calls() []string {
 	d.mu.Lock()

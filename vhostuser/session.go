@@ -185,9 +185,7 @@ func (s *Session) Serve(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case m := <-msgs:
-			err := s.dispatch(m)
-			m.CloseFds()
-			s.publish()
+			err := s.dispatch(m) // closes m's fds and publishes
 			if err != nil {
 				return err
 			}
