@@ -83,8 +83,9 @@ func removeStaleSocket(path string) error {
 }
 
 // FromFD uses an inherited listening unix socket (--fd N, vhost-user.rst
-// "Backend program conventions"). The socket file, if any, is not removed on
-// Close: whoever created it owns it.
+// "Backend program conventions"). It takes ownership of fd: the listener
+// works on a duplicate and fd itself is closed, also on error. The socket
+// file, if any, is not removed on Close: whoever created it owns it.
 func FromFD(fd int, log *slog.Logger) (*Server, error) {
 	f := os.NewFile(uintptr(fd), fmt.Sprintf("vhost-user-listener-fd%d", fd))
 	if f == nil {
