@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/vhostuser"
 )
 
@@ -22,6 +23,9 @@ type Config struct {
 	// TxBatch and RxBatch bound the chains handled per ring pass. 0 = default.
 	TxBatch int
 	RxBatch int
+
+	// Policy is the initial GSO policy (auto, defer or software).
+	Policy gso.Policy
 }
 
 const (
@@ -40,6 +44,7 @@ type Device struct {
 	// goroutine, but Stats/Status may be read from others).
 	mu     sync.Mutex
 	acked  atomic.Uint64
+	policy atomic.Uint32 // gso.Policy, read per packet: switching takes effect on the next packet
 	hdrLen int
 	pairs  []*QueuePair
 }
@@ -61,11 +66,19 @@ func New(cfg Config) (*Device, error) {
 		cfg.RxBatch = defaultRxBatch
 	}
 	d := &Device{cfg: cfg, log: cfg.Logger.With("port", cfg.Name), hdrLen: 12}
+	d.policy.Store(uint32(cfg.Policy))
 	for i, be := range cfg.Backends {
 		d.pairs = append(d.pairs, newQueuePair(d, i, be))
 	}
 	return d, nil
 }
+
+// SetPolicy switches the port's GSO policy at run time. TX workers read it
+// per packet, so the next packet takes the new path and none is lost.
+func (d *Device) SetPolicy(p gso.Policy) { d.policy.Store(uint32(p)) }
+
+// Policy returns the port's GSO policy.
+func (d *Device) Policy() gso.Policy { return gso.Policy(d.policy.Load()) }
 
 // DeviceFeatures implements vhostuser.Device.
 func (d *Device) DeviceFeatures() uint64 { return d.cfg.Offer }

@@ -1,6 +1,7 @@
 package virtionet
 
 import (
+	"github.com/vhostd/vhostd/gso"
 	"sync/atomic"
 	"time"
 )
@@ -161,10 +162,10 @@ type QueueStats struct {
 	// TX (guest -> backend)
 	TxPosted    atomic.Uint64 // chains popped from the TX ring
 	TxPackets   [numTxPaths]atomic.Uint64
-	TxBytes     [numTxPaths]atomic.Uint64 // frame bytes, without virtio_net_hdr
-	TxSegments  atomic.Uint64             // packets written to the backend after (re)segmentation
-	TxGSOPkts   atomic.Uint64             // GSO super-packets seen from the guest
-	TxDecisions [64]atomic.Uint64         // by gso reason index
+	TxBytes     [numTxPaths]atomic.Uint64     // frame bytes, without virtio_net_hdr
+	TxSegments  atomic.Uint64                 // packets written to the backend after (re)segmentation
+	TxGSOPkts   atomic.Uint64                 // GSO super-packets seen from the guest
+	TxDecisions [gso.NumReasons]atomic.Uint64 // decisions by gso.Reason
 	HdrInvalid  [NumHdrReasons]atomic.Uint64
 	TxKicks     atomic.Uint64
 	TxCalls     atomic.Uint64

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/virtqueue"
 )
@@ -41,7 +42,33 @@ type txWorker struct {
 	hdrs   [][hdrMax]byte
 	paths  []TxPath
 	lens   []int
+	failed []bool
+	drops  [numDrops]uint32
+
+	// Decision inputs, fixed for the life of the worker (the backend's
+	// features and limits do not change while a ring runs).
+	feats  gso.Features
+	limits gso.Limits
+
+	head    [256]byte // contiguous copy of a frame head whose headers span descriptors
+	csums   [][2]byte // completed checksums, spliced into the iovecs
+	spare   [][]byte  // scratch for rebuilding iovecs
+	arena   []byte    // software segmentation output
+	segDst  [][]byte
+	segPkts [][][]byte
+	segIov  [][][]byte
+	reseg   gso.ResegmentOut
 }
+
+// segArenaSize holds 64 KiB of segments with their headers: a 64 KiB
+// super-packet at MSS 1448 is 46 segments of 1514 bytes (+12 header).
+const segArenaSize = 128 << 10
+
+// maxSegsPerWrite bounds how many segments one Segment call produces.
+const maxSegsPerWrite = 128
+
+// maxResegPerWrite bounds how many super-packets one Resegment call produces.
+const maxResegPerWrite = 16
 
 const hdrMax = 12
 
@@ -57,6 +84,27 @@ func newTxWorker(qp *QueuePair, q *vhostuser.Queue, hdrLen int, acked uint64) *t
 		hdrs:   make([][hdrMax]byte, b),
 		paths:  make([]TxPath, b),
 		lens:   make([]int, b),
+		failed: make([]bool, max(b, maxSegsPerWrite)),
+		csums:  make([][2]byte, b),
+		spare:  make([][]byte, 0, 8),
+	}
+	caps := qp.be.Caps()
+	w.feats = gso.Features(caps.Offloads)
+	w.limits = gso.Limits{GSOMaxSize: caps.GSOMaxSize, GSOMaxSegs: caps.GSOMaxSegs, MTU: caps.MTU}
+	w.arena = make([]byte, segArenaSize)
+	w.segDst = make([][]byte, maxSegsPerWrite)
+	w.segPkts = make([][][]byte, 0, maxSegsPerWrite)
+	w.segIov = make([][][]byte, maxSegsPerWrite)
+	for i := range w.segIov {
+		w.segIov[i] = make([][]byte, 0, 1)
+	}
+	w.reseg = gso.ResegmentOut{
+		Pkts:       make([][][]byte, maxResegPerWrite),
+		Hdrs:       make([][]byte, maxResegPerWrite),
+		VnetHdrLen: hdrLen,
+	}
+	for i := range w.reseg.Hdrs {
+		w.reseg.Hdrs[i] = make([]byte, 0, 512)
 	}
 	for i := range w.chains {
 		w.chains[i].Bufs = make([]virtqueue.Buffer, 0, 4)
@@ -123,98 +171,322 @@ func (w *txWorker) processBatch(n int, seen time.Time) {
 	w.used = w.used[:0]
 	w.pkts = w.pkts[:0]
 	w.iovs = w.iovs[:0]
-	var drops [numDrops]uint32
+	w.drops = [numDrops]uint32{}
 	st.TxPosted.Add(uint64(n))
 	for i := 0; i < n; i++ {
 		c := &w.chains[i]
 		w.used = append(w.used, virtqueue.UsedElem{ID: uint32(c.Head)})
-		if c.Err != nil {
-			drops[chainDrop(c.Err)]++
-			continue
-		}
-		if !enabled {
-			drops[DropRingDisabled]++
-			continue
-		}
-		if c.WriteLen != 0 {
-			drops[DropTxWritableBuffer]++
-			continue
-		}
-		if len(c.Bufs) >= maxIovecs {
-			drops[DropTxTooLarge]++
-			continue
-		}
-		k := len(w.pkts)
-		hb := w.hdrs[k][:w.hdrLen]
-		if copyHeader(hb, c.Bufs) < w.hdrLen {
-			drops[DropHdrInvalid]++
-			st.HdrInvalid[HdrShort].Add(1)
-			continue
-		}
-		frameLen := int(c.ReadLen) - w.hdrLen
-		h := DecodeHdr(hb)
-		if r := h.Validate(frameLen); r != HdrOK {
-			drops[DropHdrInvalid]++
-			st.HdrInvalid[r].Add(1)
-			continue
-		}
-		// The kernel reads only the 10 bytes it knows; num_buffers is
-		// meaningless on TX (the driver sets 0), keep it zero.
-		if w.hdrLen == 12 {
-			hb[10], hb[11] = 0, 0
-		}
-		start := len(w.iovs)
-		w.iovs = append(w.iovs, hb)
-		w.iovs = appendFrameIovecs(w.iovs, c.Bufs, w.hdrLen)
-		w.pkts = append(w.pkts, w.iovs[start:len(w.iovs):len(w.iovs)])
-		w.lens[k] = frameLen
 		switch {
-		case h.GSOType != GSONone:
-			w.paths[k] = PathPassthrough
-			st.TxGSOPkts.Add(1)
+		case c.Err != nil:
+			w.drops[chainDrop(c.Err)]++
+		case !enabled:
+			w.drops[DropRingDisabled]++
+		case c.WriteLen != 0:
+			w.drops[DropTxWritableBuffer]++
+		case len(c.Bufs) >= maxIovecs:
+			w.drops[DropTxTooLarge]++
 		default:
-			w.paths[k] = PathPlain
+			w.packet(c)
 		}
 	}
-
-	// Hand the batch to the backend; a packet it refuses is counted by errno
-	// and under backend_write, and the rest of the batch still goes out.
-	for done := 0; done < len(w.pkts); {
-		k, err := w.qp.be.WritePackets(w.pkts[done:])
-		for j := done; j < done+k; j++ {
-			p := w.paths[j]
-			st.TxPackets[p].Add(1)
-			st.TxBytes[p].Add(uint64(w.lens[j]))
-		}
-		done += k
-		if err != nil {
-			if done >= len(w.pkts) {
-				break
-			}
-			drops[DropBackendWrite]++
-			var errno syscall.Errno
-			if errors.As(err, &errno) && int(errno) < len(st.TxWriteErrno) {
-				st.TxWriteErrno[errno].Add(1)
-			} else {
-				st.TxWriteErrno[0].Add(1)
-			}
-			if w.qp.dev.log.Enabled(context.Background(), slog.LevelDebug) {
-				w.qp.dev.log.Debug("backend refused a packet", "queue", q.Index, "err", err)
-			}
-			done++
-		}
-	}
+	w.flushPkts()
 
 	q.VQ.Push(w.used)
 	w.qp.signal(q.Call, q.VQ, &st.TxCalls, &st.TxCallsSupp)
-	lat := time.Since(seen)
-	st.TxLatency.observeLatency(lat, uint64(n))
+	st.TxLatency.observeLatency(time.Since(seen), uint64(n))
 	st.TxBatch.observeBatch(n)
-	for d, c := range drops {
+	for d, c := range w.drops {
 		if c != 0 {
 			st.TxDrops[d].Add(uint64(c))
 		}
 	}
+}
+
+// packet validates one TX chain, decides its path and queues it for the
+// backend (or segments it and writes the segments at once).
+func (w *txWorker) packet(c *virtqueue.Chain) {
+	st := w.qp.stats
+	k := len(w.pkts)
+	hb := w.hdrs[k][:w.hdrLen]
+	if copyHeader(hb, c.Bufs) < w.hdrLen {
+		w.drops[DropHdrInvalid]++
+		st.HdrInvalid[HdrShort].Add(1)
+		return
+	}
+	frameLen := int(c.ReadLen) - w.hdrLen
+	h := DecodeHdr(hb)
+	if r := h.Validate(frameLen); r != HdrOK {
+		w.drops[DropHdrInvalid]++
+		st.HdrInvalid[r].Add(1)
+		return
+	}
+	// num_buffers is meaningless on TX (the driver sets 0); the tap reads
+	// only the first 10 bytes anyway.
+	if w.hdrLen == 12 {
+		hb[10], hb[11] = 0, 0
+	}
+	start := len(w.iovs)
+	w.iovs = append(w.iovs, hb)
+	w.iovs = appendFrameIovecs(w.iovs, c.Bufs, w.hdrLen)
+	frame := w.iovs[start+1:]
+
+	plain := h.GSOType == GSONone
+	if plain {
+		if h.Flags&FlagNeedsCsum == 0 || w.feats&gso.FeatCSUM != 0 {
+			// The common small-packet case: nothing to decide, the backend
+			// takes the packet as it is (a partial checksum included).
+			w.queue(start, frameLen, PathPlain)
+			return
+		}
+	} else {
+		st.TxGSOPkts.Add(1)
+	}
+	policy := gso.Policy(w.qp.dev.policy.Load())
+	if policy == gso.PolicyDefer {
+		// Defer: hand everything over whole and let the kernel segment, as
+		// vhost-net would; the kernel validates again on write.
+		st.TxDecisions[gso.ReasonPolicy].Add(1)
+		w.queue(start, frameLen, pathWhole(plain))
+		return
+	}
+	vh := gso.VnetHdr{Flags: h.Flags, GSOType: h.GSOType, HdrLen: h.HdrLen, GSOSize: h.GSOSize,
+		CsumStart: h.CsumStart, CsumOffset: h.CsumOffset}
+	m, r := gso.ParseHead(frame[0], frameLen, vh)
+	if r == gso.ReasonHeadTooShort {
+		// The headers span descriptors: parse a contiguous copy of the head.
+		nh := 0
+		for _, b := range frame {
+			nh += copy(w.head[nh:], b)
+			if nh == len(w.head) {
+				break
+			}
+		}
+		m, _ = gso.ParseHead(w.head[:nh], frameLen, vh)
+	}
+	dec, reason := gso.Decide(m, w.feats, w.limits, policy)
+	st.TxDecisions[reason].Add(1)
+	switch dec {
+	case gso.DecisionPassWhole:
+		w.queue(start, frameLen, pathWhole(plain))
+	case gso.DecisionPassPlain:
+		ph := m.PlainVnetHdr()
+		ph.Encode(hb)
+		w.queue(start, frameLen, PathPlain)
+	case gso.DecisionCompleteCsum:
+		w.completeCsum(start, &m)
+	case gso.DecisionSegment:
+		w.iovs = w.iovs[:start]
+		w.segment(frame, &m)
+	case gso.DecisionResegment:
+		w.iovs = w.iovs[:start]
+		w.resegment(frame, &m)
+	default:
+		w.iovs = w.iovs[:start]
+		if reason.Malformed() {
+			w.drops[DropGSOMalformed]++
+		} else {
+			w.drops[DropGSOUnsupported]++
+		}
+	}
+}
+
+func pathWhole(plain bool) TxPath {
+	if plain {
+		return PathPlain
+	}
+	return PathPassthrough
+}
+
+// queue adds the packet whose iovecs start at w.iovs[start] to the batch.
+func (w *txWorker) queue(start, frameLen int, path TxPath) {
+	k := len(w.pkts)
+	w.pkts = append(w.pkts, w.iovs[start:len(w.iovs):len(w.iovs)])
+	w.lens[k] = frameLen
+	w.paths[k] = path
+}
+
+// completeCsum finishes the partial checksum of a non-GSO packet for a
+// backend without checksum offload. Guest TX buffers are read-only to the
+// device, so the two checksum bytes come from our own scratch: the iovec
+// holding them is split around a 2-byte slice of w.csums.
+func (w *txWorker) completeCsum(start int, m *gso.Meta) {
+	frame := w.iovs[start+1:]
+	csum, at, ok := gso.FinishCsum(frame, m)
+	if !ok {
+		w.iovs = w.iovs[:start]
+		w.drops[DropGSOMalformed]++
+		return
+	}
+	k := len(w.pkts)
+	cs := w.csums[k][:]
+	cs[0], cs[1] = byte(csum>>8), byte(csum)
+	// Rebuild the frame iovecs with the two bytes [at, at+2) replaced by
+	// cs; the field may straddle two buffers.
+	tail := append(w.spare[:0], frame...)
+	w.iovs = w.iovs[:start+1]
+	off := 0
+	for _, b := range tail {
+		lo, hi := off, off+len(b)
+		if at > lo {
+			w.iovs = append(w.iovs, b[:min(at, hi)-lo])
+		}
+		if at >= lo && at < hi {
+			w.iovs = append(w.iovs, cs)
+		}
+		if at+2 < hi {
+			w.iovs = append(w.iovs, b[max(at+2, lo)-lo:])
+		}
+		off = hi
+	}
+	w.spare = tail[:0]
+	hb := w.iovs[start]
+	clear(hb)
+	w.queue(start, m.FrameLen, PathCsumCompleted)
+}
+
+// segment cuts a super-packet to MSS-sized packets into the worker's arena
+// and writes them. The batch queued so far goes first, so that packet order
+// on the backend is the ring's order.
+func (w *txWorker) segment(frame [][]byte, m *gso.Meta) {
+	st := w.qp.stats
+	w.flushPkts()
+	per := w.hdrLen + m.MaxSegmentLen()
+	cnt := min(len(w.arena)/per, len(w.segDst))
+	if cnt == 0 {
+		w.drops[DropTxTooLarge]++
+		return
+	}
+	sh := m.SegmentVnetHdr(w.feats)
+	failed := false
+	written := 0
+	for from := 0; from < m.Segs && !failed; {
+		for i := 0; i < cnt; i++ {
+			w.segDst[i] = w.arena[i*per+w.hdrLen : i*per+w.hdrLen : (i+1)*per]
+		}
+		n, r := gso.Segment(w.segDst[:cnt], frame, m, w.feats, from)
+		if n == 0 {
+			if r.Malformed() {
+				w.drops[DropGSOMalformed]++
+			} else {
+				w.drops[DropGSOUnsupported]++
+			}
+			return
+		}
+		w.segPkts = w.segPkts[:0]
+		for i := 0; i < n; i++ {
+			hb := w.arena[i*per : i*per+w.hdrLen]
+			sh.Encode(hb)
+			w.segPkts = append(w.segPkts, w.segIov[i][:0])
+			w.segPkts[i] = append(w.segPkts[i], w.arena[i*per:i*per+w.hdrLen+len(w.segDst[i])])
+		}
+		k, _ := w.writeAll(w.segPkts)
+		written += k
+		if k < n {
+			failed = true
+		}
+		from += n
+	}
+	st.TxSegments.Add(uint64(written))
+	if failed {
+		w.drops[DropBackendWrite]++
+		return
+	}
+	st.TxPackets[PathSegmented].Add(1)
+	st.TxBytes[PathSegmented].Add(uint64(m.FrameLen))
+}
+
+// resegment splits a super-packet that exceeds gso_max_size/gso_max_segs
+// into the fewest super-packets that fit. Only headers are copied; payload
+// iovecs still point into guest memory.
+func (w *txWorker) resegment(frame [][]byte, m *gso.Meta) {
+	st := w.qp.stats
+	w.flushPkts()
+	total := gso.ResegmentCount(m, w.limits)
+	for i := range w.reseg.Pkts {
+		if cap(w.reseg.Pkts[i]) < 1+len(frame) {
+			w.reseg.Pkts[i] = make([][]byte, 0, 2*len(frame)+2)
+		}
+	}
+	failed := false
+	written := 0
+	for from := 0; from < total && !failed; {
+		n, r := gso.Resegment(&w.reseg, frame, m, w.limits, from)
+		if n == 0 {
+			if r.Malformed() {
+				w.drops[DropGSOMalformed]++
+			} else {
+				w.drops[DropGSOUnsupported]++
+			}
+			return
+		}
+		k, _ := w.writeAll(w.reseg.Pkts[:n])
+		written += k
+		if k < n {
+			failed = true
+		}
+		from += n
+	}
+	st.TxSegments.Add(uint64(written))
+	if failed {
+		w.drops[DropBackendWrite]++
+		return
+	}
+	st.TxPackets[PathResegmented].Add(1)
+	st.TxBytes[PathResegmented].Add(uint64(m.FrameLen))
+}
+
+// writeAll writes pkts, counting each refused one by errno. It returns how
+// many were written and whether any failed.
+func (w *txWorker) writeAll(pkts [][][]byte) (int, bool) {
+	st := w.qp.stats
+	written := 0
+	for done := 0; done < len(pkts); {
+		k, err := w.qp.be.WritePackets(pkts[done:])
+		written += k
+		done += k
+		if err == nil {
+			continue
+		}
+		if done >= len(pkts) {
+			break
+		}
+		var errno syscall.Errno
+		if errors.As(err, &errno) && int(errno) < len(st.TxWriteErrno) {
+			st.TxWriteErrno[errno].Add(1)
+		} else {
+			st.TxWriteErrno[0].Add(1)
+		}
+		if w.qp.dev.log.Enabled(context.Background(), slog.LevelDebug) {
+			w.qp.dev.log.Debug("backend refused a packet", "queue", w.q.Index, "err", err)
+		}
+		w.failed[done] = true
+		done++
+	}
+	return written, written < len(pkts)
+}
+
+// flushPkts writes the queued batch and counts each packet under its path,
+// or as a backend_write drop if the backend refused it.
+func (w *txWorker) flushPkts() {
+	if len(w.pkts) == 0 {
+		return
+	}
+	st := w.qp.stats
+	clear(w.failed[:len(w.pkts)])
+	w.writeAll(w.pkts)
+	for j := range w.pkts {
+		if w.failed[j] {
+			w.drops[DropBackendWrite]++
+			continue
+		}
+		p := w.paths[j]
+		st.TxPackets[p].Add(1)
+		st.TxBytes[p].Add(uint64(w.lens[j]))
+	}
+	w.pkts = w.pkts[:0]
+	// Header copies and iovecs are reused from the start: every queued
+	// packet has been handed over.
+	w.iovs = w.iovs[:0]
 }
 
 // copyHeader copies the first len(dst) bytes of the chain's readable buffers
