@@ -208,7 +208,9 @@ func (d *Driver) DeviceConfig() Config {
 }
 
 // GuestAddr returns the guest address of b, which must be a subslice of the
-// driver's memory.
+// driver's memory. An empty b has no reliable address (Go may point a
+// zero-capacity subslice at the start of the array), so its result is only
+// good for a zero-length buffer.
 func (d *Driver) GuestAddr(b []byte) (uint64, bool) {
 	p, m := addrOf(b), addrOf(d.mem)
 	if p < m {

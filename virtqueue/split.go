@@ -299,7 +299,7 @@ func (q *Split) Push(used []UsedElem) {
 // was pushed since the last call.
 func (q *Split) NeedNotify() bool {
 	old, newIdx, valid := q.signalledUsed, q.usedIdx, q.signalledValid
-	if old == newIdx && valid {
+	if old == newIdx {
 		return false
 	}
 	q.signalledUsed, q.signalledValid = newIdx, true
