@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/backend"
-	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
+	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 

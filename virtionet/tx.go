@@ -43,7 +43,14 @@ type txWorker struct {
 	paths  []TxPath
 	lens   []int
 	failed []bool
-	drops  [numDrops]uint32
+	// Per-batch counters, folded into QueueStats once per batch so the
+	// datapath does one atomic add per counter per batch, not per packet.
+	drops     [numDrops]uint32
+	pathPkts  [numTxPaths]uint64
+	pathBytes [numTxPaths]uint64
+	gsoPkts   uint64
+	segs      uint64
+	decisions [gso.NumReasons]uint32
 
 	// Decision inputs, fixed for the life of the worker (the backend's
 	// features and limits do not change while a ring runs).
@@ -171,7 +178,6 @@ func (w *txWorker) processBatch(n int, seen time.Time) {
 	w.used = w.used[:0]
 	w.pkts = w.pkts[:0]
 	w.iovs = w.iovs[:0]
-	w.drops = [numDrops]uint32{}
 	st.TxPosted.Add(uint64(n))
 	for i := 0; i < n; i++ {
 		c := &w.chains[i]
@@ -195,10 +201,38 @@ func (w *txWorker) processBatch(n int, seen time.Time) {
 	w.qp.signal(q.Call, q.VQ, &st.TxCalls, &st.TxCallsSupp)
 	st.TxLatency.observeLatency(time.Since(seen), uint64(n))
 	st.TxBatch.observeBatch(n)
+	w.foldStats()
+}
+
+// foldStats adds the batch's counters to the shared stats and resets them.
+func (w *txWorker) foldStats() {
+	st := w.qp.stats
 	for d, c := range w.drops {
 		if c != 0 {
 			st.TxDrops[d].Add(uint64(c))
+			w.drops[d] = 0
 		}
+	}
+	for p := range w.pathPkts {
+		if w.pathPkts[p] != 0 {
+			st.TxPackets[p].Add(w.pathPkts[p])
+			st.TxBytes[p].Add(w.pathBytes[p])
+			w.pathPkts[p], w.pathBytes[p] = 0, 0
+		}
+	}
+	for r, c := range w.decisions {
+		if c != 0 {
+			st.TxDecisions[r].Add(uint64(c))
+			w.decisions[r] = 0
+		}
+	}
+	if w.gsoPkts != 0 {
+		st.TxGSOPkts.Add(w.gsoPkts)
+		w.gsoPkts = 0
+	}
+	if w.segs != 0 {
+		st.TxSegments.Add(w.segs)
+		w.segs = 0
 	}
 }
 
@@ -239,13 +273,13 @@ func (w *txWorker) packet(c *virtqueue.Chain) {
 			return
 		}
 	} else {
-		st.TxGSOPkts.Add(1)
+		w.gsoPkts++
 	}
 	policy := gso.Policy(w.qp.dev.policy.Load())
 	if policy == gso.PolicyDefer {
 		// Defer: hand everything over whole and let the kernel segment, as
 		// vhost-net would; the kernel validates again on write.
-		st.TxDecisions[gso.ReasonPolicy].Add(1)
+		w.decisions[gso.ReasonPolicy]++
 		w.queue(start, frameLen, pathWhole(plain))
 		return
 	}
@@ -264,7 +298,7 @@ func (w *txWorker) packet(c *virtqueue.Chain) {
 		m, _ = gso.ParseHead(w.head[:nh], frameLen, vh)
 	}
 	dec, reason := gso.Decide(m, w.feats, w.limits, policy)
-	st.TxDecisions[reason].Add(1)
+	w.decisions[reason]++
 	switch dec {
 	case gso.DecisionPassWhole:
 		w.queue(start, frameLen, pathWhole(plain))
@@ -348,7 +382,6 @@ func (w *txWorker) completeCsum(start int, m *gso.Meta) {
 // and writes them. The batch queued so far goes first, so that packet order
 // on the backend is the ring's order.
 func (w *txWorker) segment(frame [][]byte, m *gso.Meta) {
-	st := w.qp.stats
 	w.flushPkts()
 	per := w.hdrLen + m.MaxSegmentLen()
 	cnt := min(len(w.arena)/per, len(w.segDst))
@@ -386,20 +419,19 @@ func (w *txWorker) segment(frame [][]byte, m *gso.Meta) {
 		}
 		from += n
 	}
-	st.TxSegments.Add(uint64(written))
+	w.segs += uint64(written)
 	if failed {
 		w.drops[DropBackendWrite]++
 		return
 	}
-	st.TxPackets[PathSegmented].Add(1)
-	st.TxBytes[PathSegmented].Add(uint64(m.FrameLen))
+	w.pathPkts[PathSegmented]++
+	w.pathBytes[PathSegmented] += uint64(m.FrameLen)
 }
 
 // resegment splits a super-packet that exceeds gso_max_size/gso_max_segs
 // into the fewest super-packets that fit. Only headers are copied; payload
 // iovecs still point into guest memory.
 func (w *txWorker) resegment(frame [][]byte, m *gso.Meta) {
-	st := w.qp.stats
 	w.flushPkts()
 	total := gso.ResegmentCount(m, w.limits)
 	for i := range w.reseg.Pkts {
@@ -426,13 +458,13 @@ func (w *txWorker) resegment(frame [][]byte, m *gso.Meta) {
 		}
 		from += n
 	}
-	st.TxSegments.Add(uint64(written))
+	w.segs += uint64(written)
 	if failed {
 		w.drops[DropBackendWrite]++
 		return
 	}
-	st.TxPackets[PathResegmented].Add(1)
-	st.TxBytes[PathResegmented].Add(uint64(m.FrameLen))
+	w.pathPkts[PathResegmented]++
+	w.pathBytes[PathResegmented] += uint64(m.FrameLen)
 }
 
 // writeAll writes pkts, counting each refused one by errno. It returns how
@@ -471,7 +503,6 @@ func (w *txWorker) flushPkts() {
 	if len(w.pkts) == 0 {
 		return
 	}
-	st := w.qp.stats
 	clear(w.failed[:len(w.pkts)])
 	w.writeAll(w.pkts)
 	for j := range w.pkts {
@@ -480,8 +511,8 @@ func (w *txWorker) flushPkts() {
 			continue
 		}
 		p := w.paths[j]
-		st.TxPackets[p].Add(1)
-		st.TxBytes[p].Add(uint64(w.lens[j]))
+		w.pathPkts[p]++
+		w.pathBytes[p] += uint64(w.lens[j])
 	}
 	w.pkts = w.pkts[:0]
 	// Header copies and iovecs are reused from the start: every queued
