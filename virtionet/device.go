@@ -42,11 +42,12 @@ type Device struct {
 
 	// mu serialises control-path calls (they come from the one session
 	// goroutine, but Stats/Status may be read from others).
-	mu     sync.Mutex
-	acked  atomic.Uint64
-	policy atomic.Uint32 // gso.Policy, read per packet: switching takes effect on the next packet
-	hdrLen int
-	pairs  []*QueuePair
+	mu      sync.Mutex
+	acked   atomic.Uint64
+	capture atomic.Pointer[Capture]
+	policy  atomic.Uint32 // gso.Policy, read per packet: switching takes effect on the next packet
+	hdrLen  int
+	pairs   []*QueuePair
 }
 
 var _ vhostuser.Device = (*Device)(nil)

@@ -51,6 +51,7 @@ type rxWorker struct {
 	used   []virtqueue.UsedElem
 	qsize  int
 	drops  [numDrops]uint32
+	oneIov [1][]byte
 	pkts   uint64
 	bytes  uint64
 	gso    uint64
@@ -366,6 +367,9 @@ func (w *rxWorker) deliver(pkt []byte) (bool, error) {
 	w.cLen -= cnt
 	if w.cLen == 0 {
 		w.cHead, w.hole = 0, false
+	}
+	if c := w.qp.dev.capture.Load(); c != nil && c.wants(CaptureRX) {
+		w.captureRx(c, pkt)
 	}
 	w.pkts++
 	w.bytes += uint64(len(pkt) - w.hdrLen)

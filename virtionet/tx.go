@@ -52,6 +52,10 @@ type txWorker struct {
 	segs      uint64
 	decisions [gso.NumReasons]uint32
 
+	// verdict is what packet() decided for the current chain, for capture.
+	verdict txVerdict
+	capIov  [][]byte
+
 	// Decision inputs, fixed for the life of the worker (the backend's
 	// features and limits do not change while a ring runs).
 	feats  gso.Features
@@ -175,6 +179,10 @@ func (w *txWorker) processBatch(n int, seen time.Time) {
 	st := w.qp.stats
 	q := w.q
 	enabled := q.Enabled.Load()
+	capt := w.qp.dev.capture.Load()
+	if capt != nil && !capt.wants(CaptureTX) {
+		capt = nil
+	}
 	w.used = w.used[:0]
 	w.pkts = w.pkts[:0]
 	w.iovs = w.iovs[:0]
@@ -182,17 +190,21 @@ func (w *txWorker) processBatch(n int, seen time.Time) {
 	for i := 0; i < n; i++ {
 		c := &w.chains[i]
 		w.used = append(w.used, virtqueue.UsedElem{ID: uint32(c.Head)})
+		w.verdict = txVerdict{}
 		switch {
 		case c.Err != nil:
-			w.drops[chainDrop(c.Err)]++
+			w.drop(chainDrop(c.Err))
 		case !enabled:
-			w.drops[DropRingDisabled]++
+			w.drop(DropRingDisabled)
 		case c.WriteLen != 0:
-			w.drops[DropTxWritableBuffer]++
+			w.drop(DropTxWritableBuffer)
 		case len(c.Bufs) >= maxIovecs:
-			w.drops[DropTxTooLarge]++
+			w.drop(DropTxTooLarge)
 		default:
 			w.packet(c)
+		}
+		if capt != nil {
+			w.capture(capt, c)
 		}
 	}
 	w.flushPkts()
@@ -238,19 +250,32 @@ func (w *txWorker) foldStats() {
 
 // packet validates one TX chain, decides its path and queues it for the
 // backend (or segments it and writes the segments at once).
+// txVerdict is the fate of one TX packet, recorded for packet capture.
+type txVerdict struct {
+	path   TxPath
+	dec    gso.Decision
+	reason gso.Reason
+	drop   Drop
+}
+
+func (w *txWorker) drop(d Drop) {
+	w.drops[d]++
+	w.verdict.drop = d
+}
+
 func (w *txWorker) packet(c *virtqueue.Chain) {
 	st := w.qp.stats
 	k := len(w.pkts)
 	hb := w.hdrs[k][:w.hdrLen]
 	if copyHeader(hb, c.Bufs) < w.hdrLen {
-		w.drops[DropHdrInvalid]++
+		w.drop(DropHdrInvalid)
 		st.HdrInvalid[HdrShort].Add(1)
 		return
 	}
 	frameLen := int(c.ReadLen) - w.hdrLen
 	h := DecodeHdr(hb)
 	if r := h.Validate(frameLen); r != HdrOK {
-		w.drops[DropHdrInvalid]++
+		w.drop(DropHdrInvalid)
 		st.HdrInvalid[r].Add(1)
 		return
 	}
@@ -280,6 +305,7 @@ func (w *txWorker) packet(c *virtqueue.Chain) {
 		// Defer: hand everything over whole and let the kernel segment, as
 		// vhost-net would; the kernel validates again on write.
 		w.decisions[gso.ReasonPolicy]++
+		w.verdict.reason = gso.ReasonPolicy
 		w.queue(start, frameLen, pathWhole(plain))
 		return
 	}
@@ -299,6 +325,7 @@ func (w *txWorker) packet(c *virtqueue.Chain) {
 	}
 	dec, reason := gso.Decide(m, w.feats, w.limits, policy)
 	w.decisions[reason]++
+	w.verdict.dec, w.verdict.reason = dec, reason
 	switch dec {
 	case gso.DecisionPassWhole:
 		w.queue(start, frameLen, pathWhole(plain))
@@ -317,9 +344,9 @@ func (w *txWorker) packet(c *virtqueue.Chain) {
 	default:
 		w.iovs = w.iovs[:start]
 		if reason.Malformed() {
-			w.drops[DropGSOMalformed]++
+			w.drop(DropGSOMalformed)
 		} else {
-			w.drops[DropGSOUnsupported]++
+			w.drop(DropGSOUnsupported)
 		}
 	}
 }
@@ -333,6 +360,7 @@ func pathWhole(plain bool) TxPath {
 
 // queue adds the packet whose iovecs start at w.iovs[start] to the batch.
 func (w *txWorker) queue(start, frameLen int, path TxPath) {
+	w.verdict.path = path
 	k := len(w.pkts)
 	w.pkts = append(w.pkts, w.iovs[start:len(w.iovs):len(w.iovs)])
 	w.lens[k] = frameLen
@@ -348,7 +376,7 @@ func (w *txWorker) completeCsum(start int, m *gso.Meta) {
 	csum, at, ok := gso.FinishCsum(frame, m)
 	if !ok {
 		w.iovs = w.iovs[:start]
-		w.drops[DropGSOMalformed]++
+		w.drop(DropGSOMalformed)
 		return
 	}
 	k := len(w.pkts)
@@ -386,7 +414,7 @@ func (w *txWorker) segment(frame [][]byte, m *gso.Meta) {
 	per := w.hdrLen + m.MaxSegmentLen()
 	cnt := min(len(w.arena)/per, len(w.segDst))
 	if cnt == 0 {
-		w.drops[DropTxTooLarge]++
+		w.drop(DropTxTooLarge)
 		return
 	}
 	sh := m.SegmentVnetHdr(w.feats)
@@ -399,9 +427,9 @@ func (w *txWorker) segment(frame [][]byte, m *gso.Meta) {
 		n, r := gso.Segment(w.segDst[:cnt], frame, m, w.feats, from)
 		if n == 0 {
 			if r.Malformed() {
-				w.drops[DropGSOMalformed]++
+				w.drop(DropGSOMalformed)
 			} else {
-				w.drops[DropGSOUnsupported]++
+				w.drop(DropGSOUnsupported)
 			}
 			return
 		}
@@ -421,9 +449,10 @@ func (w *txWorker) segment(frame [][]byte, m *gso.Meta) {
 	}
 	w.segs += uint64(written)
 	if failed {
-		w.drops[DropBackendWrite]++
+		w.drop(DropBackendWrite)
 		return
 	}
+	w.verdict.path = PathSegmented
 	w.pathPkts[PathSegmented]++
 	w.pathBytes[PathSegmented] += uint64(m.FrameLen)
 }
@@ -445,9 +474,9 @@ func (w *txWorker) resegment(frame [][]byte, m *gso.Meta) {
 		n, r := gso.Resegment(&w.reseg, frame, m, w.limits, from)
 		if n == 0 {
 			if r.Malformed() {
-				w.drops[DropGSOMalformed]++
+				w.drop(DropGSOMalformed)
 			} else {
-				w.drops[DropGSOUnsupported]++
+				w.drop(DropGSOUnsupported)
 			}
 			return
 		}
@@ -460,9 +489,10 @@ func (w *txWorker) resegment(frame [][]byte, m *gso.Meta) {
 	}
 	w.segs += uint64(written)
 	if failed {
-		w.drops[DropBackendWrite]++
+		w.drop(DropBackendWrite)
 		return
 	}
+	w.verdict.path = PathResegmented
 	w.pathPkts[PathResegmented]++
 	w.pathBytes[PathResegmented] += uint64(m.FrameLen)
 }
@@ -518,6 +548,15 @@ func (w *txWorker) flushPkts() {
 	// Header copies and iovecs are reused from the start: every queued
 	// packet has been handed over.
 	w.iovs = w.iovs[:0]
+}
+
+// capture records the current chain and its verdict.
+func (w *txWorker) capture(c *Capture, ch *virtqueue.Chain) {
+	var hb [hdrMax]byte
+	copyHeader(hb[:w.hdrLen], ch.Bufs)
+	w.capIov = appendFrameIovecs(w.capIov[:0], ch.Bufs, w.hdrLen)
+	v := w.verdict
+	w.captureTx(c, DecodeHdr(hb[:w.hdrLen]), w.capIov, v.path, v.dec, v.reason, v.drop)
 }
 
 // copyHeader copies the first len(dst) bytes of the chain's readable buffers
