@@ -61,6 +61,7 @@ type Split struct {
 	usedFlags      uint16 // our copy of used.flags (the device owns it)
 	signalledUsed  uint16 // usedIdx at the last NeedNotify
 	signalledValid bool   // false until the first NeedNotify: its used_event may predate us
+	unpushed       int    // chains popped and not yet pushed; bounds Unpop
 	broken         error  // ring-fatal error seen; sticky
 	fenceWord      uint32 // private word for fullFence
 }
@@ -146,12 +147,14 @@ func (q *Split) Pop(chains []Chain) (n int, err error) {
 		if head >= q.size {
 			q.broken = ErrHeadIndex
 			q.lastAvail = pos
+			q.unpushed += i
 			return i, ErrHeadIndex
 		}
 		q.walkChain(&chains[i], head)
 		pos++
 	}
 	q.lastAvail = pos
+	q.unpushed += n
 	return n, nil
 }
 
@@ -288,6 +291,7 @@ func (q *Split) Push(used []UsedElem) {
 		idx++
 	}
 	q.usedIdx = idx
+	q.unpushed = max(q.unpushed-len(used), 0)
 	// Release: the entries above become visible no later than the new idx.
 	storeWord(q.f.usedWord, q.usedFlags, idx)
 }

@@ -440,3 +440,30 @@ func TestDeviceRestart(t *testing.T) {
 		t.Errorf("used.idx = %d, want 9", r.drv.UsedIdx())
 	}
 }
+
+func TestUnpop(t *testing.T) {
+	r := newTestRing(t, ringOpts{size: 8})
+	var heads []uint16
+	for i := 0; i < 4; i++ {
+		heads = append(heads, postOne(t, r, dataArea+i*16, 4))
+	}
+	r.drv.Publish()
+	r.dev.Unpop(1) // nothing popped yet: no-op
+	if r.dev.LastAvail() != 0 {
+		t.Fatalf("Unpop with nothing popped moved LastAvail to %d", r.dev.LastAvail())
+	}
+	chains := popAll(t, r.dev, 4)
+	r.dev.Push([]UsedElem{{ID: uint32(chains[0].Head)}})
+	r.dev.Unpop(4) // only 3 popped and not pushed: no-op
+	if r.dev.LastAvail() != 4 {
+		t.Fatalf("Unpop(4) with 3 unpushed moved LastAvail to %d", r.dev.LastAvail())
+	}
+	r.dev.Unpop(2)
+	if r.dev.LastAvail() != 2 {
+		t.Fatalf("LastAvail after Unpop(2) = %d, want 2", r.dev.LastAvail())
+	}
+	again := popAll(t, r.dev, 2)
+	if again[0].Head != heads[2] || again[1].Head != heads[3] {
+		t.Errorf("re-popped heads %d,%d, want %d,%d", again[0].Head, again[1].Head, heads[2], heads[3])
+	}
+}

@@ -7,10 +7,13 @@ package virtqueue
 // resumes at exactly the first buffer it did not fill.
 //
 // The caller guarantees the n chains are the tail of what Pop consumed and
-// that none of them was pushed; n beyond what was popped is clamped to 0.
+// that none of them was pushed. If n is more than the chains popped and not
+// yet pushed (so it would hand out chains the driver already got back, or
+// ones a previous device instance consumed), Unpop does nothing.
 func (q *Split) Unpop(n int) {
-	if n <= 0 || n > int(q.size) {
+	if n <= 0 || n > q.unpushed {
 		return
 	}
 	q.lastAvail -= uint16(n)
+	q.unpushed -= n
 }
