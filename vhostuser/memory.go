@@ -130,7 +130,12 @@ func (t *MemoryTable) Close() {
 // addresses) over a snapshot of the current regions. Each ring gets its own:
 // the view caches the last region hit and must be used by one goroutine.
 func (t *MemoryTable) GPA() virtqueue.Memory {
-	return &GuestMemory{set: t.set}
+	g := &GuestMemory{n: t.set.n}
+	for i := 0; i < t.set.n; i++ {
+		g.start[i] = t.set.r[i].GuestPhysAddr
+		g.mem[i] = t.set.r[i].mem
+	}
+	return g
 }
 
 // UVA translates a front-end virtual address range (SET_VRING_ADDR) to host
@@ -146,10 +151,14 @@ func (t *MemoryTable) UVA(addr, size uint64) ([]byte, bool) {
 }
 
 // GuestMemory translates guest-physical addresses. It implements
-// virtqueue.Memory and does not allocate.
+// virtqueue.Memory and does not allocate. The region starts and byte slices
+// sit in two compact arrays, so a scan of all eight slots touches few cache
+// lines.
 type GuestMemory struct {
-	set  regionSet
-	last int // index of the region that served the previous lookup
+	start [MaxMemSlots]uint64
+	mem   [MaxMemSlots][]byte
+	n     int
+	last  int // index of the region that served the previous lookup
 }
 
 // Slice returns the host bytes of [addr, addr+size). ok is false unless the
@@ -158,15 +167,13 @@ type GuestMemory struct {
 // lie inside the region, so a zero size at a region's end is refused, as
 // virtqueue.RegionMemory does.
 func (g *GuestMemory) Slice(addr, size uint64) ([]byte, bool) {
-	if g.last < g.set.n {
-		m := &g.set.r[g.last]
-		if b, ok := sliceRegion(m.mem, m.GuestPhysAddr, addr, size); ok {
+	if i := g.last; i < g.n {
+		if b, ok := sliceRegion(g.mem[i], g.start[i], addr, size); ok {
 			return b, true
 		}
 	}
-	for i := 0; i < g.set.n; i++ {
-		m := &g.set.r[i]
-		if b, ok := sliceRegion(m.mem, m.GuestPhysAddr, addr, size); ok {
+	for i := 0; i < g.n; i++ {
+		if b, ok := sliceRegion(g.mem[i], g.start[i], addr, size); ok {
 			g.last = i
 			return b, true
 		}
@@ -178,9 +185,7 @@ func (g *GuestMemory) Slice(addr, size uint64) ([]byte, bool) {
 // so does the whole range. The checks never compute addr+size, so they
 // cannot overflow: size <= n-off bounds the end by the region's end.
 func sliceRegion(mem []byte, base, addr, size uint64) ([]byte, bool) {
-	if addr < base {
-		return nil, false
-	}
+	// addr < base makes off wrap to a value >= n: one compare covers both.
 	off := addr - base
 	n := uint64(len(mem))
 	if off >= n || size > n-off {

@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vhostd/vhostd/virtqueue"
 )
 
 // memfd returns a memfd of size bytes whose byte i holds byte(i/4096) (the
@@ -272,6 +274,27 @@ func BenchmarkGuestMemorySlice(b *testing.B) {
 		b.Fatal(err)
 	}
 	g := tbl.GPA()
+	// Baseline: virtqueue.RegionMemory (a slice of regions, no last-hit
+	// cache) over the same mappings.
+	// Both are called through the virtqueue.Memory interface, as Split does.
+	var rms virtqueue.RegionMemory
+	for _, r := range regions {
+		mb, _ := g.Slice(r.GuestPhysAddr, r.Size)
+		rms = append(rms, virtqueue.MemRegion{Addr: r.GuestPhysAddr, B: mb})
+	}
+	var rm virtqueue.Memory = rms
+	b.Run("baseline-RegionMemory-same-region", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			rm.Slice(7<<20+64, 1500)
+		}
+	})
+	b.Run("baseline-RegionMemory-alternating", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			rm.Slice(uint64(i&7)<<20+64, 1500)
+		}
+	})
 	b.Run("same-region", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {

@@ -47,13 +47,13 @@ type ring struct {
 	addr    VringAddr // SET_VRING_ADDR, front-end virtual addresses
 	addrSet bool
 
-	kick     *virtqueue.Kick // nil with NOFD (front-end polls) or when unset
-	kickSet  bool            // SET_VRING_KICK seen since the last stop
-	call     *virtqueue.Call
-	errCall  *virtqueue.Call
-	enabled  atomic.Bool // shared with the device through Queue.Enabled
-	queue    *Queue      // non-nil while started
-	firstKik *kickWaiter // non-nil while waiting for the first kick
+	kick      *virtqueue.Kick // nil with NOFD (front-end polls) or when unset
+	kickSet   bool            // SET_VRING_KICK seen since the last stop
+	call      *virtqueue.Call
+	errCall   *virtqueue.Call
+	enabled   atomic.Bool // shared with the device through Queue.Enabled
+	queue     *Queue      // non-nil while started
+	firstKick *kickWaiter // non-nil while waiting for the first kick
 }
 
 func (r *ring) started() bool { return r.queue != nil }
@@ -179,6 +179,9 @@ func (s *Session) Serve(ctx context.Context) error {
 		s.conn.Close() // unblocks a pending read
 		wg.Wait()
 	}()
+	// A front-end that stops reading could block a reply write forever;
+	// closing the socket on cancellation unblocks it.
+	defer context.AfterFunc(ctx, func() { s.conn.Close() })()
 
 	for {
 		select {
@@ -187,6 +190,9 @@ func (s *Session) Serve(ctx context.Context) error {
 		case m := <-msgs:
 			err := s.dispatch(m) // closes m's fds and publishes
 			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
 				return err
 			}
 			next <- struct{}{}
@@ -259,7 +265,7 @@ func (s *Session) ringFor(i uint32) (*ring, error) {
 // armFirstKick starts waiting for the ring's first kick.
 func (s *Session) armFirstKick(r *ring) {
 	w := &kickWaiter{kick: r.kick, done: make(chan struct{})}
-	r.firstKik = w
+	r.firstKick = w
 	go func() {
 		w.err = w.kick.Wait()
 		close(w.done)
@@ -273,11 +279,11 @@ func (s *Session) armFirstKick(r *ring) {
 // cancelFirstKick stops a pending first-kick wait and waits for the waiter
 // goroutine to end, so the kick is free for its next user.
 func (s *Session) cancelFirstKick(r *ring) {
-	w := r.firstKik
+	w := r.firstKick
 	if w == nil {
 		return
 	}
-	r.firstKik = nil
+	r.firstKick = nil
 	w.kick.SetDeadline(time.Unix(1, 0))
 	<-w.done
 	w.kick.SetDeadline(time.Time{})
@@ -287,7 +293,7 @@ func (s *Session) cancelFirstKick(r *ring) {
 func (s *Session) reapFirstKicks() {
 	for i := range s.rings {
 		r := &s.rings[i]
-		w := r.firstKik
+		w := r.firstKick
 		if w == nil {
 			continue
 		}
@@ -296,7 +302,7 @@ func (s *Session) reapFirstKicks() {
 		default:
 			continue
 		}
-		r.firstKik = nil
+		r.firstKick = nil
 		if w.err != nil {
 			s.log.Error("waiting for the first kick failed; the ring stays stopped until the next SET_VRING_KICK", "ring", r.index, "err", w.err)
 			continue
@@ -418,7 +424,7 @@ func (s *Session) restartWithNewFds(r *ring) {
 // stopForReconfig stops a ring whose layout the front-end changes while it
 // runs; it starts again on the next SET_VRING_KICK.
 func (s *Session) stopForReconfig(r *ring, req Request) {
-	if r.started() || r.firstKik != nil {
+	if r.started() || r.firstKick != nil {
 		s.log.Info("ring reconfigured while running; stopped until the next SET_VRING_KICK", "ring", r.index, "request", req.String())
 		s.stopRing(r)
 		s.closeKick(r)
@@ -662,7 +668,7 @@ func (s *Session) setVringKick(m *Message) ([]byte, error) {
 	if _, _, _, err := s.ringMemory(r); err != nil {
 		return nil, err
 	}
-	if r.started() || r.firstKik != nil {
+	if r.started() || r.firstKick != nil {
 		s.stopRing(r)
 	}
 	s.closeKick(r)
