@@ -28,3 +28,17 @@ kill -TERM "$vpid"; wait "$vpid" || fail "vhostd exited non-zero after SIGTERM (
 E2E_PIDS=()
 [ ! -e "$sock" ] || fail "vhostd left its socket file behind"
 pass "clean shutdown, socket removed"
+
+# Client mode: QEMU is the socket server (server=on) and vhostd connects,
+# retrying until the socket appears.
+csock="$OUT/handshake-client.sock" clog="$OUT/handshake-client-vhostd.log" cglog="$OUT/handshake-client-guest.log"
+rm -f "$csock"
+"$VHOSTD" --socket-path "$csock" --client --backend null >"$clog" 2>&1 &
+vpid=$!; E2E_PIDS+=("$vpid")
+e2e_boot "$cglog" 'cat /sys/class/net/eth0/carrier' -n vhost-user -s "$csock" -S -T 120 \
+  || fail "client-mode guest run failed (see $cglog, $clog)"
+tr -d '\r' <"$cglog" | grep -q '^LAB-ETH0 .*carrier=1' || fail "client mode: guest eth0 has no carrier (see $cglog)"
+grep -q 'negotiated features' "$clog" || fail "client mode: vhostd did not log negotiated features (see $clog)"
+pass "client mode (QEMU server=on, vhostd --client): guest up, features negotiated"
+kill -TERM "$vpid"; wait "$vpid" || fail "client-mode vhostd exited non-zero after SIGTERM (see $clog)"
+E2E_PIDS=()
