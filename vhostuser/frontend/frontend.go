@@ -167,7 +167,16 @@ func New(c *net.UnixConn) *Frontend {
 
 // Close closes the connection, the eventfds and the guest memory.
 func (f *Frontend) Close() error {
-	err := f.conn.Close()
+	var err error
+	if f.conn != nil {
+		err = f.conn.Close()
+	}
+	f.release()
+	return err
+}
+
+// release frees what Setup made: eventfds and guest memory.
+func (f *Frontend) release() {
 	for _, q := range f.Queues {
 		q.close()
 	}
@@ -176,7 +185,6 @@ func (f *Frontend) Close() error {
 		f.Mem.Close()
 		f.Mem = nil
 	}
-	return err
 }
 
 // Conn returns the underlying connection.
@@ -348,12 +356,12 @@ func (f *Frontend) SetVringAddr(q *Queue) error {
 // anything. Handshake calls it; tests that send their own sequence call it
 // directly.
 func (f *Frontend) Setup(opts Options) error {
-	opts.setDefaults()
-	f.Opts = opts
-	f.Timeout = opts.Timeout
 	if f.Mem != nil {
 		return errors.New("frontend: already set up")
 	}
+	opts.setDefaults()
+	f.Opts = opts
+	f.Timeout = opts.Timeout
 	mem, err := NewMemory(opts.Regions, opts.Order == OrderVirtioUser)
 	if err != nil {
 		return err
@@ -378,12 +386,12 @@ func (f *Frontend) Setup(opts Options) error {
 			off = alignUp(off+indirectSize, 4096)
 		}
 		if off > uint64(len(r0.B)) {
-			f.Close()
+			f.release()
 			return fmt.Errorf("frontend: %d rings of size %d need %d bytes, region 0 has %d", opts.NumQueues, opts.QueueSize, off, len(r0.B))
 		}
 		q, err := newQueue(i, cfg)
 		if err != nil {
-			f.Close()
+			f.release()
 			return err
 		}
 		f.Queues = append(f.Queues, q)
