@@ -160,7 +160,8 @@ func (s *Session) publish() {
 // Serve reads and handles messages until the front-end disconnects (nil),
 // ctx is cancelled (ctx.Err()) or the connection must be dropped (the
 // error). On return every ring is stopped (Device.Reset), every fd received
-// is closed, guest memory is unmapped, and no goroutine is left.
+// is closed, guest memory is unmapped, and no goroutine is left. Serve may
+// be called only once.
 func (s *Session) Serve(ctx context.Context) error {
 	defer s.shutdown()
 
@@ -200,6 +201,9 @@ func (s *Session) Serve(ctx context.Context) error {
 			s.reapFirstKicks()
 			s.publish()
 		case err := <-readErr:
+			if ctx.Err() != nil {
+				return ctx.Err() // the read failed because cancellation closed the socket
+			}
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				s.log.Info("vhost-user front-end disconnected")
 				return nil
