@@ -6,11 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
-	"time"
-	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -55,42 +50,14 @@ type TapConfig struct {
 // shorter than gso_size with EINVAL ("bad gso"): callers should count EINVAL
 // on GSO writes and fall back to software segmentation.
 type Tap struct {
-	file     *os.File
-	rawConn  syscall.RawConn
-	name     string
-	ifindex  int
-	flags    uint16 // from TUNGETIFF
-	created  bool
-	uso      bool // TUNSETOFFLOAD accepted USO4|USO6
-	caps     Capabilities
-	closeErr error
-	closed   sync.Once
-	isClosed atomic.Bool // set before the fd closes, to report os.ErrClosed
+	vnetFile // fd, poller I/O and the TUNSET* control calls
 
-	ctlMu      sync.Mutex // serialises control ioctls
-	offload    uint32     // TUN_F_* currently set
-	vnetHdrLen int
-
-	// Reader state, used by readLocked through the prebuilt readFn so that
-	// RawConn.Read gets no per-call closure (one reader at a time).
-	readFn      func(fd uintptr) bool
-	readBufs    [][]byte
-	readSizes   []int
-	readOffset  int
-	readN       int
-	readErr     error
-	readPending error // an error met after some packets were read; returned next call
-
-	// Writer state (one writer at a time).
-	writeFn   func(fd uintptr) bool
-	writePkts [][][]byte
-	writeN    int
-	writeErr  error
-	iov       []unix.Iovec
+	name    string
+	ifindex int
+	flags   uint16 // from TUNGETIFF
+	created bool
+	caps    Capabilities
 }
-
-// maxIovecs is UIO_MAXIOV: writev refuses more with EINVAL.
-const maxIovecs = 1024
 
 // OpenTap opens (or creates) a tap with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, checks
 // with TUNGETIFF that the kernel kept those flags, sets the vnet header
@@ -111,7 +78,7 @@ func OpenTap(cfg TapConfig) (*Tap, error) {
 	if err != nil {
 		return nil, explainOpenErr(err)
 	}
-	t := &Tap{vnetHdrLen: cfg.VnetHdrLen}
+	t := &Tap{}
 	ok := false
 	defer func() {
 		if !ok {
@@ -149,15 +116,9 @@ func OpenTap(cfg TapConfig) (*Tap, error) {
 
 	// A queue attached to an existing device can end up with flags other
 	// than the ones asked for; check what the kernel actually has.
-	got, err := unix.NewIfreq("")
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, got); err != nil {
+	if t.name, t.flags, err = getIff(fd); err != nil {
 		return nil, fmt.Errorf("open tap %q: TUNGETIFF: %w", cfg.Name, err)
 	}
-	t.name = got.Name()
-	t.flags = got.Uint16()
 	if err := checkTapFlags(t.name, t.flags, want); err != nil {
 		return nil, err
 	}
@@ -171,43 +132,28 @@ func OpenTap(cfg TapConfig) (*Tap, error) {
 	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0); err != nil {
 		return nil, fmt.Errorf("open tap %q: TUNSETOFFLOAD 0: %w", t.name, err)
 	}
-	t.uso = probeUSO(fd, 0)
+	uso := probeUSO(fd, 0)
 
-	if err := t.setupLink(fd, cfg); err != nil {
+	if err := t.setupLink(fd, cfg, uso); err != nil {
 		return nil, err
 	}
 
-	if err := unix.SetNonblock(fd, true); err != nil {
-		return nil, fmt.Errorf("open tap %q: set O_NONBLOCK: %w", t.name, err)
+	ok = true // init owns fd now, also on error
+	if err := t.vnetFile.init(fd, "/dev/net/tun:"+t.name, "tap "+t.name, cfg.VnetHdrLen, uso); err != nil {
+		return nil, err
 	}
-	t.file = os.NewFile(uintptr(fd), "/dev/net/tun:"+t.name)
-	ok = true // the os.File owns fd now
-	rc, err := t.file.SyscallConn()
-	if err != nil {
-		t.file.Close()
-		return nil, fmt.Errorf("open tap %q: %w", t.name, err)
-	}
-	t.rawConn = rc
-	t.readFn = t.readLocked
-	t.writeFn = t.writeLocked
-	t.iov = make([]unix.Iovec, 0, 64)
 	return t, nil
 }
 
 // checkTapFlags compares the flags TUNGETIFF reported with the ones asked for.
 func checkTapFlags(name string, got, want uint16) error {
-	const checked = unix.IFF_TAP | unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE
-	if got&checked != want {
-		return fmt.Errorf("open tap %q: the kernel set flags %#x, want %#x (IFF_TAP 0x2, IFF_NO_PI 0x1000, IFF_VNET_HDR 0x4000, IFF_MULTI_QUEUE 0x100): delete the device (ip link del %s) or use another name",
-			name, got&checked, want, name)
-	}
-	return nil
+	return checkIffFlags("tap", name, got, want)
 }
 
 // setupLink brings the link up, applies the MTU and reads MTU and GSO limits,
 // through netlink in the tap's own network namespace when the kernel tells us
 // which one it is (TUNGETDEVNETNS, Linux 5.2+).
-func (t *Tap) setupLink(fd int, cfg TapConfig) error {
+func (t *Tap) setupLink(fd int, cfg TapConfig, uso bool) error {
 	h := &netlink.Handle{}
 	if nsfd, err := unix.IoctlRetInt(fd, unix.TUNGETDEVNETNS); err == nil {
 		ns := netns.NsHandle(nsfd)
@@ -243,7 +189,7 @@ func (t *Tap) setupLink(fd int, cfg TapConfig) error {
 	// USO writes (VIRTIO_NET_HDR_GSO_UDP_L4) are accepted by the same
 	// kernels (6.2+) that accept TUN_F_USO4|USO6. UFO writes are accepted
 	// since 4.14 and fragmented by the stack.
-	if t.uso {
+	if uso {
 		t.caps.Offloads |= OffloadUSO
 	}
 	if t.caps.GSOMaxSize == 0 {
@@ -274,15 +220,6 @@ func readSysfsUint(name, attr string, def uint32) uint32 {
 		return def
 	}
 	return uint32(v)
-}
-
-// probeUSO reports whether the kernel accepts TUN_F_USO4|TUN_F_USO6 (Linux
-// 6.2+; set_offload returns EINVAL for any bit it does not know, which is how
-// QEMU's tap_probe_has_uso probes it too), then restores restore.
-func probeUSO(fd int, restore uint32) bool {
-	err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, TunFCsum|TunFTSO4|TunFUSO4|TunFUSO6)
-	_ = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, int(restore))
-	return err == nil
 }
 
 func explainOpenErr(err error) error {
@@ -323,204 +260,6 @@ func (t *Tap) Flags() uint16 { return t.flags }
 // Caps implements Backend.
 func (t *Tap) Caps() Capabilities { return t.caps }
 
-// ProbeUSO asks the kernel again whether it accepts TUN_F_USO4|TUN_F_USO6 and
-// restores the current offloads.
-func (t *Tap) ProbeUSO() bool {
-	t.ctlMu.Lock()
-	defer t.ctlMu.Unlock()
-	ok := false
-	err := t.rawConn.Control(func(fd uintptr) { ok = probeUSO(int(fd), t.offload) })
-	return err == nil && ok
-}
-
-// OffloadFlags returns the TUN_F_* flags currently set.
-func (t *Tap) OffloadFlags() uint32 {
-	t.ctlMu.Lock()
-	defer t.ctlMu.Unlock()
-	return t.offload
-}
-
-// SetOffload implements Backend: TUNSETOFFLOAD with TunOffloadFlags of the
-// guest's acked features. USO is left out when the kernel refused it at open
-// (the guest was then not offered GUEST_USO4/6).
-func (t *Tap) SetOffload(guestFeatures uint64) error {
-	flags := TunOffloadFlags(guestFeatures)
-	if !t.uso {
-		flags &^= TunFUSO4 | TunFUSO6
-	}
-	t.ctlMu.Lock()
-	defer t.ctlMu.Unlock()
-	var ierr error
-	if err := t.rawConn.Control(func(fd uintptr) {
-		ierr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, int(flags))
-	}); err != nil {
-		return fmt.Errorf("tap %s: TUNSETOFFLOAD: %w", t.name, err)
-	}
-	if ierr != nil {
-		return fmt.Errorf("tap %s: the kernel refused TUNSETOFFLOAD %#x: %w", t.name, flags, ierr)
-	}
-	t.offload = flags
-	return nil
-}
-
-// SetVnetHdrLen implements Backend (TUNSETVNETHDRSZ).
-func (t *Tap) SetVnetHdrLen(n int) error {
-	if err := checkVnetHdrLen(n); err != nil {
-		return fmt.Errorf("tap %s: %w", t.name, err)
-	}
-	t.ctlMu.Lock()
-	defer t.ctlMu.Unlock()
-	var ierr error
-	if err := t.rawConn.Control(func(fd uintptr) {
-		ierr = unix.IoctlSetPointerInt(int(fd), unix.TUNSETVNETHDRSZ, n)
-	}); err != nil {
-		return fmt.Errorf("tap %s: TUNSETVNETHDRSZ: %w", t.name, err)
-	}
-	if ierr != nil {
-		return fmt.Errorf("tap %s: TUNSETVNETHDRSZ %d: %w", t.name, n, ierr)
-	}
-	t.vnetHdrLen = n
-	return nil
-}
-
-// VnetHdrLen returns the header length last set.
-func (t *Tap) VnetHdrLen() int {
-	t.ctlMu.Lock()
-	defer t.ctlMu.Unlock()
-	return t.vnetHdrLen
-}
-
-// SetReadDeadline implements Backend.
-func (t *Tap) SetReadDeadline(tm time.Time) error { return t.file.SetReadDeadline(tm) }
-
 // Close implements Backend. A created, non-persistent tap disappears once its
 // last queue is closed.
-func (t *Tap) Close() error {
-	t.closed.Do(func() {
-		t.isClosed.Store(true)
-		t.closeErr = t.file.Close()
-	})
-	return t.closeErr
-}
-
-// ReadPackets implements Backend. Each read returns one packet (the kernel
-// writes the vnet header then the frame). The kernel silently truncates a
-// packet longer than the buffer (sizes[i] is then len(bufs[i])-offset), so
-// give each buffer VnetHdrLen + GSOMaxSize + 18 (Ethernet + VLAN tag) bytes
-// after offset once the guest has GUEST_TSO/USO. After the first packet it
-// keeps reading until EAGAIN or len(bufs). An error met after some packets
-// is returned by the next call.
-func (t *Tap) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if err := t.readPending; err != nil {
-		t.readPending = nil
-		return 0, err
-	}
-	if len(bufs) == 0 {
-		return 0, nil
-	}
-	t.readBufs, t.readSizes, t.readOffset = bufs, sizes[:len(bufs)], offset
-	t.readN, t.readErr = 0, nil
-	err := t.rawConn.Read(t.readFn)
-	n, rerr := t.readN, t.readErr
-	t.readBufs, t.readSizes = nil, nil
-	if err == nil {
-		err = rerr
-	} else {
-		err = t.rawConnErr(err)
-	}
-	if err != nil {
-		if n > 0 {
-			t.readPending = fmt.Errorf("read tap %s: %w", t.name, err)
-			return n, nil
-		}
-		return 0, fmt.Errorf("read tap %s: %w", t.name, err)
-	}
-	return n, nil
-}
-
-// rawConnErr maps the poller's "use of closed file" (which RawConn, unlike
-// os.File's own methods, does not translate) to os.ErrClosed.
-func (t *Tap) rawConnErr(err error) error {
-	if t.isClosed.Load() && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return os.ErrClosed
-	}
-	return err
-}
-
-// readLocked is the RawConn.Read callback: false asks the poller to wait for
-// readability (only before the first packet).
-func (t *Tap) readLocked(fd uintptr) bool {
-	for t.readN < len(t.readBufs) {
-		m, err := unix.Read(int(fd), t.readBufs[t.readN][t.readOffset:])
-		switch err {
-		case nil:
-			t.readSizes[t.readN] = m
-			t.readN++
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return t.readN > 0
-		default:
-			t.readErr = err
-			return true
-		}
-	}
-	return true
-}
-
-// WritePackets implements Backend: one writev per packet, with iovecs pointing
-// straight at the caller's slices (no copy).
-func (t *Tap) WritePackets(pkts [][][]byte) (int, error) {
-	if len(pkts) == 0 {
-		return 0, nil
-	}
-	t.writePkts, t.writeN, t.writeErr = pkts, 0, nil
-	err := t.rawConn.Write(t.writeFn)
-	n, werr := t.writeN, t.writeErr
-	t.writePkts = nil
-	if err == nil {
-		err = werr
-	} else {
-		err = t.rawConnErr(err)
-	}
-	if err != nil {
-		return n, &PacketError{Index: n, Err: err}
-	}
-	return n, nil
-}
-
-// writeLocked is the RawConn.Write callback: false (on EAGAIN) asks the
-// poller to wait for writability.
-func (t *Tap) writeLocked(fd uintptr) bool {
-	for t.writeN < len(t.writePkts) {
-		iov := t.iov[:0]
-		for _, b := range t.writePkts[t.writeN] {
-			if len(b) == 0 {
-				continue
-			}
-			if len(iov) == maxIovecs {
-				t.writeErr = ErrTooManySegments
-				return true
-			}
-			v := unix.Iovec{Base: &b[0]}
-			v.SetLen(len(b))
-			iov = append(iov, v)
-		}
-		t.iov = iov // keep any grown capacity for the next packet
-		if len(iov) == 0 {
-			t.writeErr = unix.EINVAL // an empty packet has no vnet header
-			return true
-		}
-		_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-		switch e {
-		case 0:
-			t.writeN++
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return false
-		default:
-			t.writeErr = e
-			return true
-		}
-	}
-	return true
-}
+func (t *Tap) Close() error { return t.closeFile() }
