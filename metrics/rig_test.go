@@ -1,0 +1,288 @@
+package metrics_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/metrics"
+	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/vhostuser/frontend"
+	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtqueue"
+)
+
+// rig is a virtionet.Device served by a vhostuser.Session over a unix
+// socketpair, driven by the Go front-end in QEMU's place (the pattern of
+// virtionet/harness_test.go).
+type rig struct {
+	t         testing.TB
+	dev       *virtionet.Device
+	fe        *frontend.Frontend
+	sess      *vhostuser.Session
+	connected atomic.Bool
+	done      chan error
+	cancel    context.CancelFunc
+	next      uint64
+	used      []virtqueue.UsedElem
+}
+
+func newRig(t testing.TB, name string, be backend.Backend, policy gso.Policy) *rig {
+	t.Helper()
+	offer, _ := virtionet.Offer(false, virtionet.Toggles{})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dev, err := virtionet.New(virtionet.Config{Name: name, Offer: uint64(offer),
+		Backends: []backend.Backend{be}, Logger: log, Policy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, err := socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := vhostuser.NewSession(a, dev, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &rig{t: t, dev: dev, sess: sess, done: make(chan error, 1), cancel: cancel,
+		used: make([]virtqueue.UsedElem, 1024)}
+	r.connected.Store(true)
+	go func() {
+		err := sess.Serve(ctx)
+		r.connected.Store(false)
+		r.done <- err
+	}()
+	r.fe = frontend.New(b)
+	if err := r.fe.Handshake(frontend.Options{QueueSize: 256, Regions: []frontend.Region{{GPA: 0, Size: 8 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.close)
+	return r
+}
+
+func (r *rig) close() {
+	r.fe.Close()
+	select {
+	case <-r.done:
+	case <-time.After(5 * time.Second):
+		r.t.Error("session did not end after the front-end closed")
+	}
+	r.cancel()
+}
+
+// port describes the rig's device for the metrics package.
+func (r *rig) port(kind string) metrics.Port {
+	return metrics.Port{Device: r.dev, Session: metrics.SessionOf(r.sess, r.connected.Load), BackendKind: kind}
+}
+
+func socketpair() (*net.UnixConn, *net.UnixConn, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	conv := func(fd int) (*net.UnixConn, error) {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			return nil, err
+		}
+		return c.(*net.UnixConn), nil
+	}
+	a, err := conv(fds[0])
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, nil, err
+	}
+	c, err := conv(fds[1])
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, c, nil
+}
+
+// stage copies b into guest memory once; TX buffers are read-only to the
+// device, so a staged packet can be posted any number of times.
+func (r *rig) stage(b []byte) []byte {
+	g := r.fe.Buffer(r.next, uint64(len(b)))
+	r.next += uint64(len(b)+63) &^ 63
+	copy(g, b)
+	return g
+}
+
+// packet is a staged TX packet: header buffer then frame buffers.
+type packet [][]byte
+
+func (r *rig) stagePacket(hdr []byte, frame []byte) packet {
+	return packet{r.stage(hdr), r.stage(frame)}
+}
+
+// pump posts n TX packets, pkts[pick(i)] for the i-th, reaping completions
+// as the ring fills, and returns once every one of them has completed. It
+// must be the only user of the transmit queue.
+func (r *rig) pump(n int, pkts []packet, pick func(i int) int) error {
+	tx := r.fe.Queues[1]
+	outstanding := 0
+	reap := func() {
+		k := tx.Driver.Reap(r.used)
+		outstanding -= k
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; i < n; {
+		_, err := tx.Driver.Add(pkts[pick(i)], nil)
+		if errors.Is(err, virtqueue.ErrDriverFull) {
+			r.publish(tx)
+			reap()
+			if time.Now().After(deadline) {
+				return errors.New("transmit ring stayed full for 20s")
+			}
+			time.Sleep(20 * time.Microsecond)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		outstanding++
+		i++
+		if i%16 == 0 {
+			r.publish(tx)
+			reap()
+		}
+	}
+	r.publish(tx)
+	for outstanding > 0 {
+		reap()
+		if time.Now().After(deadline) {
+			return errors.New("TX completions missing after 20s")
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	return nil
+}
+
+func (r *rig) publish(q *frontend.Queue) {
+	if q.Driver.Publish() {
+		if err := q.Kick(); err != nil {
+			r.t.Error(err)
+		}
+	}
+}
+
+// vnetHdr encodes a 12-byte virtio_net_hdr.
+func vnetHdr(flags, gsoType uint8, gsoSize, csumStart, csumOffset uint16) []byte {
+	h := virtionet.Hdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
+	b := make([]byte, 12)
+	h.Encode(b)
+	return b
+}
+
+// onesSum is the 16-bit one's complement sum of b (RFC 1071), unfolded.
+func onesSum(b []byte) uint32 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	return s
+}
+
+func fold16(s uint32) uint16 {
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+// ipv4Frame lays out Ethernet + IPv4 (protocol proto) for a frame of size
+// bytes and returns it with the L4 header at offset 34.
+func ipv4Frame(size int, proto byte) []byte {
+	f := make([]byte, size)
+	copy(f[0:6], []byte{0x52, 0x54, 0, 0, 0, 2})
+	copy(f[6:12], []byte{0x52, 0x54, 0, 0, 0, 1})
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:34]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(size-14))
+	ip[6] = 0x40 // DF
+	ip[8], ip[9] = 64, proto
+	copy(ip[12:], []byte{192, 0, 2, 1})
+	copy(ip[16:], []byte{192, 0, 2, 2})
+	binary.BigEndian.PutUint16(ip[10:], ^fold16(onesSum(ip)))
+	for i := 34; i < size; i++ {
+		f[i] = byte(i * 13)
+	}
+	return f
+}
+
+// tcpPacket is a TCP/IPv4 frame with payload bytes of data and the
+// pseudo-header sum in the checksum field, as a guest sends with
+// NEEDS_CSUM (and GSO when payload exceeds the MSS).
+func tcpPacket(payload int) []byte {
+	size := 14 + 20 + 20 + payload
+	f := ipv4Frame(size, 6)
+	tcp := f[34:54]
+	binary.BigEndian.PutUint16(tcp[0:], 40000)
+	binary.BigEndian.PutUint16(tcp[2:], 5201)
+	binary.BigEndian.PutUint32(tcp[4:], 1)
+	binary.BigEndian.PutUint32(tcp[8:], 1)
+	tcp[12] = 5 << 4
+	tcp[13] = 0x10 // ACK
+	binary.BigEndian.PutUint16(tcp[14:], 65535)
+	binary.BigEndian.PutUint16(tcp[16:], 0)
+	binary.BigEndian.PutUint16(tcp[18:], 0)
+	ph := onesSum(f[26:34]) + 6 + uint32(size-34)
+	binary.BigEndian.PutUint16(tcp[16:], fold16(ph))
+	return f
+}
+
+// udpPacket is a UDP/IPv4 frame; with partial the checksum field holds the
+// pseudo-header sum (NEEDS_CSUM), else 0 (no checksum).
+func udpPacket(size int, partial bool) []byte {
+	f := ipv4Frame(size, 17)
+	udp := f[34:42]
+	binary.BigEndian.PutUint16(udp[0:], 1234)
+	binary.BigEndian.PutUint16(udp[2:], 5678)
+	binary.BigEndian.PutUint16(udp[4:], uint16(size-34))
+	binary.BigEndian.PutUint16(udp[6:], 0)
+	if partial {
+		ph := onesSum(f[26:34]) + 17 + uint32(size-34)
+		binary.BigEndian.PutUint16(udp[6:], fold16(ph))
+	}
+	return f
+}
+
+const mss = 1448
+
+// Typical guest packets.
+var (
+	hdrPlain    = vnetHdr(0, 0, 0, 0, 0)
+	hdrUDPCsum  = vnetHdr(virtionet.FlagNeedsCsum, 0, 0, 34, 6)
+	hdrTSO4     = vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, mss, 34, 16)
+	hdrTSO4ECN  = vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4|virtionet.GSOECN, mss, 34, 16)
+	hdrBadGSO   = vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, 0, 34, 16) // gso_size 0
+	smallTSO4   = tcpPacket(1000)                                                 // fits one segment: small_gso
+	tso4_8K     = tcpPacket(8000)
+	tso4_30K    = tcpPacket(30000)
+	udpSmall    = udpPacket(200, false)
+	udpPartial  = udpPacket(300, true)
+	nullCapsLow = backend.Capabilities{
+		Offloads:   backend.OffloadCSUM | backend.OffloadTSO4 | backend.OffloadTSO6 | backend.OffloadUSO,
+		GSOMaxSize: 16384, GSOMaxSegs: 65535, MTU: 1500,
+	}
+	nullCapsNone = backend.Capabilities{GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500}
+)

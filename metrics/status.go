@@ -1,0 +1,545 @@
+package metrics
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/virtionet"
+)
+
+// Status is the JSON document of GET /status.
+type Status struct {
+	Time  time.Time    `json:"time"`
+	Ports []PortStatus `json:"ports"`
+}
+
+// PortStatus describes one port: what was negotiated, what the backend
+// takes, the ring states, the policy, every counter and the diagnosis.
+type PortStatus struct {
+	Name        string `json:"name"`
+	BackendKind string `json:"backend,omitempty"`
+	BackendName string `json:"backend_name,omitempty"`
+	// LimitsFromFlags: gso_max_size/gso_max_segs come from vhostd flags.
+	LimitsFromFlags bool `json:"limits_from_flags,omitempty"`
+	// Connected is absent when the port has no session source.
+	Connected *bool  `json:"connected,omitempty"`
+	Policy    string `json:"policy"`
+	HdrLen    int    `json:"vnet_hdr_len"`
+	// Offered are the virtio features the port offers, Negotiated those
+	// the front-end acked (with PROTOCOL_FEATURES when negotiated).
+	Offered          FeatureSet `json:"offered_features"`
+	Negotiated       FeatureSet `json:"negotiated_features"`
+	ProtocolFeatures string     `json:"protocol_features,omitempty"`
+	// DeviceStatus lists the virtio status bits of the last SET_STATUS.
+	DeviceStatus []string          `json:"device_status,omitempty"`
+	Messages     map[string]uint64 `json:"vhost_user_messages,omitempty"`
+	QueuePairs   []QueuePairStatus `json:"queue_pairs"`
+	Diagnosis    []Finding         `json:"diagnosis"`
+}
+
+// FeatureSet is a virtio feature mask with its bit names.
+type FeatureSet struct {
+	Bits  string   `json:"bits"` // hex
+	Names []string `json:"names"`
+}
+
+func featureSet(f uint64) FeatureSet {
+	fs := FeatureSet{Bits: fmt.Sprintf("%#x", f), Names: []string{}}
+	if f != 0 {
+		fs.Names = strings.Split(virtionet.Feature(f).String(), "|")
+	}
+	return fs
+}
+
+// QueuePairStatus is one queue pair: its backend, its two rings and its
+// counters.
+type QueuePairStatus struct {
+	Index    int           `json:"index"`
+	Backend  BackendStatus `json:"backend"`
+	Rings    []RingStatus  `json:"rings,omitempty"`
+	Counters QueueCounters `json:"counters"`
+}
+
+// BackendStatus is what the backend queue takes whole and its limits.
+type BackendStatus struct {
+	Offloads   []string `json:"offloads"`
+	GSOMaxSize uint32   `json:"gso_max_size"`
+	GSOMaxSegs uint32   `json:"gso_max_segs"`
+	MTU        int      `json:"mtu"`
+}
+
+// RingStatus is one vring as the vhost-user session sees it.
+type RingStatus struct {
+	Vring     int    `json:"vring"`
+	Kind      string `json:"kind"` // "rx" (receiveq) or "tx" (transmitq)
+	Started   bool   `json:"started"`
+	Enabled   bool   `json:"enabled"`
+	Size      uint16 `json:"size"`
+	LastAvail uint16 `json:"last_avail"`
+	Broken    bool   `json:"broken"`
+}
+
+// QueueCounters are one queue pair's counters. Maps keyed by label value
+// hold every path but only the non-zero reasons and errnos.
+type QueueCounters struct {
+	TxPosted          uint64            `json:"tx_posted"`
+	TxPackets         map[string]uint64 `json:"tx_packets"` // by path
+	TxBytes           map[string]uint64 `json:"tx_bytes"`   // by path
+	TxGSOPackets      uint64            `json:"tx_gso_packets"`
+	TxGSOSegments     uint64            `json:"tx_gso_segments"`
+	TxGSOPacketsNoseg uint64            `json:"tx_gso_packets_noseg"`
+	TxDecisions       map[string]uint64 `json:"tx_decisions,omitempty"`     // by gso reason
+	TxHeaderErrors    map[string]uint64 `json:"tx_header_errors,omitempty"` // by header rule
+	TxDrops           map[string]uint64 `json:"tx_drops,omitempty"`         // by drop reason
+	TxWriteErrors     map[string]uint64 `json:"tx_write_errors,omitempty"`  // by errno name
+	TxKicks           uint64            `json:"tx_kicks"`
+	TxCalls           uint64            `json:"tx_calls"`
+	TxCallsSuppressed uint64            `json:"tx_calls_suppressed"`
+	TxLatency         Histogram         `json:"tx_completion_latency_seconds"`
+	TxBatch           Histogram         `json:"tx_batch_size"`
+	TxBroken          bool              `json:"tx_broken,omitempty"`
+
+	RxPackets         uint64            `json:"rx_packets"`
+	RxBytes           uint64            `json:"rx_bytes"`
+	RxGSOPackets      uint64            `json:"rx_gso_packets"`
+	RxBuffers         uint64            `json:"rx_buffers"`
+	RxCsumCompleted   uint64            `json:"rx_csum_completed"`
+	RxKicks           uint64            `json:"rx_kicks"`
+	RxCalls           uint64            `json:"rx_calls"`
+	RxCallsSuppressed uint64            `json:"rx_calls_suppressed"`
+	RxStalls          uint64            `json:"rx_stalls"`
+	RxReadErrors      uint64            `json:"rx_read_errors"`
+	RxDrops           map[string]uint64 `json:"rx_drops,omitempty"`
+	RxBatch           Histogram         `json:"rx_batch_size"`
+	RxBroken          bool              `json:"rx_broken,omitempty"`
+}
+
+// TxWritten is the sum of TxPackets over all paths.
+func (c *QueueCounters) TxWritten() uint64 { return sumMap(c.TxPackets) }
+
+// TxDropped is the sum of TxDrops.
+func (c *QueueCounters) TxDropped() uint64 { return sumMap(c.TxDrops) }
+
+// RxDropped is the sum of RxDrops.
+func (c *QueueCounters) RxDropped() uint64 { return sumMap(c.RxDrops) }
+
+// TxBytesTotal is the sum of TxBytes over all paths.
+func (c *QueueCounters) TxBytesTotal() uint64 { return sumMap(c.TxBytes) }
+
+func sumMap(m map[string]uint64) uint64 {
+	var n uint64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// Histogram is a snapshot of a fixed-bucket histogram.
+type Histogram struct {
+	Bounds []float64 `json:"bounds"` // bucket upper bounds; one more count follows for +Inf
+	Counts []uint64  `json:"counts"` // per bucket, not cumulative; len(Bounds)+1
+	Sum    float64   `json:"sum"`
+	Count  uint64    `json:"count"`
+}
+
+func histogramOf(h *virtionet.Histogram, bounds []float64, scale float64) Histogram {
+	out := Histogram{Bounds: bounds, Counts: make([]uint64, len(bounds)+1)}
+	for i := range h.Buckets {
+		j := min(i, len(bounds))
+		n := h.Buckets[i].Load()
+		out.Counts[j] += n
+		out.Count += n
+	}
+	out.Sum = float64(h.Sum.Load()) * scale
+	return out
+}
+
+// Mean returns Sum/Count, 0 when empty.
+func (h Histogram) Mean() float64 {
+	if h.Count == 0 {
+		return 0
+	}
+	return h.Sum / float64(h.Count)
+}
+
+// Quantile estimates the q-quantile (0..1) by linear interpolation within
+// the bucket that holds it, as PromQL's histogram_quantile does; the lowest
+// bucket starts at 0. In the +Inf bucket it returns the largest bound and
+// above = true. It returns 0 for an empty histogram.
+func (h Histogram) Quantile(q float64) (v float64, above bool) {
+	if h.Count == 0 || len(h.Counts) == 0 {
+		return 0, false
+	}
+	rank := q * float64(h.Count)
+	var cum float64
+	for i, n := range h.Counts {
+		prev := cum
+		cum += float64(n)
+		if cum < rank || n == 0 {
+			continue
+		}
+		if i >= len(h.Bounds) {
+			if len(h.Bounds) == 0 {
+				return 0, true
+			}
+			return h.Bounds[len(h.Bounds)-1], true
+		}
+		lo := 0.0
+		if i > 0 {
+			lo = h.Bounds[i-1]
+		}
+		return lo + (h.Bounds[i]-lo)*(rank-prev)/float64(n), false
+	}
+	if len(h.Bounds) == 0 {
+		return 0, true
+	}
+	return h.Bounds[len(h.Bounds)-1], true
+}
+
+// CountAbove returns how many observations fell in buckets whose lower
+// bound is >= limit (exact, no interpolation).
+func (h Histogram) CountAbove(limit float64) uint64 {
+	var n uint64
+	for i, c := range h.Counts {
+		lo := 0.0
+		if i > 0 {
+			lo = h.Bounds[i-1]
+		}
+		if lo >= limit {
+			n += c
+		}
+	}
+	return n
+}
+
+func (h Histogram) add(o Histogram) Histogram {
+	if len(h.Counts) == 0 {
+		return Histogram{Bounds: o.Bounds, Counts: append([]uint64(nil), o.Counts...), Sum: o.Sum, Count: o.Count}
+	}
+	out := Histogram{Bounds: h.Bounds, Counts: append([]uint64(nil), h.Counts...), Sum: h.Sum + o.Sum, Count: h.Count + o.Count}
+	for i := range out.Counts {
+		if i < len(o.Counts) {
+			out.Counts[i] += o.Counts[i]
+		}
+	}
+	return out
+}
+
+// sub returns h - o bucket by bucket; if any bucket went down (the daemon
+// restarted between the samples), it returns h unchanged.
+func (h Histogram) sub(o Histogram) Histogram {
+	if len(o.Counts) != len(h.Counts) || o.Count > h.Count {
+		return h
+	}
+	out := Histogram{Bounds: h.Bounds, Counts: make([]uint64, len(h.Counts)), Sum: h.Sum - o.Sum, Count: h.Count - o.Count}
+	for i := range h.Counts {
+		if o.Counts[i] > h.Counts[i] {
+			return h
+		}
+		out.Counts[i] = h.Counts[i] - o.Counts[i]
+	}
+	return out
+}
+
+// Snapshot reads the state and counters of the given ports.
+func Snapshot(ports []Port) Status {
+	st := Status{Time: time.Now().UTC(), Ports: make([]PortStatus, 0, len(ports))}
+	for _, p := range ports {
+		st.Ports = append(st.Ports, SnapshotPort(p))
+	}
+	return st
+}
+
+// SnapshotPort reads one port, diagnosis included.
+func SnapshotPort(p Port) PortStatus {
+	dev := p.Device
+	ps := PortStatus{
+		Name:            dev.Name(),
+		BackendKind:     p.BackendKind,
+		BackendName:     p.BackendName,
+		LimitsFromFlags: p.LimitsFromFlags,
+		Policy:          dev.Policy().String(),
+		HdrLen:          dev.HdrLen(),
+		Offered:         featureSet(dev.DeviceFeatures()),
+		Negotiated:      featureSet(dev.Acked()),
+	}
+	var rings []ringStateView
+	if p.Session != nil {
+		c := p.Session.Connected()
+		ps.Connected = &c
+		p.Session.MessageCounts(func(req string, n uint64) {
+			if ps.Messages == nil {
+				ps.Messages = map[string]uint64{}
+			}
+			ps.Messages[req] = n
+		})
+		if d, ok := p.Session.(SessionDetails); ok {
+			if f, proto, status, ok := d.Negotiated(); ok {
+				ps.Negotiated = featureSet(f)
+				ps.ProtocolFeatures = proto.String()
+				ps.DeviceStatus = deviceStatusNames(status)
+			}
+			for _, r := range d.Rings() {
+				rings = append(rings, ringStateView{r.Index, r.Started, r.Enabled, r.Num, r.LastAvail})
+			}
+		}
+	}
+	latBounds := virtionet.LatencyBucketsSeconds()
+	batchBounds := virtionet.BatchBuckets()
+	for _, qp := range dev.QueuePairs() {
+		caps := qp.Backend().Caps()
+		qs := QueuePairStatus{
+			Index: qp.Index(),
+			Backend: BackendStatus{
+				Offloads:   strings.Split(caps.Offloads.String(), "|"),
+				GSOMaxSize: caps.GSOMaxSize, GSOMaxSegs: caps.GSOMaxSegs, MTU: caps.MTU,
+			},
+			Counters: countersOf(qp.Stats(), latBounds, batchBounds),
+		}
+		if caps.Offloads == 0 {
+			qs.Backend.Offloads = []string{}
+		}
+		// Vring 2k is receiveq(k), 2k+1 is transmitq(k) (virtio 5.1.2).
+		for _, r := range rings {
+			if r.index/2 != qp.Index() {
+				continue
+			}
+			rs := RingStatus{Vring: r.index, Kind: "rx", Started: r.started, Enabled: r.enabled, Size: r.num, LastAvail: r.lastAvail}
+			if r.index%2 == 1 {
+				rs.Kind = "tx"
+				rs.Broken = qs.Counters.TxBroken
+			} else {
+				rs.Broken = qs.Counters.RxBroken
+			}
+			qs.Rings = append(qs.Rings, rs)
+		}
+		ps.QueuePairs = append(ps.QueuePairs, qs)
+	}
+	ps.Diagnosis = Diagnose(ps)
+	return ps
+}
+
+type ringStateView struct {
+	index            int
+	started, enabled bool
+	num, lastAvail   uint16
+}
+
+// countersOf loads one queue pair's counters. As in the collector, outcomes
+// are loaded before TxPosted so that posted >= outcomes holds mid-traffic.
+func countersOf(s *virtionet.QueueStats, latBounds, batchBounds []float64) QueueCounters {
+	c := QueueCounters{TxPackets: map[string]uint64{}, TxBytes: map[string]uint64{}}
+	for p := 0; p < virtionet.NumTxPaths; p++ {
+		name := virtionet.TxPath(p).String()
+		c.TxPackets[name] = s.TxPackets[p].Load()
+		c.TxBytes[name] = s.TxBytes[p].Load()
+	}
+	c.TxDrops = nonZero(len(s.TxDrops), func(i int) (string, uint64) {
+		return virtionet.Drop(i).String(), s.TxDrops[i].Load()
+	})
+	c.TxPosted = s.TxPosted.Load()
+	c.TxGSOPackets = s.TxGSOPkts.Load()
+	c.TxGSOSegments = s.TxSegments.Load()
+	c.TxGSOPacketsNoseg = s.TxDecisions[gso.ReasonSmallGSO].Load()
+	c.TxDecisions = nonZero(len(s.TxDecisions), func(i int) (string, uint64) {
+		return gso.Reason(i).String(), s.TxDecisions[i].Load()
+	})
+	c.TxHeaderErrors = nonZero(len(s.HdrInvalid), func(i int) (string, uint64) {
+		return virtionet.HdrReason(i).String(), s.HdrInvalid[i].Load()
+	})
+	c.TxWriteErrors = nonZero(len(s.TxWriteErrno), func(i int) (string, uint64) {
+		return errnoLabel(i), s.TxWriteErrno[i].Load()
+	})
+	c.TxKicks = s.TxKicks.Load()
+	c.TxCalls = s.TxCalls.Load()
+	c.TxCallsSuppressed = s.TxCallsSupp.Load()
+	c.TxLatency = histogramOf(&s.TxLatency, latBounds, 1e-9)
+	c.TxBatch = histogramOf(&s.TxBatch, batchBounds, 1)
+	c.TxBroken = s.TxBroken.Load()
+
+	c.RxPackets = s.RxPackets.Load()
+	c.RxBytes = s.RxBytes.Load()
+	c.RxGSOPackets = s.RxGSOPkts.Load()
+	c.RxBuffers = s.RxBuffers.Load()
+	c.RxCsumCompleted = s.RxCsumDone.Load()
+	c.RxKicks = s.RxKicks.Load()
+	c.RxCalls = s.RxCalls.Load()
+	c.RxCallsSuppressed = s.RxCallsSupp.Load()
+	c.RxStalls = s.RxStalls.Load()
+	c.RxReadErrors = s.RxReadErrors.Load()
+	c.RxDrops = nonZero(len(s.RxDrops), func(i int) (string, uint64) {
+		return virtionet.Drop(i).String(), s.RxDrops[i].Load()
+	})
+	c.RxBatch = histogramOf(&s.RxBatch, batchBounds, 1)
+	c.RxBroken = s.RxBroken.Load()
+	return c
+}
+
+func nonZero(n int, at func(i int) (string, uint64)) map[string]uint64 {
+	var m map[string]uint64
+	for i := 0; i < n; i++ {
+		name, v := at(i)
+		if v == 0 {
+			continue
+		}
+		if m == nil {
+			m = map[string]uint64{}
+		}
+		m[name] += v
+	}
+	return m
+}
+
+// Virtio device status bits (virtio 1.x section 2.1).
+var deviceStatusBits = []struct {
+	bit  uint8
+	name string
+}{
+	{1, "ACKNOWLEDGE"}, {2, "DRIVER"}, {4, "DRIVER_OK"}, {8, "FEATURES_OK"},
+	{64, "DEVICE_NEEDS_RESET"}, {128, "FAILED"},
+}
+
+func deviceStatusNames(s uint8) []string {
+	var out []string
+	for _, b := range deviceStatusBits {
+		if s&b.bit != 0 {
+			out = append(out, b.name)
+			s &^= b.bit
+		}
+	}
+	if s != 0 {
+		out = append(out, fmt.Sprintf("%#x", s))
+	}
+	return out
+}
+
+// Total sums the counters of all queue pairs of a port.
+func (ps *PortStatus) Total() QueueCounters {
+	var t QueueCounters
+	for i := range ps.QueuePairs {
+		t = t.add(&ps.QueuePairs[i].Counters)
+	}
+	return t
+}
+
+func addMap(a, b map[string]uint64) map[string]uint64 {
+	if len(b) == 0 {
+		return a
+	}
+	out := make(map[string]uint64, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] += v
+	}
+	return out
+}
+
+// subMap returns a - b per key; a key that went down (restart) keeps a's value.
+func subMap(a, b map[string]uint64) map[string]uint64 {
+	if len(a) == 0 {
+		return a
+	}
+	out := make(map[string]uint64, len(a))
+	for k, v := range a {
+		out[k] = sub(v, b[k])
+	}
+	return out
+}
+
+func sub(a, b uint64) uint64 {
+	if b > a {
+		return a
+	}
+	return a - b
+}
+
+func (c QueueCounters) add(o *QueueCounters) QueueCounters {
+	return QueueCounters{
+		TxPosted:          c.TxPosted + o.TxPosted,
+		TxPackets:         addMap(c.TxPackets, o.TxPackets),
+		TxBytes:           addMap(c.TxBytes, o.TxBytes),
+		TxGSOPackets:      c.TxGSOPackets + o.TxGSOPackets,
+		TxGSOSegments:     c.TxGSOSegments + o.TxGSOSegments,
+		TxGSOPacketsNoseg: c.TxGSOPacketsNoseg + o.TxGSOPacketsNoseg,
+		TxDecisions:       addMap(c.TxDecisions, o.TxDecisions),
+		TxHeaderErrors:    addMap(c.TxHeaderErrors, o.TxHeaderErrors),
+		TxDrops:           addMap(c.TxDrops, o.TxDrops),
+		TxWriteErrors:     addMap(c.TxWriteErrors, o.TxWriteErrors),
+		TxKicks:           c.TxKicks + o.TxKicks,
+		TxCalls:           c.TxCalls + o.TxCalls,
+		TxCallsSuppressed: c.TxCallsSuppressed + o.TxCallsSuppressed,
+		TxLatency:         c.TxLatency.add(o.TxLatency),
+		TxBatch:           c.TxBatch.add(o.TxBatch),
+		TxBroken:          c.TxBroken || o.TxBroken,
+		RxPackets:         c.RxPackets + o.RxPackets,
+		RxBytes:           c.RxBytes + o.RxBytes,
+		RxGSOPackets:      c.RxGSOPackets + o.RxGSOPackets,
+		RxBuffers:         c.RxBuffers + o.RxBuffers,
+		RxCsumCompleted:   c.RxCsumCompleted + o.RxCsumCompleted,
+		RxKicks:           c.RxKicks + o.RxKicks,
+		RxCalls:           c.RxCalls + o.RxCalls,
+		RxCallsSuppressed: c.RxCallsSuppressed + o.RxCallsSuppressed,
+		RxStalls:          c.RxStalls + o.RxStalls,
+		RxReadErrors:      c.RxReadErrors + o.RxReadErrors,
+		RxDrops:           addMap(c.RxDrops, o.RxDrops),
+		RxBatch:           c.RxBatch.add(o.RxBatch),
+		RxBroken:          c.RxBroken || o.RxBroken,
+	}
+}
+
+// Since returns the counters accumulated between an earlier sample and c.
+func (c QueueCounters) Since(before *QueueCounters) QueueCounters {
+	return QueueCounters{
+		TxPosted:          sub(c.TxPosted, before.TxPosted),
+		TxPackets:         subMap(c.TxPackets, before.TxPackets),
+		TxBytes:           subMap(c.TxBytes, before.TxBytes),
+		TxGSOPackets:      sub(c.TxGSOPackets, before.TxGSOPackets),
+		TxGSOSegments:     sub(c.TxGSOSegments, before.TxGSOSegments),
+		TxGSOPacketsNoseg: sub(c.TxGSOPacketsNoseg, before.TxGSOPacketsNoseg),
+		TxDecisions:       subMap(c.TxDecisions, before.TxDecisions),
+		TxHeaderErrors:    subMap(c.TxHeaderErrors, before.TxHeaderErrors),
+		TxDrops:           subMap(c.TxDrops, before.TxDrops),
+		TxWriteErrors:     subMap(c.TxWriteErrors, before.TxWriteErrors),
+		TxKicks:           sub(c.TxKicks, before.TxKicks),
+		TxCalls:           sub(c.TxCalls, before.TxCalls),
+		TxCallsSuppressed: sub(c.TxCallsSuppressed, before.TxCallsSuppressed),
+		TxLatency:         c.TxLatency.sub(before.TxLatency),
+		TxBatch:           c.TxBatch.sub(before.TxBatch),
+		TxBroken:          c.TxBroken,
+		RxPackets:         sub(c.RxPackets, before.RxPackets),
+		RxBytes:           sub(c.RxBytes, before.RxBytes),
+		RxGSOPackets:      sub(c.RxGSOPackets, before.RxGSOPackets),
+		RxBuffers:         sub(c.RxBuffers, before.RxBuffers),
+		RxCsumCompleted:   sub(c.RxCsumCompleted, before.RxCsumCompleted),
+		RxKicks:           sub(c.RxKicks, before.RxKicks),
+		RxCalls:           sub(c.RxCalls, before.RxCalls),
+		RxCallsSuppressed: sub(c.RxCallsSuppressed, before.RxCallsSuppressed),
+		RxStalls:          sub(c.RxStalls, before.RxStalls),
+		RxReadErrors:      sub(c.RxReadErrors, before.RxReadErrors),
+		RxDrops:           subMap(c.RxDrops, before.RxDrops),
+		RxBatch:           c.RxBatch.sub(before.RxBatch),
+		RxBroken:          c.RxBroken,
+	}
+}
+
+// Since returns the port as of ps with counters accumulated since before
+// (matched by queue pair index) and the diagnosis redone over that interval,
+// for `vhostd status --interval`.
+func (ps PortStatus) Since(before *PortStatus) PortStatus {
+	out := ps
+	out.QueuePairs = make([]QueuePairStatus, len(ps.QueuePairs))
+	for i, qp := range ps.QueuePairs {
+		out.QueuePairs[i] = qp
+		for _, b := range before.QueuePairs {
+			if b.Index == qp.Index {
+				out.QueuePairs[i].Counters = qp.Counters.Since(&b.Counters)
+			}
+		}
+	}
+	out.Diagnosis = Diagnose(out)
+	return out
+}
