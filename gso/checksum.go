@@ -27,6 +27,11 @@ import (
 // words (a short tail is zero-padded), as an unfolded 64-bit accumulator.
 func sumLE(b []byte) uint64 {
 	var s, c uint64
+	if hasAVX2 && len(b) >= vectorMin {
+		n := len(b) &^ 63
+		s = sumAVX2(b[:n])
+		b = b[n:]
+	}
 	n := len(b) &^ 63
 	for i := 0; i < n; i += 64 {
 		q := b[i : i+64 : i+64]

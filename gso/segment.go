@@ -28,6 +28,26 @@ type template struct {
 	// part (tcp_gso_segment: "oldlen = ~skb->len"), or the UDP length field
 	// (__udp_gso_segment: "csum16_sub(uh->check, uh->len)").
 	oldLen uint32
+	// ipv4Base is the one's-complement sum of the IPv4 header without the
+	// fields segmentation rewrites (tot_len, id, frag_off, check), so that
+	// each output's header checksum is a full recomputation, as
+	// ip_send_check() does, at the cost of two additions.
+	ipv4Base uint16
+}
+
+// ipv4BaseSum returns the sum of IPv4 header ip without tot_len, id,
+// frag_off and check.
+func ipv4BaseSum(ip IPv4) uint16 {
+	s := Checksum(ip[:ip.HeaderLen()], 0)
+	s = sub16(s, ip.TotalLength())
+	s = sub16(s, ip.ID())
+	s = sub16(s, ip.FlagsFragOff())
+	return sub16(s, ip.Checksum())
+}
+
+// ipv4Checksum returns the header checksum for base plus the variable fields.
+func ipv4Checksum(base, totLen, id, fragOff uint16) uint16 {
+	return ^add16(add16(add16(base, totLen), id), fragOff)
 }
 
 // readTemplate reads the original header fields from t, which holds the
@@ -35,7 +55,9 @@ type template struct {
 func (m *Meta) readTemplate(t []byte) template {
 	var tp template
 	if !m.IPv6 {
-		tp.id0 = IPv4(t[m.L3Off:]).ID()
+		ip := IPv4(t[m.L3Off:])
+		tp.id0 = ip.ID()
+		tp.ipv4Base = ipv4BaseSum(ip)
 	}
 	l4 := t[m.L4Off:m.HdrLen]
 	switch m.Kind {
@@ -87,9 +109,10 @@ func (m *Meta) fixHeaders(h []byte, tp *template, s0, plen int, first, last bool
 		IPv6(h[m.L3Off:]).SetPayloadLength(uint16(l3len - IPv6Len))
 	} else {
 		ip := IPv4(h[m.L3Off:])
+		id := tp.id0 + uint16(s0)
 		ip.SetTotalLength(uint16(l3len))
-		ip.SetID(tp.id0 + uint16(s0))
-		ip.UpdateChecksum()
+		ip.SetID(id)
+		ip.SetChecksum(ipv4Checksum(tp.ipv4Base, uint16(l3len), id, ip.FlagsFragOff()))
 	}
 	l4 := h[m.L4Off:m.HdrLen]
 	l4len := uint32(m.HdrLen - m.L4Off + plen)
@@ -178,13 +201,21 @@ func Segment(dst [][]byte, src [][]byte, m *Meta, f Features, from int) (int, Re
 func segmentL4(dst [][]byte, src [][]byte, m *Meta, partial bool, from int) int {
 	hl := m.HdrLen
 	r := iovReader{src: src}
-	t := dst[0][:hl]
+	// The original headers, kept aside (on the stack when they are short,
+	// as they nearly always are) while each output's copy is rewritten.
+	var stack [256]byte
+	var t []byte
+	if hl <= len(stack) {
+		t = stack[:hl]
+	} else {
+		t = dst[0][:hl]
+	}
 	r.read(t)
 	tp := m.readTemplate(t)
-	// Copy the untouched headers to every other output before the first
-	// one is rewritten.
-	for i := 1; i < len(dst); i++ {
-		copy(dst[i][:hl], t)
+	if hl > len(stack) {
+		for i := 1; i < len(dst); i++ {
+			copy(dst[i][:hl], t)
+		}
 	}
 	mss := m.GSOSize
 	r.seek(hl + from*mss)
@@ -192,6 +223,9 @@ func segmentL4(dst [][]byte, src [][]byte, m *Meta, partial bool, from int) int 
 		k := from + i
 		plen := min(mss, m.PayloadLen-k*mss)
 		seg := dst[i][:hl+plen]
+		if hl <= len(stack) {
+			copy(seg, t)
+		}
 		r.read(seg[hl:])
 		m.fixHeaders(seg, &tp, k, plen, k == 0, k == m.Segs-1)
 		if !partial {
@@ -242,6 +276,10 @@ func segmentUFO(dst [][]byte, src [][]byte, m *Meta, from int) (int, Reason) {
 	}
 	t := dst[0][:l4]
 	r.read(t)
+	var ipv4Base uint16
+	if !m.IPv6 {
+		ipv4Base = ipv4BaseSum(IPv4(t[l3:]))
+	}
 	var udpCheck uint16
 	dlen := m.PayloadLen
 	if from == 0 {
@@ -283,7 +321,7 @@ func segmentUFO(dst [][]byte, src [][]byte, m *Meta, from int) (int, Reason) {
 			}
 			ip.SetFlagsFragOff(v)
 			ip.SetTotalLength(uint16(l4 - l3 + plen))
-			ip.UpdateChecksum()
+			ip.SetChecksum(ipv4Checksum(ipv4Base, uint16(l4-l3+plen), ip.ID(), v))
 		}
 		if k == 0 {
 			UDP(seg[hl:]).SetChecksum(udpCheck)
