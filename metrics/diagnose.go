@@ -125,8 +125,12 @@ func diagnoseSegmentation(ps *PortStatus, t *QueueCounters) []Finding {
 	gsoPkts := t.TxGSOPackets
 	reseg, seg := t.TxPackets["resegmented"], t.TxPackets["segmented"]
 	superPkts := t.TxPackets["passthrough"] + reseg + seg
+	// The size of the super-packets that were split says how far they
+	// are above the limit; without any, the average of all of them.
 	avg := uint64(0)
-	if superPkts > 0 {
+	if reseg+seg > 0 {
+		avg = (t.TxBytes["resegmented"] + t.TxBytes["segmented"]) / (reseg + seg)
+	} else if superPkts > 0 {
 		avg = (t.TxBytes["passthrough"] + t.TxBytes["resegmented"] + t.TxBytes["segmented"]) / superPkts
 	}
 	ofGSO := func(n uint64) string {
