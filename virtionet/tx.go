@@ -19,6 +19,12 @@ var errDeadline = os.ErrDeadlineExceeded
 // (1024) entries, one of which is our copy of the header.
 const maxIovecs = 1024
 
+// maxTxFrameLen is the longest frame a guest may transmit: Ethernet, two VLAN
+// tags and the largest IP packet a 16-bit length field describes. A longer
+// chain is no packet any backend takes (a tap refuses it, and gso could not
+// describe its segments); passing it on would hand the backend up to 4 GiB.
+const maxTxFrameLen = 14 + 8 + 65535
+
 // txWorker drains one transmitq into the backend (guest -> backend).
 //
 // Per batch: pop up to TxBatch chains, validate each header (a copy of it, so
@@ -198,7 +204,7 @@ func (w *txWorker) processBatch(n int, seen time.Time) {
 			w.drop(DropRingDisabled)
 		case c.WriteLen != 0:
 			w.drop(DropTxWritableBuffer)
-		case len(c.Bufs) >= maxIovecs:
+		case len(c.Bufs) >= maxIovecs || c.ReadLen > uint32(w.hdrLen+maxTxFrameLen):
 			w.drop(DropTxTooLarge)
 		default:
 			w.packet(c)
