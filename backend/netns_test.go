@@ -42,7 +42,14 @@ type testNetns struct {
 	done  chan struct{}
 }
 
-func newTestNetns(t testing.TB) *testNetns {
+func newTestNetns(t testing.TB) *testNetns { t.Helper(); return newTestNetnsOpt(t, false) }
+
+// newTestNetnsWithSysfs is newTestNetns whose thread also has a private mount
+// namespace with a sysfs of the new network namespace on /sys, as `ip netns
+// exec` sets up: /sys/class/net then shows the namespace's own links.
+func newTestNetnsWithSysfs(t testing.TB) *testNetns { t.Helper(); return newTestNetnsOpt(t, true) }
+
+func newTestNetnsOpt(t testing.TB, privateSysfs bool) *testNetns {
 	t.Helper()
 	requireTapPrivileges(t)
 	ns := &testNetns{calls: make(chan func()), done: make(chan struct{})}
@@ -55,6 +62,20 @@ func newTestNetns(t testing.TB) *testNetns {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			ready <- fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
 			return
+		}
+		if privateSysfs {
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				ready <- fmt.Errorf("unshare(CLONE_NEWNS): %w", err)
+				return
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				ready <- fmt.Errorf("make mounts private: %w", err)
+				return
+			}
+			if err := unix.Mount("sysfs", "/sys", "sysfs", 0, ""); err != nil {
+				ready <- fmt.Errorf("mount sysfs: %w", err)
+				return
+			}
 		}
 		// Keep taps quiet: no IPv6 router solicitations or MLD reports.
 		for _, p := range []string{"default", "all"} {

@@ -263,3 +263,59 @@ func (t *Tap) Caps() Capabilities { return t.caps }
 // Close implements Backend. A created, non-persistent tap disappears once its
 // last queue is closed.
 func (t *Tap) Close() error { return t.closeFile() }
+
+// OpenTapQueues opens n queues of one tap, one per queue pair. For n > 1 it
+// sets cfg.MultiQueue (IFF_MULTI_QUEUE); the first queue creates or opens the
+// device and the others attach to it by name, so an empty cfg.Name works too.
+//
+// Every queue's flags are checked again with TUNGETIFF once all are open: tun
+// keeps IFF_VNET_HDR and friends per device, and a queue attached to an
+// existing multiqueue device silently gets the device's flags, not the ones it
+// asked for (tun.c tun_set_iff returns early for the second and later queues).
+// Likewise TUNSETVNETHDRSZ and TUNSETOFFLOAD act on the whole device: setting
+// them on one queue sets them for all.
+//
+// On error every queue opened so far is closed.
+func OpenTapQueues(cfg TapConfig, n int) ([]*Tap, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("open tap %q: %d queues asked: give at least 1", cfg.Name, n)
+	}
+	if n > 1 {
+		cfg.MultiQueue = true
+	}
+	queues := make([]*Tap, 0, n)
+	fail := func(err error) ([]*Tap, error) {
+		for i := len(queues) - 1; i >= 0; i-- {
+			queues[i].Close()
+		}
+		return nil, err
+	}
+	for i := 0; i < n; i++ {
+		q, err := OpenTap(cfg)
+		if err != nil {
+			return fail(fmt.Errorf("queue %d of %d: %w", i, n, err))
+		}
+		queues = append(queues, q)
+		cfg.Name = q.Name() // the later queues attach to the same device
+	}
+	want := queues[0].flags
+	for i, q := range queues {
+		name, flags, err := q.queryIff()
+		if err != nil {
+			return fail(fmt.Errorf("tap %s queue %d: TUNGETIFF: %w", q.name, i, err))
+		}
+		if name != queues[0].name || q.ifindex != queues[0].ifindex {
+			return fail(fmt.Errorf("tap %s queue %d is attached to %s (index %d), not %s (index %d): another process replaced the device; retry",
+				q.name, i, name, q.ifindex, queues[0].name, queues[0].ifindex))
+		}
+		if err := checkTapFlags(name, flags, want&tapCheckedFlags); err != nil {
+			return fail(fmt.Errorf("queue %d: %w", i, err))
+		}
+		q.flags = flags
+	}
+	return queues, nil
+}
+
+// tapCheckedFlags are the IFF_* bits whose value OpenTap and OpenTapQueues
+// insist on; IFF_PERSIST and the like may differ.
+const tapCheckedFlags = unix.IFF_TAP | unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE

@@ -460,10 +460,11 @@ func TestTapWriteRejected(t *testing.T) {
 	}
 }
 
-// pingRig is a tap in a namespace with a host address and a static neighbour,
-// and a prebuilt echo request: each write makes the kernel send one reply.
+// pingRig is a backend (a tap in a namespace with a host address and a static
+// neighbour, or a macvtap whose peer answers) and a prebuilt echo request:
+// each write makes the kernel send one reply.
 type pingRig struct {
-	tap   *Tap
+	be    Backend
 	echo  [][][]byte
 	bufs  [][]byte
 	sizes []int
@@ -478,7 +479,7 @@ func newPingRig(t testing.TB) *pingRig {
 	addNeigh(t, ns, link, guestIP, guestMAC)
 	echo := icmpEcho(link.Attrs().HardwareAddr, guestIP, net.IPv4(10, 99, 3, 1), 7, 1, make([]byte, 56))
 	return &pingRig{
-		tap:   tap,
+		be:    tap,
 		echo:  [][][]byte{{vnetHeader(12, 0, 0, 0, 0, 0, 0), echo}},
 		bufs:  [][]byte{make([]byte, 2048), make([]byte, 2048)},
 		sizes: make([]int, 2),
@@ -487,11 +488,11 @@ func newPingRig(t testing.TB) *pingRig {
 
 // roundTrip writes one echo request and reads until the reply arrived.
 func (r *pingRig) roundTrip() error {
-	if _, err := r.tap.WritePackets(r.echo); err != nil {
+	if _, err := r.be.WritePackets(r.echo); err != nil {
 		return err
 	}
 	for {
-		n, err := r.tap.ReadPackets(r.bufs, r.sizes, 0)
+		n, err := r.be.ReadPackets(r.bufs, r.sizes, 0)
 		if err != nil {
 			return err
 		}
@@ -505,7 +506,7 @@ func (r *pingRig) roundTrip() error {
 
 func TestTapZeroAllocs(t *testing.T) {
 	r := newPingRig(t)
-	r.tap.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r.be.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for i := 0; i < 10; i++ { // warm up: poller registration, iovec capacity
 		if err := r.roundTrip(); err != nil {
 			t.Fatal(err)

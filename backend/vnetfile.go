@@ -113,7 +113,7 @@ func getIff(fd int) (string, uint16, error) {
 
 // checkIffFlags compares the flags TUNGETIFF reported with the ones asked for.
 func checkIffFlags(kind, name string, got, want uint16) error {
-	const checked = unix.IFF_TAP | unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE
+	const checked = tapCheckedFlags
 	if got&checked != want {
 		return fmt.Errorf("open %s %q: the kernel set flags %#x, want %#x (IFF_TAP 0x2, IFF_NO_PI 0x1000, IFF_VNET_HDR 0x4000, IFF_MULTI_QUEUE 0x100): delete the device (ip link del %s) or use another name",
 			kind, name, got&checked, want, name)
