@@ -43,4 +43,25 @@ type Queue struct {
 	Call    *virtqueue.Call // nil when NOFD
 	Err     *virtqueue.Call // nil when not configured
 	Enabled *atomic.Bool    // read by the worker per batch
+
+	failed *atomic.Bool // the session's record of Fail; nil outside a Session
+}
+
+// StatusNeedsReset is DEVICE_NEEDS_RESET in the virtio device status (virtio
+// 1.x §2.1): the device hit an error it cannot recover from and the driver
+// must reset it.
+const StatusNeedsReset = 0x40
+
+// Fail reports that the device gave up on the ring because the driver broke
+// the ring protocol (an avail index jump, a head out of range, guest memory
+// that faults). It signals the ring's error eventfd (SET_VRING_ERR) if one is
+// configured, and from then on GET_STATUS reports StatusNeedsReset until the
+// front-end resets the device (SET_STATUS 0) or sets the ring up again
+// (SET_VRING_KICK). The device must not touch the ring afterwards. Fail may
+// be called from the device's worker goroutine.
+func (q *Queue) Fail() {
+	if q.failed != nil {
+		q.failed.Store(true)
+	}
+	_ = q.Err.Signal()
 }

@@ -152,6 +152,13 @@ func (d *FakeDevice) Started(i int) (on bool, starts, stops int) {
 	return on, d.starts[i], d.stops[i]
 }
 
+// Queue returns the Queue handed to StartQueue for ring i while it runs.
+func (d *FakeDevice) Queue(i int) *Queue {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.started[i]
+}
+
 // Enabled reports the last SetQueueEnabled for queue i.
 func (d *FakeDevice) Enabled(i int) bool {
 	d.mu.Lock()

@@ -34,6 +34,9 @@ type RingState struct {
 	// value recorded when the ring last stopped, or (while started) the
 	// value it was started with.
 	LastAvail uint16
+	// Failed: the device gave up on the ring (Queue.Fail) or the ring
+	// could not be built; GET_STATUS reports StatusNeedsReset.
+	Failed bool
 }
 
 // ring is the session's record of one vring (vhost-user.rst, "Ring states":
@@ -52,6 +55,7 @@ type ring struct {
 	call      *virtqueue.Call
 	errCall   *virtqueue.Call
 	enabled   atomic.Bool // shared with the device through Queue.Enabled
+	failed    atomic.Bool // Queue.Fail was called or the ring could not be built
 	queue     *Queue      // non-nil while started
 	firstKick *kickWaiter // non-nil while waiting for the first kick
 }
@@ -124,8 +128,13 @@ func NewSession(conn *net.UnixConn, dev Device, log *slog.Logger) (*Session, err
 // RingStates returns a snapshot of every ring.
 func (s *Session) RingStates() []RingState {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]RingState(nil), s.snap.rings...)
+	out := append([]RingState(nil), s.snap.rings...)
+	s.mu.Unlock()
+	// A device marks a ring failed from its worker, between snapshots.
+	for i := range out {
+		out[i].Failed = s.rings[i].failed.Load()
+	}
+	return out
 }
 
 // Features returns the acked virtio features (including bit 30 when
@@ -358,6 +367,7 @@ func (s *Session) startRing(r *ring) error {
 	}
 	if err != nil {
 		s.log.Error("cannot start ring; it stays stopped", "ring", r.index, "err", err)
+		r.failed.Store(true)
 		r.errCall.Signal()
 		return err
 	}
@@ -370,7 +380,7 @@ func (s *Session) handOver(r *ring, vq *virtqueue.Split) error {
 	if r.kick != nil {
 		r.kick.SetDeadline(time.Time{}) // a previous worker may have left one set
 	}
-	q := &Queue{Index: r.index, VQ: vq, Kick: r.kick, Call: r.call, Err: r.errCall, Enabled: &r.enabled}
+	q := &Queue{Index: r.index, VQ: vq, Kick: r.kick, Call: r.call, Err: r.errCall, Enabled: &r.enabled, failed: &r.failed}
 	if err := s.dev.StartQueue(q); err != nil {
 		return fmt.Errorf("device refused the ring: %w", err)
 	}
@@ -676,6 +686,7 @@ func (s *Session) setVringKick(m *Message) ([]byte, error) {
 		s.stopRing(r)
 	}
 	s.closeKick(r)
+	r.failed.Store(false) // set up anew: a new chance
 	if !f.NoFd {
 		k, err := virtqueue.NewKick(m.TakeFd(0))
 		if err != nil {
@@ -763,11 +774,21 @@ func (s *Session) setStatus(m *Message) ([]byte, error) {
 		// those requests.
 		for i := range s.rings {
 			s.stopRing(&s.rings[i])
+			s.rings[i].failed.Store(false)
 		}
 	}
 	return nil, nil
 }
 
+// getStatus reports the last SET_STATUS value, with DEVICE_NEEDS_RESET added
+// while any ring has failed (virtio 1.x §2.1.2: the device sets it when it
+// enters an error state that needs a reset).
 func (s *Session) getStatus(*Message) ([]byte, error) {
-	return U64(s.status).Encode(s.reply[:0]), nil
+	st := uint64(s.status)
+	for i := range s.rings {
+		if s.rings[i].failed.Load() {
+			st |= StatusNeedsReset
+		}
+	}
+	return U64(st).Encode(s.reply[:0]), nil
 }
