@@ -199,9 +199,7 @@ func (w *rxWorker) broken(err error) {
 	w.qp.stats.RxBroken.Store(true)
 	w.qp.dev.log.Error("receive ring broken; stopping it until the front-end resets the device",
 		"queue", w.q.Index, "err", err)
-	if w.q.Err != nil {
-		_ = w.q.Err.Signal()
-	}
+	w.q.Fail() // SET_VRING_ERR and DEVICE_NEEDS_RESET
 }
 
 // waitBuffers waits for the guest to post RX buffers: it asks for a kick and

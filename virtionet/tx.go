@@ -159,9 +159,7 @@ func (w *txWorker) run() {
 			// queue size: the ring is unusable until the front-end resets it.
 			st.TxBroken.Store(true)
 			log.Error("transmit ring broken; stopping it until the front-end resets the device", "err", err)
-			if q.Err != nil {
-				_ = q.Err.Signal()
-			}
+			q.Fail() // SET_VRING_ERR and DEVICE_NEEDS_RESET
 			return
 		}
 		if n == 0 {
