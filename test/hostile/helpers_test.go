@@ -1,0 +1,451 @@
+package hostile_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/vhostuser/frontend"
+	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtqueue"
+)
+
+// Guest memory layout used by every port in this package:
+//
+//	region 0  GPA 0        16 MiB  rings, indirect tables, then data areas
+//	region 1  GPA 16 MiB    1 MiB  directly after region 0 (straddling tests)
+//	region 2  GPA 64 MiB    1 MiB  after a hole of 47 MiB
+const (
+	region0Size = 16 << 20
+	region1GPA  = 16 << 20
+	region1Size = 1 << 20
+	region2GPA  = 64 << 20
+	region2Size = 1 << 20
+	holeGPA     = 32 << 20 // inside the hole between regions 1 and 2
+
+	queueSize = 256
+	// areaSize is the data area each vring gets in region 0, so that
+	// goroutines driving different rings never share buffers.
+	areaSize = 2 << 20
+)
+
+// Ring numbers of the two queue pairs (virtio spec 5.1.2: receiveq(k) = 2k,
+// transmitq(k) = 2k+1).
+const (
+	victimRx    = 0
+	victimTx    = 1
+	bystanderRx = 2
+	bystanderTx = 3
+)
+
+// discardLogger drops every log line: hostile cases log errors on purpose.
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// portConfig shapes one port (a virtionet.Device with two queue pairs, each
+// on its own Pipe backend) and its front-end.
+type portConfig struct {
+	// caps of the victim pair's backend; zero = backend.DefaultNullCaps.
+	caps backend.Capabilities
+	// policy is the initial GSO policy (auto if empty).
+	policy string
+	// clearFeatures are virtio features the front-end refuses to ack.
+	clearFeatures virtionet.Feature
+	// noHandshake leaves the front-end set up but silent.
+	noHandshake bool
+}
+
+// port is one virtionet.Device served by a vhostuser.Session over a
+// socketpair, driven by the Go front-end.
+type port struct {
+	t      testing.TB
+	dev    *virtionet.Device
+	pipes  []*backend.Pipe
+	sess   *vhostuser.Session
+	fe     *frontend.Frontend
+	cancel context.CancelFunc
+	done   chan error
+	closed bool
+
+	mu   sync.Mutex // guards used by reap helpers on different rings
+	next [4]uint64  // bump allocator offset per ring's data area
+}
+
+func newPort(t testing.TB, cfg portConfig) *port {
+	t.Helper()
+	offer, _ := virtionet.Offer(false, virtionet.Toggles{})
+	pipes := []*backend.Pipe{backend.NewPipe(cfg.caps), backend.NewPipe(backend.Capabilities{})}
+	policy := gso.PolicyAuto
+	if cfg.policy != "" {
+		p, err := gso.ParsePolicy(cfg.policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		policy = p
+	}
+	dev, err := virtionet.New(virtionet.Config{
+		Name: "victim", Offer: uint64(offer), Policy: policy, Logger: discardLogger(),
+		Backends: []backend.Backend{pipes[0], pipes[1]},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, err := socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := vhostuser.NewSession(a, dev, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &port{t: t, dev: dev, pipes: pipes, sess: sess, cancel: cancel, done: make(chan error, 1)}
+	go func() { p.done <- sess.Serve(ctx) }()
+	p.fe = frontend.New(b)
+	opts := frontend.Options{
+		NumQueues:   4,
+		QueueSize:   queueSize,
+		IndirectMax: 16,
+		Features:    ^uint64(cfg.clearFeatures),
+		Regions: []frontend.Region{
+			{GPA: 0, Size: region0Size},
+			{GPA: region1GPA, Size: region1Size},
+			{GPA: region2GPA, Size: region2Size},
+		},
+	}
+	if cfg.noHandshake {
+		err = p.fe.Setup(opts)
+	} else {
+		err = p.fe.Handshake(opts)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.fe.DataOffset+4*areaSize > region0Size {
+		t.Fatalf("data areas do not fit: rings end at %d", p.fe.DataOffset)
+	}
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *port) close() {
+	if p.closed {
+		return
+	}
+	p.closed = true
+	p.fe.Close()
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		p.t.Error("session did not end after the front-end closed")
+	}
+	p.cancel()
+	for _, pp := range p.pipes {
+		pp.Close()
+	}
+}
+
+func (p *port) queue(i int) *frontend.Queue { return p.fe.Queues[i] }
+func (p *port) stats(pair int) *virtionet.QueueStats {
+	return p.dev.QueuePairs()[pair].Stats()
+}
+
+// buf returns n bytes of ring ring's data area (a bump allocator that wraps).
+func (p *port) buf(ring int, n int) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.next[ring]+uint64(n) > areaSize {
+		p.next[ring] = 0
+	}
+	off := uint64(ring)*areaSize + p.next[ring]
+	p.next[ring] += uint64(n+63) &^ 63
+	return p.fe.Buffer(off, uint64(n))
+}
+
+// gpa returns the guest-physical address of b (a slice of region 0).
+func (p *port) gpa(b []byte) uint64 {
+	a, ok := p.queue(0).Driver.GuestAddr(b)
+	if !ok {
+		p.t.Fatal("buffer is not in region 0")
+	}
+	return a
+}
+
+func (p *port) copyIn(ring int, b []byte) []byte {
+	g := p.buf(ring, len(b))
+	copy(g, b)
+	return g
+}
+
+// publishKick publishes ring's new avail entries and kicks; it kicks even if
+// the device asked not to be, as a hostile guest may.
+func (p *port) publishKick(ring int) {
+	q := p.queue(ring)
+	q.Driver.Publish()
+	if err := q.Kick(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// sendTx posts one TX packet on ring (header, then the frame parts, each in
+// its own descriptor) and kicks. It returns the head.
+func (p *port) sendTx(ring int, hdr []byte, parts ...[]byte) uint16 {
+	p.t.Helper()
+	out := [][]byte{p.copyIn(ring, hdr)}
+	for _, b := range parts {
+		out = append(out, p.copyIn(ring, b))
+	}
+	head, err := p.queue(ring).Driver.Add(out, nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.publishKick(ring)
+	return head
+}
+
+// reap waits up to 5 s for n used entries on ring.
+func (p *port) reap(ring int, n int) ([]virtqueue.UsedElem, error) {
+	q := p.queue(ring)
+	used := make([]virtqueue.UsedElem, 64)
+	var got []virtqueue.UsedElem
+	deadline := time.Now().Add(5 * time.Second)
+	for len(got) < n {
+		k := q.Driver.Reap(used)
+		got = append(got, used[:k]...)
+		if k == 0 {
+			if time.Now().After(deadline) {
+				return got, errors.New("timed out waiting for used entries")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	return got, nil
+}
+
+// readEventfd reports whether the eventfd was signalled, resetting it.
+func readEventfd(fd int) bool {
+	var b [8]byte
+	n, err := unix.Read(fd, b[:])
+	return err == nil && n == 8 && binary.NativeEndian.Uint64(b[:]) > 0
+}
+
+// waitEventfd polls fd for up to timeout.
+func waitEventfd(fd int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if readEventfd(fd) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// eventually polls cond for up to 5 s.
+func eventually(cond func() bool) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return true
+}
+
+func socketpair() (*net.UnixConn, *net.UnixConn, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	conv := func(fd int) (*net.UnixConn, error) {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			return nil, err
+		}
+		return c.(*net.UnixConn), nil
+	}
+	a, err := conv(fds[0])
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, nil, err
+	}
+	b, err := conv(fds[1])
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
+// --- process resources ---
+
+// fdCount is the number of open fds of this process.
+func fdCount(t testing.TB) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents) - 1 // the directory fd ReadDir itself held
+}
+
+// memfdMappings counts the lines of /proc/self/maps that map a memfd.
+func memfdMappings(t testing.TB) int {
+	f, err := os.Open("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "/memfd:") {
+			n++
+		}
+	}
+	return n
+}
+
+// rssBytes is the resident set size of this process.
+func rssBytes(t testing.TB) int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var size, rss int64
+	if _, err := fmt.Sscan(string(b), &size, &rss); err != nil {
+		t.Fatal(err)
+	}
+	return rss * int64(os.Getpagesize())
+}
+
+// --- frames ---
+
+func vnetHdr(flags, gsoType uint8, gsoSize, csumStart, csumOffset uint16) []byte {
+	h := virtionet.Hdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
+	b := make([]byte, 12)
+	h.Encode(b)
+	return b
+}
+
+func csumSum(b []byte) uint64 {
+	var s uint64
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint64(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		s += uint64(b[len(b)-1]) << 8
+	}
+	return s
+}
+
+func csumFold(s uint64) uint16 {
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+func ethHeader(f []byte, etherType uint16) {
+	copy(f[0:6], []byte{2, 0, 0, 0, 0, 2})
+	copy(f[6:12], []byte{2, 0, 0, 0, 0, 1})
+	binary.BigEndian.PutUint16(f[12:], etherType)
+}
+
+// udpFrame is an Ethernet/IPv4/UDP frame of size bytes without checksum.
+func udpFrame(size int) []byte {
+	f := make([]byte, size)
+	ethHeader(f, 0x0800)
+	ip := f[14:34]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(size-14))
+	ip[8], ip[9] = 64, 17
+	copy(ip[12:], []byte{10, 0, 0, 1})
+	copy(ip[16:], []byte{10, 0, 0, 2})
+	binary.BigEndian.PutUint16(ip[10:], ^csumFold(csumSum(ip)))
+	udp := f[34:]
+	binary.BigEndian.PutUint16(udp[0:], 1234)
+	binary.BigEndian.PutUint16(udp[2:], 5678)
+	binary.BigEndian.PutUint16(udp[4:], uint16(size-34))
+	for i := 42; i < size; i++ {
+		f[i] = byte(i)
+	}
+	return f
+}
+
+// udpSuper is udpFrame with the pseudo-header checksum in the UDP checksum
+// field, as a guest sends with NEEDS_CSUM (+ GSO_UDP_L4).
+func udpSuper(size int) []byte {
+	f := udpFrame(size)
+	ph := csumSum(f[26:34]) + 17 + uint64(size-34)
+	binary.BigEndian.PutUint16(f[40:], csumFold(ph))
+	return f
+}
+
+// tcp4Super is an Ethernet/IPv4/TCP super-packet with payload bytes of
+// payload and the pseudo-header checksum in the TCP checksum field.
+func tcp4Super(payload int) []byte {
+	size := 14 + 20 + 20 + payload
+	f := make([]byte, size)
+	ethHeader(f, 0x0800)
+	ip := f[14:34]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(size-14))
+	binary.BigEndian.PutUint16(ip[4:], 0x1000)
+	ip[6] = 0x40
+	ip[8], ip[9] = 64, 6
+	copy(ip[12:], []byte{10, 0, 0, 1})
+	copy(ip[16:], []byte{10, 0, 0, 2})
+	binary.BigEndian.PutUint16(ip[10:], ^csumFold(csumSum(ip)))
+	tcp := f[34:54]
+	binary.BigEndian.PutUint16(tcp[0:], 40000)
+	binary.BigEndian.PutUint16(tcp[2:], 5201)
+	binary.BigEndian.PutUint32(tcp[4:], 1000)
+	binary.BigEndian.PutUint32(tcp[8:], 1)
+	tcp[12] = 5 << 4
+	tcp[13] = 0x18
+	binary.BigEndian.PutUint16(tcp[14:], 65535)
+	for i := 54; i < size; i++ {
+		f[i] = byte(i * 7)
+	}
+	ph := csumSum(ip[12:20]) + 6 + uint64(size-34)
+	binary.BigEndian.PutUint16(tcp[16:], csumFold(ph))
+	return f
+}
+
+// fixIPv4 recomputes the IPv4 header checksum after a test edited it.
+func fixIPv4(f []byte) {
+	ihl := int(f[14]&0xf) * 4
+	if ihl < 20 || 14+ihl > len(f) {
+		return
+	}
+	ip := f[14 : 14+ihl]
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], ^csumFold(csumSum(ip)))
+}
+
+// tso4Hdr is a well-formed TCPv4 GSO header for tcp4Super.
+func tso4Hdr(mss uint16) []byte {
+	return vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, mss, 34, 16)
+}
+
+func concat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
