@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -555,9 +556,15 @@ func getHwaddr(fd int) (net.HardwareAddr, error) {
 //  1. /sys/class/net/NAME/macvtap/tapN/dev, when sysfs shows this thread's
 //     network namespace (NAME's ifindex and address match);
 //  2. otherwise /sys/dev/char, which lists the char devices of every
-//     namespace: the entry whose link ends in /net/NAME/macvtap/tapN. Two
-//     namespaces may each have such a NAME and ifindex (fresh namespaces
-//     number their links alike); openQueue's MAC check catches a wrong pick.
+//     namespace: the entry whose link ends in /net/NAME/macvtap/tapN;
+//  3. if several namespaces have such a NAME and ifindex (fresh namespaces
+//     number their links alike, so containers easily collide), a sysfs
+//     mounted for this thread's network namespace on a throwaway thread
+//     (needs CAP_SYS_ADMIN, as `ip netns exec` does).
+//
+// openQueue's name and MAC check guard the result.
+//
+// It must run on a locked thread (the namespace is the thread's).
 func macvtapDevT(name string, ifindex int, mac net.HardwareAddr) (uint64, error) {
 	dir := "/sys/class/net/" + name
 	if sysfsShowsLink(dir, ifindex, mac) {
@@ -587,7 +594,59 @@ func macvtapDevT(name string, ifindex int, mac net.HardwareAddr) (uint64, error)
 	case 1:
 		return found[0], nil
 	}
-	return 0, fmt.Errorf("open macvtap %q: %d network namespaces have a macvtap %s with index %d and sysfs does not show which is ours: use a unique name, or run vhostd with this namespace's sysfs mounted (ip netns exec does that)", name, len(found), name, ifindex)
+	dev, err := devTFromPrivateSysfs(name, ifindex, mac)
+	if err != nil {
+		return 0, fmt.Errorf("open macvtap %q: %d network namespaces have a macvtap %s with index %d and the sysfs on /sys does not show which is ours (%v): use a unique name, or run vhostd with this namespace's sysfs mounted (ip netns exec does that)", name, len(found), name, ifindex, err)
+	}
+	return dev, nil
+}
+
+// devTFromPrivateSysfs reads /sys/class/net/NAME/macvtap/tapN/dev from a
+// sysfs mounted for the calling thread's network namespace, in a private
+// mount namespace of a throwaway thread, so nothing changes for the rest of
+// the process.
+func devTFromPrivateSysfs(name string, ifindex int, mac net.HardwareAddr) (uint64, error) {
+	ns, err := netns.Get()
+	if err != nil {
+		return 0, fmt.Errorf("get network namespace: %w", err)
+	}
+	defer ns.Close()
+	type result struct {
+		dev uint64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread ends with this goroutine, and its
+		// mount namespace with it.
+		runtime.LockOSThread()
+		dev, err := func() (uint64, error) {
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				return 0, fmt.Errorf("unshare mount namespace: %w", err)
+			}
+			if err := unix.Setns(int(ns), unix.CLONE_NEWNET); err != nil {
+				return 0, fmt.Errorf("setns: %w", err)
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return 0, fmt.Errorf("make mounts private: %w", err)
+			}
+			if err := unix.Mount("sysfs", "/sys", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+				return 0, fmt.Errorf("mount sysfs: %w", err)
+			}
+			dir := "/sys/class/net/" + name
+			if !sysfsShowsLink(dir, ifindex, mac) {
+				return 0, errors.New("a fresh sysfs does not show the link either")
+			}
+			b, err := os.ReadFile(fmt.Sprintf("%s/macvtap/tap%d/dev", dir, ifindex))
+			if err != nil {
+				return 0, err
+			}
+			return parseDevT(b)
+		}()
+		done <- result{dev, err}
+	}()
+	r := <-done
+	return r.dev, r.err
 }
 
 // sysfsShowsLink reports whether dir (/sys/class/net/NAME) is the link with

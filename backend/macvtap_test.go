@@ -475,44 +475,17 @@ func TestMacvtapQueues(t *testing.T) {
 	// by flow hash (tap_get_queue), so both queues must receive some (all on
 	// one queue has probability 2^-15).
 	const perQueue, udpFlows = 8, 16
-	var mu sync.Mutex
 	replies := map[uint16]int{} // ICMP id -> queue that got the reply
 	udpSeen := map[uint16]int{} // UDP source port -> queue
-	done := make(chan struct{})
-	var doneOnce sync.Once
-	var wg sync.WaitGroup
-	deadline := time.Now().Add(5 * time.Second)
-	for qi, q := range qs {
-		q.SetReadDeadline(deadline)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			bufs := [][]byte{make([]byte, 2048), make([]byte, 2048)}
-			sizes := make([]int, 2)
-			for {
-				n, err := q.ReadPackets(bufs, sizes, 0)
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				for i := 0; i < n; i++ {
-					f := bufs[i][12:sizes[i]]
-					switch {
-					case len(f) > 42 && f[23] == protoICMP && f[34] == 0:
-						replies[binary.BigEndian.Uint16(f[38:40])] = qi
-					case len(f) > 42 && f[23] == protoUDP && binary.BigEndian.Uint16(f[36:38]) == 5005:
-						udpSeen[binary.BigEndian.Uint16(f[34:36])] = qi
-					}
-				}
-				finished := len(replies) == 2*perQueue && len(udpSeen) == udpFlows
-				mu.Unlock()
-				if finished {
-					doneOnce.Do(func() { close(done) })
-					return
-				}
-			}
-		}()
-	}
+	readers := readFromQueues([]Backend{qs[0], qs[1]}, time.Now().Add(5*time.Second), func(qi int, f []byte) bool {
+		switch {
+		case len(f) > 42 && f[23] == protoICMP && f[34] == 0:
+			replies[binary.BigEndian.Uint16(f[38:40])] = qi
+		case len(f) > 42 && f[23] == protoUDP && binary.BigEndian.Uint16(f[36:38]) == 5005:
+			udpSeen[binary.BigEndian.Uint16(f[34:36])] = qi
+		}
+		return len(replies) == 2*perQueue && len(udpSeen) == udpFlows
+	})
 	hdr := vnetHeader(12, 0, 0, 0, 0, 0, 0)
 	for qi, q := range qs {
 		for k := 0; k < perQueue; k++ {
@@ -539,14 +512,7 @@ func TestMacvtapQueues(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("peer UDP flows: %v", err)
 	}
-	select {
-	case <-done:
-	case <-time.After(time.Until(deadline)):
-	}
-	for _, q := range qs {
-		q.SetReadDeadline(time.Now()) // stop the other reader
-	}
-	wg.Wait()
+	readers.Wait()
 	var echoPerQ, udpPerQ [2]int
 	for _, qi := range replies {
 		echoPerQ[qi]++
@@ -692,12 +658,37 @@ func TestTapQueues(t *testing.T) {
 	if !qs[0].Created() || qs[1].Created() || qs[0].Index() != qs[1].Index() {
 		t.Errorf("created %v %v, index %d %d", qs[0].Created(), qs[1].Created(), qs[0].Index(), qs[1].Index())
 	}
+	// Both queues carry traffic: an echo request written on each is
+	// answered, the replies arriving on either queue.
+	link := tapLink(t, ns, qs[0].Name())
+	addAddr(t, ns, link, "10.99.22.1/24")
+	hostIP, peerIP := net.IPv4(10, 99, 22, 1), net.IPv4(10, 99, 22, 2)
+	addNeigh(t, ns, link, peerIP, guestMAC)
+	replies := map[uint16]int{}
+	readers := readFromQueues([]Backend{qs[0], qs[1]}, time.Now().Add(5*time.Second), func(qi int, f []byte) bool {
+		if len(f) > 42 && f[23] == protoICMP && f[34] == 0 {
+			replies[binary.BigEndian.Uint16(f[38:40])] = qi
+		}
+		return len(replies) == 2
+	})
+	for qi, q := range qs {
+		echo := icmpEcho(link.Attrs().HardwareAddr, peerIP, hostIP, uint16(qi+1), 1, []byte("tap mq"))
+		if _, err := q.WritePackets([][][]byte{{vnetHeader(12, 0, 0, 0, 0, 0, 0), echo}}); err != nil {
+			t.Fatalf("queue %d write: %v", qi, err)
+		}
+	}
+	readers.Wait()
+	if len(replies) != 2 {
+		t.Errorf("echo replies %v, want ids 1 and 2", replies)
+	}
+	t.Logf("echo reply id -> queue: %v", replies)
+
 	// On a tap, TUNSETVNETHDRSZ on one queue sets the whole device.
 	if err := qs[1].SetVnetHdrLen(10); err != nil {
 		t.Fatal(err)
 	}
 	if got := kernelVnetHdrLenFd(t, &qs[0].vnetFile); got != 10 {
-		t.Logf("queue 0 vnet header length %d after setting queue 1 to 10", got)
+		t.Errorf("queue 0 vnet header length %d after setting queue 1 to 10: want 10 (tun keeps it per device)", got)
 	}
 	qs[1].SetVnetHdrLen(12)
 
@@ -996,4 +987,92 @@ func TestMacvtapUSOWrite(t *testing.T) {
 			t.Errorf("datagram %d: %d bytes starting %d", i, n, buf[0])
 		}
 	}
+}
+
+// TestMacvtapSameNameInTwoNamespaces opens macvtaps of the same name in two
+// namespaces built alike (so they usually get the same ifindex, and
+// /sys/dev/char lists two tapN of that name): each must open its own, and
+// traffic must flow on both.
+func TestMacvtapSameNameInTwoNamespaces(t *testing.T) {
+	var ms [2]*Macvtap
+	var rigs [2]*vethRig
+	for i := range ms {
+		ns := newTestNetns(t)
+		rigs[i] = newVethRig(t, ns, "vhlowdup", "vhpeerdup", 21)
+		ms[i] = openTestMacvtap(t, ns, MacvtapConfig{Name: "vhmdup", Lower: "vhlowdup", MAC: guestMAC})
+	}
+	ents, _ := os.ReadDir("/sys/dev/char")
+	listed := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join("/sys/dev/char", e.Name())); err == nil && strings.Contains(l, "/net/vhmdup/macvtap/") {
+			listed++
+		}
+	}
+	t.Logf("ifindexes %d and %d; /sys/dev/char lists %d vhmdup devices", ms[0].Index(), ms[1].Index(), listed)
+	if ms[0].Index() == ms[1].Index() && listed < 2 {
+		t.Errorf("same ifindex but /sys/dev/char lists %d devices: the ambiguous case was not exercised", listed)
+	}
+	var st [2]unix.Stat_t
+	for i, m := range ms {
+		if err := unix.Fstat(int(m.file.Fd()), &st[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st[0].Rdev == st[1].Rdev {
+		t.Fatalf("both macvtaps opened device %d:%d", unix.Major(st[0].Rdev), unix.Minor(st[0].Rdev))
+	}
+	for i, m := range ms {
+		r := &pingRig{
+			be:    m,
+			echo:  [][][]byte{{vnetHeader(12, 0, 0, 0, 0, 0, 0), icmpEcho(rigs[i].peerMAC, rigs[i].guestIP, rigs[i].peerIP, 9, 1, []byte("dup"))}},
+			bufs:  [][]byte{make([]byte, 2048)},
+			sizes: make([]int, 1),
+		}
+		m.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if err := r.roundTrip(); err != nil {
+			t.Errorf("namespace %d: ping through its macvtap: %v", i, err)
+		}
+	}
+}
+
+// readFromQueues reads from every queue in its own goroutine until visit
+// reports done or the deadline passes; visit sees each frame (after the
+// 12-byte vnet header) with its queue index, one call at a time. Wait
+// returns once all readers stopped.
+func readFromQueues(qs []Backend, deadline time.Time, visit func(qi int, frame []byte) (done bool)) *sync.WaitGroup {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	stop := func() {
+		for _, q := range qs {
+			q.SetReadDeadline(time.Now())
+		}
+	}
+	for qi, q := range qs {
+		q.SetReadDeadline(deadline)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bufs := [][]byte{make([]byte, 2048), make([]byte, 2048)}
+			sizes := make([]int, len(bufs))
+			for {
+				n, err := q.ReadPackets(bufs, sizes, 0)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				done := false
+				for i := 0; i < n && !done; i++ {
+					if sizes[i] > 12 {
+						done = visit(qi, bufs[i][12:sizes[i]])
+					}
+				}
+				mu.Unlock()
+				if done {
+					stop()
+					return
+				}
+			}
+		}()
+	}
+	return &wg
 }
