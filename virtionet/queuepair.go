@@ -2,6 +2,7 @@ package virtionet
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,6 +166,28 @@ func (qp *QueuePair) signal(call *virtqueue.Call, vq *virtqueue.Split, calls, su
 		}
 	}
 	supp.Add(1)
+}
+
+// recoverFault turns a fault on guest memory into a broken ring; the worker
+// defers it after calling debug.SetPanicOnFault(true). A front-end may shrink
+// (ftruncate) the file behind a region after vhostd mapped it; touching the
+// lost pages raises SIGBUS, which would otherwise kill the whole daemon. The
+// worker's state is unknown after the fault, so the ring is not used again
+// until the front-end sets it up anew. Any other panic is a bug and goes on.
+func (qp *QueuePair) recoverFault(q *vhostuser.Queue, broken *atomic.Bool, dir string) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	fault, ok := r.(interface{ Addr() uintptr })
+	if !ok {
+		panic(r)
+	}
+	broken.Store(true)
+	qp.stats.MemFaults.Add(1)
+	qp.dev.log.Error(dir+" ring broken: guest memory faulted (did the front-end shrink its memory file?); stopping the ring until the front-end resets the device",
+		"queue", q.Index, "addr", fmt.Sprintf("%#x", fault.Addr()))
+	q.Fail()
 }
 
 // chainDrop maps a virtqueue chain error to its drop reason.

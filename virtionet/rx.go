@@ -3,6 +3,7 @@ package virtionet
 import (
 	"encoding/binary"
 	"errors"
+	"runtime/debug"
 	"time"
 
 	"github.com/vhostd/vhostd/vhostuser"
@@ -100,6 +101,11 @@ func (w *rxWorker) stop() {
 
 func (w *rxWorker) run() {
 	defer close(w.done)
+	// Guest memory can vanish under us (SIGBUS): see recoverFault. It is
+	// deferred before releaseCache, which writes the used ring, so that it
+	// also catches a fault there.
+	debug.SetPanicOnFault(true)
+	defer w.qp.recoverFault(w.q, &w.qp.stats.RxBroken, "receive")
 	// Chains popped but not used go back to the avail ring, so that the
 	// index GET_VRING_BASE reports covers only buffers we really consumed.
 	defer w.releaseCache()

@@ -196,6 +196,9 @@ type QueueStats struct {
 	// Broken is set when the ring hit a device error (e.g. avail index jump).
 	TxBroken atomic.Bool
 	RxBroken atomic.Bool
+	// MemFaults counts faults on guest memory (SIGBUS: the front-end shrank
+	// the file behind a region after we mapped it) that broke a ring.
+	MemFaults atomic.Uint64
 }
 
 func newQueueStats() *QueueStats {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -143,6 +144,9 @@ func (w *txWorker) stop() {
 
 func (w *txWorker) run() {
 	defer close(w.done)
+	// Guest memory can vanish under us (SIGBUS): see recoverFault.
+	debug.SetPanicOnFault(true)
+	defer w.qp.recoverFault(w.q, &w.qp.stats.TxBroken, "transmit")
 	q := w.q
 	if q.Kick != nil {
 		_ = q.Kick.SetDeadline(time.Time{})
