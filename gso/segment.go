@@ -35,10 +35,11 @@ type template struct {
 	ipv4Base uint16
 }
 
-// ipv4BaseSum returns the sum of IPv4 header ip without tot_len, id,
-// frag_off and check.
+// ipv4BaseSum returns the sum of the IPv4 header ip (as parsed: the length
+// comes from the parser, not from the bytes) without tot_len, id, frag_off
+// and check.
 func ipv4BaseSum(ip IPv4) uint16 {
-	s := Checksum(ip[:ip.HeaderLen()], 0)
+	s := Checksum(ip, 0)
 	s = sub16(s, ip.TotalLength())
 	s = sub16(s, ip.ID())
 	s = sub16(s, ip.FlagsFragOff())
@@ -55,7 +56,7 @@ func ipv4Checksum(base, totLen, id, fragOff uint16) uint16 {
 func (m *Meta) readTemplate(t []byte) template {
 	var tp template
 	if !m.IPv6 {
-		ip := IPv4(t[m.L3Off:])
+		ip := IPv4(t[m.L3Off:m.L4Off])
 		tp.id0 = ip.ID()
 		tp.ipv4Base = ipv4BaseSum(ip)
 	}
@@ -278,7 +279,7 @@ func segmentUFO(dst [][]byte, src [][]byte, m *Meta, from int) (int, Reason) {
 	r.read(t)
 	var ipv4Base uint16
 	if !m.IPv6 {
-		ipv4Base = ipv4BaseSum(IPv4(t[l3:]))
+		ipv4Base = ipv4BaseSum(IPv4(t[l3:l4]))
 	}
 	var udpCheck uint16
 	dlen := m.PayloadLen

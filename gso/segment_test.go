@@ -355,3 +355,25 @@ func TestSegmentAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per packet", allocs)
 	}
 }
+
+// Segment and Resegment trust the Meta, not the bytes: handing them other
+// bytes than were parsed (a caller bug, or a guest rewriting its buffer
+// between Parse and Segment) gives garbage output but never a panic.
+func TestSegmentOtherBytesThanParsed(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, c := range segmentSpecs {
+		frame, h := c.spec.build()
+		m, _ := Parse(frame, h)
+		for trial := 0; trial < 20; trial++ {
+			junk := make([]byte, len(frame))
+			for i := range junk {
+				junk[i] = byte(rng.Uint32())
+			}
+			mm := m
+			segmentAll(t, randomSplit(rng, junk), &mm, Features(rng.Uint32()), 3)
+			if m.Kind != KindUFO && m.NeedsCsum {
+				resegmentAll(t, [][]byte{junk}, &mm, Limits{GSOMaxSegs: 3}, 12, 2)
+			}
+		}
+	}
+}

@@ -1,0 +1,14 @@
+package gso
+
+import "testing"
+
+// The generic loop must agree with the reference too on machines with AVX2.
+func TestChecksumGenericLoop(t *testing.T) {
+	if !hasAVX2 {
+		t.Skip("the generic loop is the only loop here; TestChecksumMatchesReference covers it")
+	}
+	hasAVX2 = false
+	defer func() { hasAVX2 = true }()
+	TestChecksumMatchesReference(t)
+	TestIOVSumOddPieces(t)
+}
