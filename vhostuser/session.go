@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -352,7 +353,7 @@ func (s *Session) startRing(r *ring) error {
 	desc, avail, used, err := s.ringMemory(r)
 	var vq *virtqueue.Split
 	if err == nil {
-		vq, err = virtqueue.NewSplit(virtqueue.Config{
+		vq, err = newSplitGuarded(virtqueue.Config{
 			Size:      r.num,
 			Desc:      desc,
 			Avail:     avail,
@@ -373,6 +374,24 @@ func (s *Session) startRing(r *ring) error {
 	}
 	s.log.Debug("ring started", "ring", r.index, "num", r.num, "last_avail", r.base, "enabled", r.enabled.Load())
 	return nil
+}
+
+// newSplitGuarded is virtqueue.NewSplit, which reads used.idx from guest
+// memory, with a fault on that memory turned into an error: a front-end may
+// shrink the file behind a region after we mapped it, and the SIGBUS would
+// otherwise kill the daemon from the session goroutine.
+func newSplitGuarded(cfg virtqueue.Config, mem virtqueue.Memory) (vq *virtqueue.Split, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			fault, ok := r.(interface{ Addr() uintptr })
+			if !ok {
+				panic(r)
+			}
+			vq, err = nil, fmt.Errorf("guest memory at host address %#x faults: the front-end shrank or truncated the file behind its memory region", fault.Addr())
+		}
+	}()
+	return virtqueue.NewSplit(cfg, mem)
 }
 
 // handOver gives a built ring to the device.
