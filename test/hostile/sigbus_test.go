@@ -1,0 +1,159 @@
+package hostile_test
+
+import (
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/virtqueue"
+)
+
+// A front-end can shrink (ftruncate) the memfd behind guest memory after
+// vhostd mapped it. Touching a page past the new end of file raises SIGBUS,
+// which by default kills the whole daemon. These tests shrink the file under
+// running rings and expect the ring to be marked broken (and the fault
+// counted), the error eventfd signalled, DEVICE_NEEDS_RESET reported, and
+// everything else to keep working.
+//
+// The test process is the front-end too, so after the shrink it never
+// touches the lost pages itself.
+
+// region2FileOffset is where region 2 starts in the front-end's memfd:
+// truncating the file there takes region 2 away and keeps the rings and the
+// second queue pair's buffers (region 0) intact.
+func (p *port) region2FileOffset() int64 { return int64(p.fe.Mem.Regions[2].FileOffset) }
+
+func expectBroken(t *testing.T, p *port, rx bool) {
+	t.Helper()
+	st := p.stats(0)
+	broken, ring := &st.TxBroken, victimTx
+	if rx {
+		broken, ring = &st.RxBroken, victimRx
+	}
+	if !eventually(broken.Load) {
+		t.Fatal("ring not marked broken after a guest memory fault")
+	}
+	if st.MemFaults.Load() == 0 {
+		t.Error("guest memory fault not counted")
+	}
+	if !waitEventfd(p.queue(ring).ErrFd, 5*time.Second) {
+		t.Error("error eventfd not signalled")
+	}
+	status, err := p.fe.GetU64(vhostuser.ReqGetStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status&statusNeedsReset == 0 {
+		t.Errorf("GET_STATUS %#x lacks DEVICE_NEEDS_RESET", status)
+	}
+}
+
+func TestSIGBUSOnTxBuffer(t *testing.T) {
+	p := newPort(t, portConfig{})
+	by := startBystander(t, p)
+	r2 := p.fe.Mem.Regions[2].B
+	copy(r2, vnetHdr(0, 0, 0, 0, 0))
+	copy(r2[64:], udpFrame(100))
+	if _, err := p.queue(victimTx).Driver.AddSegs([]virtqueue.Seg{{Addr: region2GPA, Len: 12}, {Addr: region2GPA + 64, Len: 100}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Ftruncate(p.fe.Mem.Fd(), p.region2FileOffset()); err != nil {
+		t.Fatal(err)
+	}
+	p.publishKick(victimTx)
+	expectBroken(t, p, false)
+	by.finish(t)
+}
+
+func TestSIGBUSOnRxBuffer(t *testing.T) {
+	p := newPort(t, portConfig{})
+	by := startBystander(t, p)
+	if _, err := p.queue(victimRx).Driver.AddSegs(nil, []virtqueue.Seg{{Addr: region2GPA, Len: 2048}}); err != nil {
+		t.Fatal(err)
+	}
+	p.publishKick(victimRx)
+	if err := unix.Ftruncate(p.fe.Mem.Fd(), p.region2FileOffset()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(100))); err != nil {
+		t.Fatal(err)
+	}
+	expectBroken(t, p, true)
+	by.finish(t)
+}
+
+// TestSIGBUSOnRings takes the whole file away, rings included: both workers
+// fault on the ring indices, restarting the ring faults in the session's own
+// goroutine, and a second port keeps passing traffic throughout.
+func TestSIGBUSOnRings(t *testing.T) {
+	other := newPort(t, portConfig{})
+	by := startBystander(t, other)
+	mapsBefore := memfdMappings(t)
+	p := newPort(t, portConfig{})
+	// Start both victim rings with one packet each way.
+	p.sendTx(victimTx, vnetHdr(0, 0, 0, 0, 0), udpFrame(100))
+	if _, err := p.reap(victimTx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.queue(victimRx).Driver.Add(nil, [][]byte{p.buf(victimRx, 2048)}); err != nil {
+		t.Fatal(err)
+	}
+	p.publishKick(victimRx)
+	if err := p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(100))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.reap(victimRx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Ftruncate(p.fe.Mem.Fd(), 0); err != nil {
+		t.Fatal(err)
+	}
+	// Kicks only: the front-end's own ring writes would fault here too.
+	if err := p.queue(victimTx).Kick(); err != nil {
+		t.Fatal(err)
+	}
+	expectBroken(t, p, false)
+	if err := p.queue(victimRx).Kick(); err != nil {
+		t.Fatal(err)
+	}
+	expectBroken(t, p, true)
+
+	// Restart the TX ring on the shrunk memory: building it reads used.idx,
+	// in the session goroutine.
+	if _, err := p.fe.GetVringBase(victimTx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.fe.SetVringFd(vhostuser.ReqSetVringKick, victimTx, p.queue(victimTx).KickFd); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.queue(victimTx).Kick(); err != nil {
+		t.Fatal(err)
+	}
+	if !waitEventfd(p.queue(victimTx).ErrFd, 5*time.Second) {
+		t.Error("restarting a ring on faulting memory did not signal the error eventfd")
+	}
+	if !eventually(func() bool { return p.sess.RingStates()[victimTx].Failed }) {
+		t.Error("ring not marked failed")
+	}
+	if p.sess.RingStates()[victimTx].Started {
+		t.Error("ring started on faulting memory")
+	}
+	// A new memory table over the shrunk file is refused.
+	if err := p.fe.SetMemTable(); err == nil {
+		t.Error("SET_MEM_TABLE over a file shorter than its regions was accepted")
+	}
+	if _, err := p.fe.GetU64(vhostuser.ReqGetFeatures); err != nil {
+		t.Fatalf("session stopped answering: %v", err)
+	}
+	by.finish(t)
+	st := p.stats(0)
+	if st.MemFaults.Load() < 2 {
+		t.Errorf("faults counted %d, want >= 2", st.MemFaults.Load())
+	}
+	p.close()
+	if got := memfdMappings(t); got != mapsBefore {
+		t.Errorf("memfd mappings %d after the session ended, %d before it started", got, mapsBefore)
+	}
+}
