@@ -365,9 +365,9 @@ func explainMacvtapAddErr(cfg MacvtapConfig, mode MacvtapMode, err error) error 
 	case errors.Is(err, unix.EEXIST):
 		return fmt.Errorf("%s: %w: a link of that name appeared meanwhile; retry", prefix, err)
 	case errors.Is(err, unix.EBUSY):
-		return fmt.Errorf("%s: %w: passthru needs the lower device to itself, and a bridge or bond port cannot be a macvlan lower device; free %s or use another mode", prefix, err, cfg.Lower)
+		return fmt.Errorf("%s: %w: the lower device already belongs to a bridge, bond or similar (it has a receive handler); use the bridge itself or a free device", prefix, err)
 	case errors.Is(err, unix.EINVAL):
-		return fmt.Errorf("%s: %w: the lower device must be Ethernet-like and not a macvlan in another mode; check it with ip -d link show %s", prefix, err, cfg.Lower)
+		return fmt.Errorf("%s: %w: the lower device must be Ethernet (not loopback), and a passthru macvtap takes it alone (no other macvlan/macvtap on it, before or after); check with ip -d link show %s", prefix, err, cfg.Lower)
 	}
 	return fmt.Errorf("%s: %w", prefix, err)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -114,6 +115,20 @@ func TestParseMacvtapMode(t *testing.T) {
 	if _, err := ParseMacvtapMode("source"); err == nil || !strings.Contains(err.Error(), "bridge, vepa, private or passthru") {
 		t.Errorf("ParseMacvtapMode(source) = %v, want an error listing the modes", err)
 	}
+}
+
+func FuzzParseDevT(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := parseDevT(b)
+		if err != nil {
+			return
+		}
+		// Whatever parses must print back as the same numbers.
+		again, err := parseDevT([]byte(fmt.Sprintf("%d:%d", unix.Major(d), unix.Minor(d))))
+		if err != nil || again != d {
+			t.Errorf("%q -> %d:%d does not round-trip (%v)", b, unix.Major(d), unix.Minor(d), err)
+		}
+	})
 }
 
 func TestParseDevT(t *testing.T) {
@@ -275,6 +290,7 @@ func TestMacvtapModesAndExisting(t *testing.T) {
 		{MacvtapConfig{Name: "vhlow1"}, "not a macvtap"},
 		{MacvtapConfig{Name: "vhmnew"}, "--macvtap-lower"},
 		{MacvtapConfig{Name: "vhmnew", Lower: "vhnosuch"}, "lower device"},
+		{MacvtapConfig{Name: "vhmnew", Lower: "lo"}, "must be Ethernet"},
 		{MacvtapConfig{Name: "vhmnew", Lower: "vhlow1", Mode: "source"}, "unknown mode"},
 		{MacvtapConfig{Lower: "vhlow1"}, "no name"},
 		{MacvtapConfig{Name: "vhmnew", Lower: "vhlow1", VnetHdrLen: 11}, "10 or 12"},
@@ -282,6 +298,10 @@ func TestMacvtapModesAndExisting(t *testing.T) {
 		if err := open(c.cfg); err == nil || !strings.Contains(err.Error(), c.advice) {
 			t.Errorf("OpenMacvtap(%+v) = %v, want an error mentioning %q", c.cfg, err, c.advice)
 		}
+	}
+	// A passthru macvtap takes its lower device alone: vhmexist is on it.
+	if err := open(MacvtapConfig{Name: "vhmpt", Lower: "vhlow1", Mode: MacvtapPassthru}); err == nil || !strings.Contains(err.Error(), "passthru macvtap takes it alone") {
+		t.Errorf("passthru macvtap next to another one: %v, want an error explaining passthru", err)
 	}
 	if _, err := OpenMacvtapQueues(MacvtapConfig{Name: "x", Lower: "y"}, 0); err == nil {
 		t.Error("0 queues accepted")
