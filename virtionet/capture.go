@@ -178,16 +178,15 @@ func (w *txWorker) captureTx(c *Capture, h Hdr, frame [][]byte, path TxPath, dec
 	c.put(p)
 }
 
-// captureRx records one RX packet (virtio_net_hdr + frame as delivered).
-func (w *rxWorker) captureRx(c *Capture, pkt []byte) {
+// captureRx records one RX packet as delivered (its virtio_net_hdr and frame).
+func (w *rxWorker) captureRx(c *Capture, hdr []byte, frame [][]byte) {
 	p := c.take()
 	if p == nil {
 		return
 	}
 	p.Dir, p.Time, p.Queue = CaptureRX, time.Now(), w.q.Index
-	p.Hdr = DecodeHdr(pkt[:w.hdrLen])
+	p.Hdr = DecodeHdr(hdr)
 	p.Path, p.Decision, p.Reason, p.Dropped = 0, 0, 0, DropNone
-	w.oneIov[0] = pkt[w.hdrLen:]
-	c.fill(p, w.oneIov[:])
+	c.fill(p, frame)
 	c.put(p)
 }

@@ -316,7 +316,18 @@ func (w *rxWorker) deliver(pkt []byte) (bool, error) {
 			w.csumOK++
 		}
 	}
-	need := uint32(len(pkt))
+	w.oneIov[0] = pkt[w.hdrLen:]
+	return w.place(pkt[:w.hdrLen], w.oneIov[:], len(pkt)-w.hdrLen)
+}
+
+// place copies one packet, given as this guest's virtio_net_hdr (hdr, len
+// w.hdrLen, writable: num_buffers is patched in it) and the frame as iovecs,
+// into guest buffers. This is the one copy a packet gets on its way to the
+// guest, whether it comes from a backend's read buffer or straight from
+// another guest's TX buffers (Link). ok=false means the guest has too few
+// buffers posted; nothing was consumed.
+func (w *rxWorker) place(hdr []byte, frame [][]byte, frameLen int) (bool, error) {
+	need := uint32(len(hdr) + frameLen)
 	// Gather enough chains: one without MRG_RXBUF, as many as needed with it.
 	var have uint32
 	cnt := 0
@@ -351,19 +362,26 @@ func (w *rxWorker) deliver(pkt []byte) (bool, error) {
 	// num_buffers (virtio spec 5.1.6.4): the number of chains this packet
 	// uses; 1 when MRG_RXBUF is not negotiated.
 	if w.hdrLen >= 12 {
-		binary.LittleEndian.PutUint16(pkt[10:12], uint16(cnt))
+		binary.LittleEndian.PutUint16(hdr[10:12], uint16(cnt))
 	}
-	src := pkt
+	// Copy hdr then the frame iovecs across the chains' writable buffers.
+	src, rest := hdr, frame
 	for i := 0; i < cnt; i++ {
 		c := &w.cache[w.cHead+i]
 		var wrote uint32
 		for j := range c.Bufs {
-			if len(src) == 0 {
-				break
+			dst := c.Bufs[j].B
+			for len(dst) > 0 {
+				for len(src) == 0 && len(rest) > 0 {
+					src, rest = rest[0], rest[1:]
+				}
+				if len(src) == 0 {
+					break
+				}
+				k := copy(dst, src)
+				src, dst = src[k:], dst[k:]
+				wrote += uint32(k)
 			}
-			k := copy(c.Bufs[j].B, src)
-			src = src[k:]
-			wrote += uint32(k)
 		}
 		w.used = append(w.used, virtqueue.UsedElem{ID: uint32(c.Head), Len: wrote})
 	}
@@ -373,12 +391,12 @@ func (w *rxWorker) deliver(pkt []byte) (bool, error) {
 		w.cHead, w.hole = 0, false
 	}
 	if c := w.qp.dev.capture.Load(); c != nil && c.wants(CaptureRX) {
-		w.captureRx(c, pkt)
+		w.captureRx(c, hdr, frame)
 	}
 	w.pkts++
-	w.bytes += uint64(len(pkt) - w.hdrLen)
+	w.bytes += uint64(frameLen)
 	w.nbufs += uint64(cnt)
-	if gt != GSONone {
+	if hdr[1] != GSONone {
 		w.gso++
 	}
 	if len(w.used) >= 64 {
