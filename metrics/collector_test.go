@@ -20,18 +20,19 @@ import (
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/metrics"
+	"github.com/vhostd/vhostd/metrics/internal/testrig"
 	"github.com/vhostd/vhostd/virtionet"
 )
 
 func TestCollectorIsPromlintClean(t *testing.T) {
-	r := newRig(t, "lint", backend.NewNull(backend.NullConfig{Caps: nullCapsLow}), gso.PolicyAuto)
-	pkts := []packet{r.stagePacket(hdrTSO4, tso4_30K), r.stagePacket(hdrBadGSO, tso4_8K)}
-	if err := r.pump(10, pkts, func(i int) int { return i % 2 }); err != nil {
+	r := testrig.New(t, "lint", backend.NewNull(backend.NullConfig{Caps: testrig.CapsLow}), gso.PolicyAuto)
+	pkts := []testrig.Packet{r.StagePacket(testrig.HdrTSO4, testrig.TSO4_30K), r.StagePacket(testrig.HdrBadGSO, testrig.TSO4_8K)}
+	if err := r.Pump(10, pkts, func(i int) int { return i % 2 }); err != nil {
 		t.Fatal(err)
 	}
 	// client_golang's testutil.CollectAndLint pulls a module this repo does
 	// not vendor; promlint itself is what it runs.
-	c := metrics.NewCollector(r.port("null"))
+	c := metrics.NewCollector(r.Port("null"))
 	one := prometheus.NewPedanticRegistry()
 	one.MustRegister(c)
 	mfs, err := one.Gather()
@@ -47,9 +48,9 @@ func TestCollectorIsPromlintClean(t *testing.T) {
 	}
 
 	// The whole registry as the admin server builds it, two ports included.
-	r2 := newRig(t, "lint2", backend.NewNull(backend.NullConfig{}), gso.PolicyDefer)
+	r2 := testrig.New(t, "lint2", backend.NewNull(backend.NullConfig{}), gso.PolicyDefer)
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c, metrics.NewCollector(r2.port("null")),
+	reg.MustRegister(c, metrics.NewCollector(r2.Port("null")),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mfs, err = reg.Gather()
 	if err != nil {
@@ -150,12 +151,12 @@ func accountOf(mfs map[string]*dto.MetricFamily, port string) txAccount {
 // trafficMix is a list of staged packets and how often each is sent per
 // round of the mix.
 type trafficMix struct {
-	pkts   []packet
+	pkts   []testrig.Packet
 	weight []int
 	order  []int // packet index per slot of one round
 }
 
-func newMix(pkts []packet, weight []int) *trafficMix {
+func newMix(pkts []testrig.Packet, weight []int) *trafficMix {
 	m := &trafficMix{pkts: pkts, weight: weight}
 	for i, w := range weight {
 		for k := 0; k < w; k++ {
@@ -181,7 +182,7 @@ func (m *trafficMix) sent(n, k int) uint64 {
 func TestScrapeWhileTrafficRunsAccountsEveryPacket(t *testing.T) {
 	const n = 20000
 	// Port a: every offload but TSO_ECN, gso_max_size 16384.
-	ra := newRig(t, "a", backend.NewNull(backend.NullConfig{Caps: nullCapsLow}), gso.PolicyAuto)
+	ra := testrig.New(t, "a", backend.NewNull(backend.NullConfig{Caps: testrig.CapsLow}), gso.PolicyAuto)
 	const (
 		aPass = iota
 		aReseg
@@ -191,17 +192,17 @@ func TestScrapeWhileTrafficRunsAccountsEveryPacket(t *testing.T) {
 		aSmallGSO
 		aBadHdr
 	)
-	mixA := newMix([]packet{
-		aPass:      ra.stagePacket(hdrTSO4, tso4_8K),
-		aReseg:     ra.stagePacket(hdrTSO4, tso4_30K),
-		aSegECN:    ra.stagePacket(hdrTSO4ECN, tso4_8K),
-		aPlain:     ra.stagePacket(hdrPlain, udpSmall),
-		aPlainCsum: ra.stagePacket(hdrUDPCsum, udpPartial),
-		aSmallGSO:  ra.stagePacket(hdrTSO4, smallTSO4),
-		aBadHdr:    ra.stagePacket(hdrBadGSO, tso4_8K),
+	mixA := newMix([]testrig.Packet{
+		aPass:      ra.StagePacket(testrig.HdrTSO4, testrig.TSO4_8K),
+		aReseg:     ra.StagePacket(testrig.HdrTSO4, testrig.TSO4_30K),
+		aSegECN:    ra.StagePacket(testrig.HdrTSO4ECN, testrig.TSO4_8K),
+		aPlain:     ra.StagePacket(testrig.HdrPlain, testrig.UDPSmall),
+		aPlainCsum: ra.StagePacket(testrig.HdrUDPCsum, testrig.UDPPartial),
+		aSmallGSO:  ra.StagePacket(testrig.HdrTSO4, testrig.SmallTSO4),
+		aBadHdr:    ra.StagePacket(testrig.HdrBadGSO, testrig.TSO4_8K),
 	}, []int{3, 2, 1, 5, 3, 1, 1})
 	// Port b: no offloads at all.
-	rb := newRig(t, "b", backend.NewNull(backend.NullConfig{Caps: nullCapsNone}), gso.PolicyAuto)
+	rb := testrig.New(t, "b", backend.NewNull(backend.NullConfig{Caps: testrig.CapsNone}), gso.PolicyAuto)
 	const (
 		bCsum = iota
 		bSeg
@@ -209,22 +210,22 @@ func TestScrapeWhileTrafficRunsAccountsEveryPacket(t *testing.T) {
 		bSmallGSO
 		bBadHdr
 	)
-	mixB := newMix([]packet{
-		bCsum:     rb.stagePacket(hdrUDPCsum, udpPartial),
-		bSeg:      rb.stagePacket(hdrTSO4, tso4_8K),
-		bPlain:    rb.stagePacket(hdrPlain, udpSmall),
-		bSmallGSO: rb.stagePacket(hdrTSO4, smallTSO4),
-		bBadHdr:   rb.stagePacket(hdrBadGSO, tso4_8K),
+	mixB := newMix([]testrig.Packet{
+		bCsum:     rb.StagePacket(testrig.HdrUDPCsum, testrig.UDPPartial),
+		bSeg:      rb.StagePacket(testrig.HdrTSO4, testrig.TSO4_8K),
+		bPlain:    rb.StagePacket(testrig.HdrPlain, testrig.UDPSmall),
+		bSmallGSO: rb.StagePacket(testrig.HdrTSO4, testrig.SmallTSO4),
+		bBadHdr:   rb.StagePacket(testrig.HdrBadGSO, testrig.TSO4_8K),
 	}, []int{3, 2, 4, 1, 1})
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(metrics.NewCollector(ra.port("null")), metrics.NewCollector(rb.port("null")))
+	reg.MustRegister(metrics.NewCollector(ra.Port("null")), metrics.NewCollector(rb.Port("null")))
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer srv.Close()
 
 	errs := make(chan error, 2)
-	go func() { errs <- ra.pump(n, mixA.pkts, mixA.pick) }()
-	go func() { errs <- rb.pump(n, mixB.pkts, mixB.pick) }()
+	go func() { errs <- ra.Pump(n, mixA.pkts, mixA.pick) }()
+	go func() { errs <- rb.Pump(n, mixB.pkts, mixB.pick) }()
 
 	prev := map[string]txAccount{}
 	scrapes, midTraffic := 0, 0
@@ -304,7 +305,7 @@ func TestScrapeWhileTrafficRunsAccountsEveryPacket(t *testing.T) {
 	checkEq(t, mfs, "vhostd_tx_decisions_total", lbl("port", "a", "reason", "gso_max_size"), mixA.sent(n, aReseg))
 	checkEq(t, mfs, "vhostd_tx_decisions_total", lbl("port", "a", "reason", "no_tso_ecn"), mixA.sent(n, aSegECN))
 	checkEq(t, mfs, "vhostd_tx_decisions_total", lbl("port", "a", "reason", "none"), mixA.sent(n, aPass))
-	checkEq(t, mfs, "vhostd_tx_bytes_total", lbl("port", "a", "path", "resegmented"), mixA.sent(n, aReseg)*uint64(len(tso4_30K)))
+	checkEq(t, mfs, "vhostd_tx_bytes_total", lbl("port", "a", "path", "resegmented"), mixA.sent(n, aReseg)*uint64(len(testrig.TSO4_30K)))
 	checkEq(t, mfs, "vhostd_tx_completion_latency_seconds", lbl("port", "a"), n)
 
 	b := accountOf(mfs, "b")
@@ -368,14 +369,14 @@ func waitAccounted(t *testing.T, url string, n uint64) map[string]*dto.MetricFam
 func TestPolicySwitchMidRunLosesNothing(t *testing.T) {
 	const n = 4000
 	null := backend.NewNull(backend.NullConfig{})
-	r := newRig(t, "p", null, gso.PolicyAuto)
-	pkts := []packet{r.stagePacket(hdrTSO4, tso4_8K)}
-	st := r.dev.QueuePairs()[0].Stats()
+	r := testrig.New(t, "p", null, gso.PolicyAuto)
+	pkts := []testrig.Packet{r.StagePacket(testrig.HdrTSO4, testrig.TSO4_8K)}
+	st := r.Dev.QueuePairs()[0].Stats()
 
 	errc := make(chan error, 1)
-	go func() { errc <- r.pump(n, pkts, func(int) int { return 0 }) }()
+	go func() { errc <- r.Pump(n, pkts, func(int) int { return 0 }) }()
 	eventually(t, "a quarter of the traffic", func() bool { return st.TxPosted.Load() >= n/4 })
-	r.dev.SetPolicy(gso.PolicySoftware)
+	r.Dev.SetPolicy(gso.PolicySoftware)
 	switchedAt := st.TxPosted.Load()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
@@ -385,7 +386,7 @@ func TestPolicySwitchMidRunLosesNothing(t *testing.T) {
 	}
 	eventually(t, "all packets accounted", func() bool { return st.TxWritten()+st.TxDropTotal() == n })
 
-	c := metrics.SnapshotPort(r.port("null")).QueuePairs[0].Counters
+	c := metrics.SnapshotPort(r.Port("null")).QueuePairs[0].Counters
 	pass, seg := c.TxPackets["passthrough"], c.TxPackets["segmented"]
 	if pass == 0 || seg == 0 {
 		t.Fatalf("passthrough %d, segmented %d: the switch did not move the path counters", pass, seg)
@@ -412,21 +413,21 @@ const virtionetBatch = 64
 func TestWriteErrorsCountedByErrno(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{})
 	pipe.SetWriteError(func(pkt []byte) error {
-		if len(pkt) == 12+len(udpPartial) {
+		if len(pkt) == 12+len(testrig.UDPPartial) {
 			return syscall.EINVAL
 		}
 		return nil
 	})
-	r := newRig(t, "w", pipe, gso.PolicyAuto)
-	pkts := []packet{r.stagePacket(hdrPlain, udpSmall), r.stagePacket(hdrUDPCsum, udpPartial)}
+	r := testrig.New(t, "w", pipe, gso.PolicyAuto)
+	pkts := []testrig.Packet{r.StagePacket(testrig.HdrPlain, testrig.UDPSmall), r.StagePacket(testrig.HdrUDPCsum, testrig.UDPPartial)}
 	const n = 300
-	if err := r.pump(n, pkts, func(i int) int { return i % 3 / 2 }); err != nil { // 0,0,1,...
+	if err := r.Pump(n, pkts, func(i int) int { return i % 3 / 2 }); err != nil { // 0,0,1,...
 		t.Fatal(err)
 	}
-	st := r.dev.QueuePairs()[0].Stats()
+	st := r.Dev.QueuePairs()[0].Stats()
 	eventually(t, "accounting", func() bool { return st.TxWritten()+st.TxDropTotal() == n })
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(metrics.NewCollector(r.port("pipe")))
+	reg.MustRegister(metrics.NewCollector(r.Port("pipe")))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -442,7 +443,7 @@ func TestWriteErrorsCountedByErrno(t *testing.T) {
 		t.Errorf("pipe got %d packets", got)
 	}
 	var text strings.Builder
-	if err := metrics.WriteStats(&text, metrics.Snapshot([]metrics.Port{r.port("pipe")}), false); err != nil {
+	if err := metrics.WriteStats(&text, metrics.Snapshot([]metrics.Port{r.Port("pipe")}), false); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{

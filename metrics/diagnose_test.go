@@ -8,6 +8,7 @@ import (
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/metrics"
+	"github.com/vhostd/vhostd/metrics/internal/testrig"
 	"github.com/vhostd/vhostd/virtionet"
 )
 
@@ -244,14 +245,14 @@ func TestHistogramQuantile(t *testing.T) {
 // TestDiagnoseFromRealTraffic runs the gso_max_size failure mode through
 // the datapath: a backend with gso_max_size 16384 and 30 KB super-packets.
 func TestDiagnoseFromRealTraffic(t *testing.T) {
-	r := newRig(t, "vm0", backend.NewNull(backend.NullConfig{Caps: nullCapsLow}), gso.PolicyAuto)
-	pkts := []packet{r.stagePacket(hdrTSO4, tso4_30K), r.stagePacket(hdrTSO4, tso4_8K)}
-	if err := r.pump(1000, pkts, func(i int) int { return min(i%4, 1) ^ 1 }); err != nil { // 1 of 4 small
+	r := testrig.New(t, "vm0", backend.NewNull(backend.NullConfig{Caps: testrig.CapsLow}), gso.PolicyAuto)
+	pkts := []testrig.Packet{r.StagePacket(testrig.HdrTSO4, testrig.TSO4_30K), r.StagePacket(testrig.HdrTSO4, testrig.TSO4_8K)}
+	if err := r.Pump(1000, pkts, func(i int) int { return min(i%4, 1) ^ 1 }); err != nil { // 1 of 4 small
 		t.Fatal(err)
 	}
-	st := r.dev.QueuePairs()[0].Stats()
+	st := r.Dev.QueuePairs()[0].Stats()
 	eventually(t, "accounting", func() bool { return st.TxWritten() == 1000 })
-	p := r.port("null")
+	p := r.Port("null")
 	ps := metrics.SnapshotPort(p)
 	wantFinding(t, ps.Diagnosis, metrics.SevWarning,
 		"gso_max_size 16384 on the null backend is below the guest's 29 KB super-packets",

@@ -1,9 +1,13 @@
-package metrics_test
+// Package testrig runs a virtionet.Device behind a real vhost-user session
+// on a unix socketpair, driven by the Go front-end in QEMU's place, for the
+// metrics and admin tests (the pattern of virtionet/harness_test.go).
+package testrig
 
 import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -23,12 +27,12 @@ import (
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
-// rig is a virtionet.Device served by a vhostuser.Session over a unix
+// Rig is a virtionet.Device served by a vhostuser.Session over a unix
 // socketpair, driven by the Go front-end in QEMU's place (the pattern of
 // virtionet/harness_test.go).
-type rig struct {
+type Rig struct {
 	t         testing.TB
-	dev       *virtionet.Device
+	Dev       *virtionet.Device
 	fe        *frontend.Frontend
 	sess      *vhostuser.Session
 	connected atomic.Bool
@@ -38,7 +42,9 @@ type rig struct {
 	used      []virtqueue.UsedElem
 }
 
-func newRig(t testing.TB, name string, be backend.Backend, policy gso.Policy) *rig {
+// New starts a rig with one queue pair over be; the front-end acks every
+// offered feature. It is torn down at the end of the test.
+func New(t testing.TB, name string, be backend.Backend, policy gso.Policy) *Rig {
 	t.Helper()
 	offer, _ := virtionet.Offer(false, virtionet.Toggles{})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -56,7 +62,7 @@ func newRig(t testing.TB, name string, be backend.Backend, policy gso.Policy) *r
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &rig{t: t, dev: dev, sess: sess, done: make(chan error, 1), cancel: cancel,
+	r := &Rig{t: t, Dev: dev, sess: sess, done: make(chan error, 1), cancel: cancel,
 		used: make([]virtqueue.UsedElem, 1024)}
 	r.connected.Store(true)
 	go func() {
@@ -72,7 +78,7 @@ func newRig(t testing.TB, name string, be backend.Backend, policy gso.Policy) *r
 	return r
 }
 
-func (r *rig) close() {
+func (r *Rig) close() {
 	r.fe.Close()
 	select {
 	case <-r.done:
@@ -82,9 +88,9 @@ func (r *rig) close() {
 	r.cancel()
 }
 
-// port describes the rig's device for the metrics package.
-func (r *rig) port(kind string) metrics.Port {
-	return metrics.Port{Device: r.dev, Session: metrics.SessionOf(r.sess, r.connected.Load), BackendKind: kind}
+// Port describes the rig's device for the metrics package.
+func (r *Rig) Port(kind string) metrics.Port {
+	return metrics.Port{Device: r.Dev, Session: metrics.SessionOf(r.sess, r.connected.Load), BackendKind: kind}
 }
 
 func socketpair() (*net.UnixConn, *net.UnixConn, error) {
@@ -114,26 +120,27 @@ func socketpair() (*net.UnixConn, *net.UnixConn, error) {
 	return a, c, nil
 }
 
-// stage copies b into guest memory once; TX buffers are read-only to the
+// Stage copies b into guest memory once; TX buffers are read-only to the
 // device, so a staged packet can be posted any number of times.
-func (r *rig) stage(b []byte) []byte {
+func (r *Rig) Stage(b []byte) []byte {
 	g := r.fe.Buffer(r.next, uint64(len(b)))
 	r.next += uint64(len(b)+63) &^ 63
 	copy(g, b)
 	return g
 }
 
-// packet is a staged TX packet: header buffer then frame buffers.
-type packet [][]byte
+// Packet is a staged TX packet: header buffer then frame buffer.
+type Packet [][]byte
 
-func (r *rig) stagePacket(hdr []byte, frame []byte) packet {
-	return packet{r.stage(hdr), r.stage(frame)}
+// StagePacket stages a header and a frame.
+func (r *Rig) StagePacket(hdr []byte, frame []byte) Packet {
+	return Packet{r.Stage(hdr), r.Stage(frame)}
 }
 
-// pump posts n TX packets, pkts[pick(i)] for the i-th, reaping completions
+// Pump posts n TX packets, pkts[pick(i)] for the i-th, reaping completions
 // as the ring fills, and returns once every one of them has completed. It
 // must be the only user of the transmit queue.
-func (r *rig) pump(n int, pkts []packet, pick func(i int) int) error {
+func (r *Rig) Pump(n int, pkts []Packet, pick func(i int) int) error {
 	tx := r.fe.Queues[1]
 	outstanding := 0
 	reap := func() {
@@ -173,7 +180,7 @@ func (r *rig) pump(n int, pkts []packet, pick func(i int) int) error {
 	return nil
 }
 
-func (r *rig) publish(q *frontend.Queue) {
+func (r *Rig) publish(q *frontend.Queue) {
 	if q.Driver.Publish() {
 		if err := q.Kick(); err != nil {
 			r.t.Error(err)
@@ -181,8 +188,8 @@ func (r *rig) publish(q *frontend.Queue) {
 	}
 }
 
-// vnetHdr encodes a 12-byte virtio_net_hdr.
-func vnetHdr(flags, gsoType uint8, gsoSize, csumStart, csumOffset uint16) []byte {
+// VnetHdr encodes a 12-byte virtio_net_hdr.
+func VnetHdr(flags, gsoType uint8, gsoSize, csumStart, csumOffset uint16) []byte {
 	h := virtionet.Hdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
 	b := make([]byte, 12)
 	h.Encode(b)
@@ -229,10 +236,10 @@ func ipv4Frame(size int, proto byte) []byte {
 	return f
 }
 
-// tcpPacket is a TCP/IPv4 frame with payload bytes of data and the
+// TCPPacket is a TCP/IPv4 frame with payload bytes of data and the
 // pseudo-header sum in the checksum field, as a guest sends with
 // NEEDS_CSUM (and GSO when payload exceeds the MSS).
-func tcpPacket(payload int) []byte {
+func TCPPacket(payload int) []byte {
 	size := 14 + 20 + 20 + payload
 	f := ipv4Frame(size, 6)
 	tcp := f[34:54]
@@ -250,9 +257,9 @@ func tcpPacket(payload int) []byte {
 	return f
 }
 
-// udpPacket is a UDP/IPv4 frame; with partial the checksum field holds the
+// UDPPacket is a UDP/IPv4 frame; with partial the checksum field holds the
 // pseudo-header sum (NEEDS_CSUM), else 0 (no checksum).
-func udpPacket(size int, partial bool) []byte {
+func UDPPacket(size int, partial bool) []byte {
 	f := ipv4Frame(size, 17)
 	udp := f[34:42]
 	binary.BigEndian.PutUint16(udp[0:], 1234)
@@ -266,23 +273,78 @@ func udpPacket(size int, partial bool) []byte {
 	return f
 }
 
-const mss = 1448
+// MSS is the gso_size of the staged super-packets.
+const MSS = 1448
 
 // Typical guest packets.
 var (
-	hdrPlain    = vnetHdr(0, 0, 0, 0, 0)
-	hdrUDPCsum  = vnetHdr(virtionet.FlagNeedsCsum, 0, 0, 34, 6)
-	hdrTSO4     = vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, mss, 34, 16)
-	hdrTSO4ECN  = vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4|virtionet.GSOECN, mss, 34, 16)
-	hdrBadGSO   = vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, 0, 34, 16) // gso_size 0
-	smallTSO4   = tcpPacket(1000)                                                 // fits one segment: small_gso
-	tso4_8K     = tcpPacket(8000)
-	tso4_30K    = tcpPacket(30000)
-	udpSmall    = udpPacket(200, false)
-	udpPartial  = udpPacket(300, true)
-	nullCapsLow = backend.Capabilities{
+	HdrPlain   = VnetHdr(0, 0, 0, 0, 0)
+	HdrUDPCsum = VnetHdr(virtionet.FlagNeedsCsum, 0, 0, 34, 6)
+	HdrTSO4    = VnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, MSS, 34, 16)
+	HdrTSO4ECN = VnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4|virtionet.GSOECN, MSS, 34, 16)
+	HdrBadGSO  = VnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, 0, 34, 16) // gso_size 0
+	SmallTSO4  = TCPPacket(1000)                                                 // fits one segment: small_gso
+	TSO4_8K    = TCPPacket(8000)
+	TSO4_30K   = TCPPacket(30000)
+	UDPSmall   = UDPPacket(200, false)
+	UDPPartial = UDPPacket(300, true)
+	// CapsLow: every offload but TSO_ECN and UFO, gso_max_size 16384.
+	CapsLow = backend.Capabilities{
 		Offloads:   backend.OffloadCSUM | backend.OffloadTSO4 | backend.OffloadTSO6 | backend.OffloadUSO,
 		GSOMaxSize: 16384, GSOMaxSegs: 65535, MTU: 1500,
 	}
-	nullCapsNone = backend.Capabilities{GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500}
+	// CapsNone: no offload at all.
+	CapsNone = backend.Capabilities{GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500}
 )
+
+// PumpUntil posts TX packets like Pump until stop is closed, then waits for
+// every completion, and returns how many it posted.
+func (r *Rig) PumpUntil(stop <-chan struct{}, pkts []Packet, pick func(i int) int) (int, error) {
+	const chunk = 64
+	total := 0
+	for {
+		select {
+		case <-stop:
+			return total, nil
+		default:
+		}
+		if err := r.Pump(chunk, pkts, func(i int) int { return pick(total + i) }); err != nil {
+			return total, err
+		}
+		total += chunk
+	}
+}
+
+// PostRx posts n device-writable receive buffers of size bytes each. It
+// must not run concurrently with ReapRx.
+func (r *Rig) PostRx(n, size int) error {
+	rx := r.fe.Queues[0]
+	for i := 0; i < n; i++ {
+		b := r.fe.Buffer(r.next, uint64(size))
+		r.next += uint64(size+63) &^ 63
+		if _, err := rx.Driver.Add(nil, [][]byte{b}); err != nil {
+			return err
+		}
+	}
+	r.publish(rx)
+	return nil
+}
+
+// WaitRx waits until n receive buffers have been used and returns them.
+func (r *Rig) WaitRx(n int) ([]virtqueue.UsedElem, error) {
+	rx := r.fe.Queues[0]
+	buf := make([]virtqueue.UsedElem, 256)
+	var got []virtqueue.UsedElem
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < n {
+		k := rx.Driver.Reap(buf)
+		got = append(got, buf[:k]...)
+		if k == 0 {
+			if time.Now().After(deadline) {
+				return got, fmt.Errorf("%d of %d receive buffers used after 10s", len(got), n)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	return got, nil
+}
