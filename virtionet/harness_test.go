@@ -26,6 +26,7 @@ type rig struct {
 	cancel context.CancelFunc
 	done   chan error
 	rx, tx *frontend.Queue
+	sess   *vhostuser.Session
 	used   []virtqueue.UsedElem
 	next   uint64 // next free byte in the front-end's data area
 }
@@ -65,6 +66,7 @@ func newRig(t testing.TB, be backend.Backend, o rigOpts) *rig {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &rig{t: t, dev: dev, be: be, cancel: cancel, done: make(chan error, 1),
 		used: make([]virtqueue.UsedElem, 1024)}
+	r.sess = sess
 	go func() { r.done <- sess.Serve(ctx) }()
 	r.fe = frontend.New(fds[1])
 	if o.memSize == 0 {

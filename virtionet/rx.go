@@ -53,6 +53,7 @@ type rxWorker struct {
 	qsize  int
 	drops  [numDrops]uint32
 	oneIov [1][]byte
+	link   *LinkEnd // set when a port link fills this ring (no run loop)
 	pkts   uint64
 	bytes  uint64
 	gso    uint64
@@ -87,6 +88,13 @@ func newRxWorker(qp *QueuePair, q *vhostuser.Queue, hdrLen int, acked uint64) *r
 }
 
 func (w *rxWorker) stop() {
+	if w.link != nil {
+		// Linked: no goroutine; wait out an in-flight delivery, then give
+		// back the buffers popped ahead of need.
+		w.link.detach()
+		w.releaseCache()
+		return
+	}
 	w.stopping.Store(true)
 	if w.q.Kick != nil {
 		_ = w.q.Kick.SetDeadline(time.Now())

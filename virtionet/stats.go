@@ -70,6 +70,7 @@ const (
 	DropRxBufferTooSmall // without MRG_RXBUF the chain is smaller than the packet
 	DropRxGSONotAcked    // the backend handed a GSO type the guest did not negotiate
 	DropRxDisabled       // RX ring disabled while a packet was held
+	DropRxRingFull       // a peer port's packet found no free buffer within LinkWait
 	numDrops
 )
 
@@ -83,6 +84,7 @@ var dropNames = [numDrops]string{
 	"ring_disabled",
 	"backend_write",
 	"rx_readable_buffer", "rx_no_room", "rx_buffer_too_small", "rx_gso_not_acked", "rx_disabled",
+	"rx_ring_full",
 }
 
 func (d Drop) String() string {
@@ -181,6 +183,8 @@ type QueueStats struct {
 	RxGSOPkts    atomic.Uint64
 	RxBuffers    atomic.Uint64 // descriptor chains used; RxBuffers/RxPackets = merged buffers per packet
 	RxCsumDone   atomic.Uint64 // checksums completed for a guest without GUEST_CSUM
+	RxSegmented  atomic.Uint64 // super-packets segmented for a guest without that GUEST_TSO/USO (port links)
+	RxSegments   atomic.Uint64 // segments those produced
 	RxKicks      atomic.Uint64
 	RxCalls      atomic.Uint64
 	RxCallsSupp  atomic.Uint64

@@ -1,0 +1,303 @@
+package virtionet
+
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/gso"
+)
+
+// Link cross-connects two ports guest to guest. What one guest transmits is
+// copied once, straight from its TX buffers into the other guest's RX
+// buffers, by the sender's TX worker (the way a DPDK vhost port enqueues
+// into another vring): no staging buffer, no extra goroutine hop.
+// Super-packets cross whole. The header is translated to what the receiving
+// guest negotiated: a GSO type it did not accept is segmented in software,
+// and a partial checksum it cannot take is completed, each counted on the
+// receiver (RxSegmented, RxSegments, RxCsumDone).
+//
+// Each end is the backend.Backend of one port's device. The receiving
+// device's RX ring is filled under its end's mutex (taken once per batch),
+// so the ring has one writer at a time; the receiving device runs no RX
+// worker goroutine of its own.
+//
+// When the receiver has no free buffers, the sender waits up to LinkWait
+// for it to post some (its RX kick), then drops the packet, counted under
+// rx_ring_full on the receiver.
+type LinkEnd struct {
+	peer *LinkEnd
+
+	mu sync.Mutex
+	rx *rxWorker // this end's device RX ring; nil while stopped
+
+	hdrLen atomic.Int32
+	closed atomic.Bool
+	done   chan struct{}
+
+	// Dropped counts packets sent toward this end while its RX ring was not
+	// running or disabled (no worker to count them).
+	Dropped atomic.Uint64
+
+	// Scratch for translation, used under mu.
+	hdr    [hdrMax]byte
+	gather []byte // contiguous copy of a frame
+	arena  []byte // segments
+	segs   [][]byte
+	iov    [1][]byte
+}
+
+// LinkWait bounds how long a sender waits for the receiving guest to post RX
+// buffers before dropping.
+var LinkWait = time.Millisecond
+
+// NewLink returns the two ends of a cross-connect.
+func NewLink() (*LinkEnd, *LinkEnd) {
+	a := &LinkEnd{done: make(chan struct{})}
+	b := &LinkEnd{done: make(chan struct{})}
+	a.peer, b.peer = b, a
+	a.hdrLen.Store(12)
+	b.hdrLen.Store(12)
+	return a, b
+}
+
+var _ backend.Backend = (*LinkEnd)(nil)
+
+// linkCaps: a guest on the other end takes every virtio offload; what its
+// driver did not negotiate is translated on delivery (see deliver).
+var linkCaps = backend.Capabilities{
+	Offloads:   backend.OffloadCSUM | backend.OffloadTSO4 | backend.OffloadTSO6 | backend.OffloadTSOECN | backend.OffloadUSO | backend.OffloadUFO,
+	GSOMaxSize: 65536,
+	GSOMaxSegs: 65535,
+	MTU:        65535,
+}
+
+// Caps implements backend.Backend.
+func (e *LinkEnd) Caps() backend.Capabilities { return linkCaps }
+
+// SetOffload implements backend.Backend. The receiving side reads the
+// guest's features from its RX worker; nothing to program.
+func (e *LinkEnd) SetOffload(uint64) error { return nil }
+
+// SetVnetHdrLen implements backend.Backend: the header length this end's
+// device uses on its TX (the sender's header arrives with packets it sends).
+func (e *LinkEnd) SetVnetHdrLen(n int) error {
+	if n != 10 && n != 12 {
+		return backend.ErrVnetHdrLen
+	}
+	e.hdrLen.Store(int32(n))
+	return nil
+}
+
+// ReadPackets implements backend.Backend. Packets reach this end's guest
+// through the peer's WritePackets, so a reader only waits for Close; the
+// device does not run a reader on a link.
+func (e *LinkEnd) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
+	<-e.done
+	return 0, os.ErrClosed
+}
+
+// SetReadDeadline implements backend.Backend (no reader runs on a link).
+func (e *LinkEnd) SetReadDeadline(time.Time) error { return nil }
+
+// Close implements backend.Backend.
+func (e *LinkEnd) Close() error {
+	if e.closed.CompareAndSwap(false, true) {
+		close(e.done)
+	}
+	return nil
+}
+
+// WritePackets implements backend.Backend: deliver into the peer guest.
+// Every packet is accepted; what the peer cannot take is counted there.
+func (e *LinkEnd) WritePackets(pkts [][][]byte) (int, error) {
+	if e.closed.Load() {
+		return 0, &backend.PacketError{Index: 0, Err: os.ErrClosed}
+	}
+	e.peer.deliver(pkts)
+	return len(pkts), nil
+}
+
+// attach makes w the filler of this end's guest RX ring.
+func (e *LinkEnd) attach(w *rxWorker) {
+	e.mu.Lock()
+	e.rx = w
+	e.mu.Unlock()
+}
+
+// detach waits for an in-flight delivery and forgets the RX ring.
+func (e *LinkEnd) detach() *rxWorker {
+	e.mu.Lock()
+	w := e.rx
+	e.rx = nil
+	e.mu.Unlock()
+	return w
+}
+
+// deliver copies a batch from the peer guest's TX into this end's guest RX
+// ring. pkts[i] is the sender's virtio_net_hdr then the frame iovecs.
+func (e *LinkEnd) deliver(pkts [][][]byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	w := e.rx
+	if w == nil || !w.q.Enabled.Load() {
+		e.Dropped.Add(uint64(len(pkts)))
+		return
+	}
+	for _, p := range pkts {
+		if len(p) == 0 {
+			continue
+		}
+		e.deliverOne(w, p[0], p[1:])
+	}
+	w.flush()
+}
+
+func (e *LinkEnd) deliverOne(w *rxWorker, srcHdr []byte, frame [][]byte) {
+	sh := DecodeHdr(srcHdr)
+	frameLen := 0
+	for _, b := range frame {
+		frameLen += len(b)
+	}
+	hb := e.hdr[:w.hdrLen]
+	clear(hb)
+	gt := sh.GSOType &^ GSOECN
+	needsCsum := sh.Flags&FlagNeedsCsum != 0
+	switch {
+	case gt != GSONone && !w.gsoAcked(gt, sh.GSOType&GSOECN != 0):
+		e.segmentFor(w, sh, frame, frameLen)
+		return
+	case needsCsum && !w.guestCsum:
+		e.completeFor(w, sh, frame, frameLen)
+		return
+	}
+	// The receiver takes it as sent: copy the header fields it shares
+	// (the first 10 bytes; num_buffers is patched by place).
+	copy(hb, srcHdr[:min(len(srcHdr), 10)])
+	e.place(w, hb, frame, frameLen)
+}
+
+// place puts one packet into the receiver's ring, waiting up to LinkWait
+// for buffers.
+func (e *LinkEnd) place(w *rxWorker, hb []byte, frame [][]byte, frameLen int) {
+	deadline := time.Time{}
+	for {
+		ok, err := w.place(hb, frame, frameLen)
+		if err != nil {
+			w.broken(err)
+			e.rx = nil
+			return
+		}
+		if ok {
+			return
+		}
+		// No room: publish what we have, ask for a kick and wait a little.
+		w.flush()
+		q := w.q
+		if deadline.IsZero() {
+			deadline = time.Now().Add(LinkWait)
+			w.qp.stats.RxStalls.Add(1)
+		}
+		if q.VQ.EnableNotify() {
+			q.VQ.DisableNotify()
+			continue
+		}
+		if q.Kick == nil || time.Now().After(deadline) {
+			q.VQ.DisableNotify()
+			w.drops[DropRxRingFull]++
+			return
+		}
+		_ = q.Kick.SetDeadline(deadline)
+		err = q.Kick.Wait()
+		_ = q.Kick.SetDeadline(time.Time{})
+		q.VQ.DisableNotify()
+		if err == nil {
+			w.qp.stats.RxKicks.Add(1)
+		}
+	}
+}
+
+// gatherFrame copies the frame into contiguous scratch (for translation
+// paths that rewrite bytes or need the headers in one piece).
+func (e *LinkEnd) gatherFrame(frame [][]byte, frameLen int) []byte {
+	if len(e.gather) < frameLen {
+		e.gather = make([]byte, max(frameLen, 64<<10+64))
+	}
+	buf := e.gather[:frameLen]
+	n := 0
+	for _, b := range frame {
+		n += copy(buf[n:], b)
+	}
+	return buf
+}
+
+// completeFor finishes a partial checksum for a receiver without
+// GUEST_CSUM (spec 5.1.6.4.1: the device must not hand it NEEDS_CSUM).
+func (e *LinkEnd) completeFor(w *rxWorker, sh Hdr, frame [][]byte, frameLen int) {
+	buf := e.gatherFrame(frame, frameLen)
+	m, _ := gso.Parse(buf, toGSOHdr(sh))
+	if !gso.CompleteCsum(buf, &m) {
+		w.drops[DropGSOMalformed]++
+		return
+	}
+	w.csumOK++
+	hb := e.hdr[:w.hdrLen]
+	clear(hb)
+	e.iov[0] = buf
+	e.place(w, hb, e.iov[:], frameLen)
+}
+
+// segmentFor segments a super-packet whose GSO type the receiver did not
+// negotiate, leaving checksums partial when it has GUEST_CSUM. The payload
+// is read straight from the sender's buffers; each segment is built in the
+// arena and copied into the receiver's buffers.
+func (e *LinkEnd) segmentFor(w *rxWorker, sh Hdr, frame [][]byte, frameLen int) {
+	m, r := gso.ParseHead(frame[0], frameLen, toGSOHdr(sh))
+	if r == gso.ReasonHeadTooShort {
+		m, _ = gso.Parse(e.gatherFrame(frame, frameLen), toGSOHdr(sh))
+	}
+	if m.Malformed != gso.ReasonNone || m.Kind == gso.KindPlain {
+		w.drops[DropGSOMalformed]++
+		return
+	}
+	var f gso.Features
+	if w.guestCsum {
+		f = gso.FeatCSUM
+	}
+	per := m.MaxSegmentLen()
+	if len(e.arena) < 2*per {
+		e.arena = make([]byte, max(256<<10, 2*per))
+	}
+	if len(e.segs) == 0 {
+		e.segs = make([][]byte, maxSegsPerWrite)
+	}
+	cnt := min(len(e.arena)/per, len(e.segs))
+	vh := m.SegmentVnetHdr(f)
+	hb := e.hdr[:w.hdrLen]
+	for from := 0; from < m.Segs; {
+		for i := 0; i < cnt; i++ {
+			e.segs[i] = e.arena[i*per : i*per : (i+1)*per]
+		}
+		n, _ := gso.Segment(e.segs[:cnt], frame, &m, f, from)
+		if n == 0 {
+			w.drops[DropGSOUnsupported]++
+			return
+		}
+		for i := 0; i < n; i++ {
+			clear(hb)
+			vh.Encode(hb)
+			e.iov[0] = e.segs[i]
+			e.place(w, hb, e.iov[:], len(e.segs[i]))
+		}
+		w.qp.stats.RxSegments.Add(uint64(n))
+		from += n
+	}
+	w.qp.stats.RxSegmented.Add(1)
+}
+
+func toGSOHdr(h Hdr) gso.VnetHdr {
+	return gso.VnetHdr{Flags: h.Flags, GSOType: h.GSOType, HdrLen: h.HdrLen, GSOSize: h.GSOSize,
+		CsumStart: h.CsumStart, CsumOffset: h.CsumOffset}
+}
