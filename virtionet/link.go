@@ -28,17 +28,23 @@ import (
 // for it to post some (its RX kick), then drops the packet, counted under
 // rx_ring_full on the receiver.
 type LinkEnd struct {
+	rxPort
 	peer *LinkEnd
+}
 
+// rxPort is the receiving side of a port fed by other ports' TX workers
+// (Link, Switch): it fills its device's RX ring under mu and is the
+// port's backend.Backend for everything but WritePackets.
+type rxPort struct {
 	mu sync.Mutex
-	rx *rxWorker // this end's device RX ring; nil while stopped
+	rx *rxWorker // this port's device RX ring; nil while stopped
 
 	hdrLen atomic.Int32
 	closed atomic.Bool
 	done   chan struct{}
 
-	// Dropped counts packets sent toward this end while its RX ring was not
-	// running or disabled (no worker to count them).
+	// Dropped counts packets sent toward this port while its RX ring was
+	// not running or disabled (no worker to count them).
 	Dropped atomic.Uint64
 
 	// Scratch for translation, used under mu.
@@ -49,17 +55,28 @@ type LinkEnd struct {
 	iov    [1][]byte
 }
 
+// rxFiller is implemented by backends whose device RX ring is filled by
+// other ports (no reader goroutine).
+type rxFiller interface {
+	attach(w *rxWorker)
+	detach() *rxWorker
+}
+
+func (e *rxPort) init() {
+	e.done = make(chan struct{})
+	e.hdrLen.Store(12)
+}
+
 // LinkWait bounds how long a sender waits for the receiving guest to post RX
 // buffers before dropping.
 var LinkWait = time.Millisecond
 
 // NewLink returns the two ends of a cross-connect.
 func NewLink() (*LinkEnd, *LinkEnd) {
-	a := &LinkEnd{done: make(chan struct{})}
-	b := &LinkEnd{done: make(chan struct{})}
+	a, b := &LinkEnd{}, &LinkEnd{}
+	a.init()
+	b.init()
 	a.peer, b.peer = b, a
-	a.hdrLen.Store(12)
-	b.hdrLen.Store(12)
 	return a, b
 }
 
@@ -75,15 +92,15 @@ var linkCaps = backend.Capabilities{
 }
 
 // Caps implements backend.Backend.
-func (e *LinkEnd) Caps() backend.Capabilities { return linkCaps }
+func (e *rxPort) Caps() backend.Capabilities { return linkCaps }
 
 // SetOffload implements backend.Backend. The receiving side reads the
 // guest's features from its RX worker; nothing to program.
-func (e *LinkEnd) SetOffload(uint64) error { return nil }
+func (e *rxPort) SetOffload(uint64) error { return nil }
 
 // SetVnetHdrLen implements backend.Backend: the header length this end's
 // device uses on its TX (the sender's header arrives with packets it sends).
-func (e *LinkEnd) SetVnetHdrLen(n int) error {
+func (e *rxPort) SetVnetHdrLen(n int) error {
 	if n != 10 && n != 12 {
 		return backend.ErrVnetHdrLen
 	}
@@ -94,16 +111,16 @@ func (e *LinkEnd) SetVnetHdrLen(n int) error {
 // ReadPackets implements backend.Backend. Packets reach this end's guest
 // through the peer's WritePackets, so a reader only waits for Close; the
 // device does not run a reader on a link.
-func (e *LinkEnd) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
+func (e *rxPort) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
 	<-e.done
 	return 0, os.ErrClosed
 }
 
 // SetReadDeadline implements backend.Backend (no reader runs on a link).
-func (e *LinkEnd) SetReadDeadline(time.Time) error { return nil }
+func (e *rxPort) SetReadDeadline(time.Time) error { return nil }
 
 // Close implements backend.Backend.
-func (e *LinkEnd) Close() error {
+func (e *rxPort) Close() error {
 	if e.closed.CompareAndSwap(false, true) {
 		close(e.done)
 	}
@@ -121,14 +138,14 @@ func (e *LinkEnd) WritePackets(pkts [][][]byte) (int, error) {
 }
 
 // attach makes w the filler of this end's guest RX ring.
-func (e *LinkEnd) attach(w *rxWorker) {
+func (e *rxPort) attach(w *rxWorker) {
 	e.mu.Lock()
 	e.rx = w
 	e.mu.Unlock()
 }
 
 // detach waits for an in-flight delivery and forgets the RX ring.
-func (e *LinkEnd) detach() *rxWorker {
+func (e *rxPort) detach() *rxWorker {
 	e.mu.Lock()
 	w := e.rx
 	e.rx = nil
@@ -138,7 +155,7 @@ func (e *LinkEnd) detach() *rxWorker {
 
 // deliver copies a batch from the peer guest's TX into this end's guest RX
 // ring. pkts[i] is the sender's virtio_net_hdr then the frame iovecs.
-func (e *LinkEnd) deliver(pkts [][][]byte) {
+func (e *rxPort) deliver(pkts [][][]byte) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	w := e.rx
@@ -155,7 +172,7 @@ func (e *LinkEnd) deliver(pkts [][][]byte) {
 	w.flush()
 }
 
-func (e *LinkEnd) deliverOne(w *rxWorker, srcHdr []byte, frame [][]byte) {
+func (e *rxPort) deliverOne(w *rxWorker, srcHdr []byte, frame [][]byte) {
 	sh := DecodeHdr(srcHdr)
 	frameLen := 0
 	for _, b := range frame {
@@ -181,7 +198,7 @@ func (e *LinkEnd) deliverOne(w *rxWorker, srcHdr []byte, frame [][]byte) {
 
 // place puts one packet into the receiver's ring, waiting up to LinkWait
 // for buffers.
-func (e *LinkEnd) place(w *rxWorker, hb []byte, frame [][]byte, frameLen int) {
+func (e *rxPort) place(w *rxWorker, hb []byte, frame [][]byte, frameLen int) {
 	deadline := time.Time{}
 	for {
 		ok, err := w.place(hb, frame, frameLen)
@@ -221,7 +238,7 @@ func (e *LinkEnd) place(w *rxWorker, hb []byte, frame [][]byte, frameLen int) {
 
 // gatherFrame copies the frame into contiguous scratch (for translation
 // paths that rewrite bytes or need the headers in one piece).
-func (e *LinkEnd) gatherFrame(frame [][]byte, frameLen int) []byte {
+func (e *rxPort) gatherFrame(frame [][]byte, frameLen int) []byte {
 	if len(e.gather) < frameLen {
 		e.gather = make([]byte, max(frameLen, 64<<10+64))
 	}
@@ -235,7 +252,7 @@ func (e *LinkEnd) gatherFrame(frame [][]byte, frameLen int) []byte {
 
 // completeFor finishes a partial checksum for a receiver without
 // GUEST_CSUM (spec 5.1.6.4.1: the device must not hand it NEEDS_CSUM).
-func (e *LinkEnd) completeFor(w *rxWorker, sh Hdr, frame [][]byte, frameLen int) {
+func (e *rxPort) completeFor(w *rxWorker, sh Hdr, frame [][]byte, frameLen int) {
 	buf := e.gatherFrame(frame, frameLen)
 	m, _ := gso.Parse(buf, toGSOHdr(sh))
 	if !gso.CompleteCsum(buf, &m) {
@@ -253,7 +270,7 @@ func (e *LinkEnd) completeFor(w *rxWorker, sh Hdr, frame [][]byte, frameLen int)
 // negotiate, leaving checksums partial when it has GUEST_CSUM. The payload
 // is read straight from the sender's buffers; each segment is built in the
 // arena and copied into the receiver's buffers.
-func (e *LinkEnd) segmentFor(w *rxWorker, sh Hdr, frame [][]byte, frameLen int) {
+func (e *rxPort) segmentFor(w *rxWorker, sh Hdr, frame [][]byte, frameLen int) {
 	m, r := gso.ParseHead(frame[0], frameLen, toGSOHdr(sh))
 	if r == gso.ReasonHeadTooShort {
 		m, _ = gso.Parse(e.gatherFrame(frame, frameLen), toGSOHdr(sh))

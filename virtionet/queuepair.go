@@ -77,10 +77,10 @@ func (qp *QueuePair) startRx(q *vhostuser.Queue, hdrLen int, acked uint64) {
 	}
 	w := newRxWorker(qp, q, hdrLen, acked)
 	qp.rx = w
-	if le, ok := qp.be.(*LinkEnd); ok {
-		// A port link fills this ring from the peer's TX worker; no reader.
-		w.link = le
-		le.attach(w)
+	if f, ok := qp.be.(rxFiller); ok {
+		// Other ports' TX workers fill this ring (Link, Switch); no reader.
+		w.link = f
+		f.attach(w)
 		return
 	}
 	go w.run()

@@ -53,7 +53,7 @@ type rxWorker struct {
 	qsize  int
 	drops  [numDrops]uint32
 	oneIov [1][]byte
-	link   *LinkEnd // set when a port link fills this ring (no run loop)
+	link   rxFiller // set when other ports fill this ring (no run loop)
 	pkts   uint64
 	bytes  uint64
 	gso    uint64
