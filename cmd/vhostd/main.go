@@ -1,6 +1,9 @@
 // Command vhostd is a userspace virtio-net datapath: a vhost-user back-end
 // that connects a QEMU guest (or DPDK virtio-user) to a Linux tap, passing GSO
 // super-packets through whole.
+//
+// Without a subcommand it runs the daemon. The subcommands status, stats,
+// policy and capture talk to a running daemon's admin API (--admin-addr).
 package main
 
 import (
@@ -17,6 +20,8 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/metrics"
+	"github.com/vhostd/vhostd/metrics/admin"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/virtionet"
 )
@@ -39,6 +44,10 @@ type options struct {
 	showFeatures bool
 	nullRxSize   int
 	policy       gso.Policy
+	// adminAddr is where the admin API listens ("" turns it off);
+	// adminAddrSet says the user chose it, so failing to bind is fatal.
+	adminAddr    string
+	adminAddrSet bool
 }
 
 func main() {
@@ -46,6 +55,20 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		if cmd, ok := subcommands[args[0]]; ok {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+			defer stop()
+			return cmd(ctx, args[1:], stdout, stderr)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return runDaemon(ctx, args, stdout, stderr)
+}
+
+// runDaemon parses the daemon flags and serves until ctx ends.
+func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	opts, err := parseFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -65,8 +88,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vhostd: %v\n", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	if err := serve(ctx, opts, log); err != nil {
 		log.Error("vhostd stopped", "err", err)
 		return 1
@@ -96,6 +117,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.policy = p
 		return err
 	})
+	fs.StringVar(&o.adminAddr, "admin-addr", admin.DefaultAddr, "admin API address (/metrics, /status, policy switching, capture; see `vhostd status`); empty turns it off")
 	fs.BoolVar(&o.showFeatures, "list-offloads", false, "list the --offload-NAME toggles and exit")
 	for _, name := range virtionet.ToggleNames() {
 		name := name
@@ -107,12 +129,22 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			return o.toggles.Set(name, on)
 		})
 	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: vhostd [flags]            run the daemon\n"+
+			"       vhostd status|stats|policy|capture [flags]   ask a running vhostd (vhostd SUBCOMMAND -h for details)\n\nDaemon flags:\n")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (flags start with --; subcommands are %s and come first)", fs.Arg(0), subcommandList())
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "admin-addr" {
+			o.adminAddrSet = true
+		}
+	})
 	if o.showFeatures {
 		fmt.Fprintln(stderr, strings.Join(virtionet.ToggleNames(), "\n"))
 		return nil, flag.ErrHelp
@@ -249,6 +281,16 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 		}
 	}()
 
+	stopAdmin, err := startAdmin(ctx, o, log, metrics.Port{
+		Device: dev, Session: metrics.NewServerSource(srv),
+		BackendKind: o.backendKind, BackendName: o.tap,
+		LimitsFromFlags: o.gsoMaxSize > 0 || o.gsoMaxSegs > 0,
+	})
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
+
 	log.Info("vhostd serving", "port", o.name, "socket", o.socketPath, "client", o.client, "fd", o.fd)
 	err = srv.Serve(ctx, func() vhostuser.Device { return dev })
 	logStats(log, dev)
@@ -257,6 +299,38 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	log.Info("vhostd stopped cleanly")
 	return nil
+}
+
+// startAdmin serves the admin API until ctx ends or the returned stop
+// function is called (which waits for it). A default address that is taken
+// (another vhostd runs) only costs a warning; an address the user chose
+// must work.
+func startAdmin(ctx context.Context, o *options, log *slog.Logger, ports ...metrics.Port) (stop func(), err error) {
+	if o.adminAddr == "" {
+		return func() {}, nil
+	}
+	s, err := admin.New(admin.Config{Ports: ports, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := admin.Listen(o.adminAddr)
+	if err != nil {
+		if o.adminAddrSet || !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, err
+		}
+		log.Warn("admin API not started", "err", err)
+		return func() {}, nil
+	}
+	log.Info("admin API listening", "addr", ln.Addr().String(), "metrics", "http://"+ln.Addr().String()+"/metrics")
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := s.Serve(ctx, ln); err != nil {
+			log.Error("admin API stopped", "err", err)
+		}
+	}()
+	return func() { cancel(); <-done }, nil
 }
 
 // logStats logs one "port stats" line per queue pair, in key=value form so
