@@ -91,7 +91,7 @@ func txDrop(d virtionet.Drop) outcome { return outcome{txDrop: d} }
 func hdrDrop(r virtionet.HdrReason) outcome {
 	return outcome{txDrop: virtionet.DropHdrInvalid, hdr: r}
 }
-func gsoDrop(r gso.Reason) outcome { return outcome{txDrop: virtionet.DropGSOMalformed, gso: r} }
+func gsoDrop(r gso.Reason) outcome    { return outcome{txDrop: virtionet.DropGSOMalformed, gso: r} }
 func rxDrop(d virtionet.Drop) outcome { return outcome{rxDrop: d} }
 
 // noTSO is a backend that takes partial checksums but no super-packets, so
