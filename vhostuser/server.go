@@ -181,11 +181,13 @@ func (srv *Server) Serve(ctx context.Context, newDevice func() Device) error {
 		case <-ctx.Done():
 			if sessionDone != nil {
 				<-sessionDone // the session sees ctx too and cleans up
+				srv.setCurrent(nil)
 			}
 			return nil
 		case err := <-acceptErr:
 			if sessionDone != nil {
 				<-sessionDone
+				srv.setCurrent(nil)
 			}
 			if ctx.Err() != nil {
 				return nil
@@ -193,7 +195,19 @@ func (srv *Server) Serve(ctx context.Context, newDevice func() Device) error {
 			return fmt.Errorf("vhost-user: accept: %w", err)
 		case <-sessionDone:
 			sessionDone = nil
+			srv.setCurrent(nil)
 		case c := <-conns:
+			// The previous session may have ended at the same moment:
+			// select picks among ready cases at random, so look before
+			// refusing.
+			if sessionDone != nil {
+				select {
+				case <-sessionDone:
+					sessionDone = nil
+					srv.setCurrent(nil)
+				default:
+				}
+			}
 			if sessionDone != nil {
 				srv.log.Warn("refusing a second vhost-user connection: a front-end is already attached (vhost-user is one front-end per socket)")
 				c.Close()
@@ -216,6 +230,7 @@ func (srv *Server) serveClient(ctx context.Context, newDevice func() Device) err
 			return nil // ctx cancelled
 		}
 		srv.runSession(ctx, c, newDevice())
+		srv.setCurrent(nil)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -251,6 +266,12 @@ func (srv *Server) dial(ctx context.Context) (*net.UnixConn, error) {
 	}
 }
 
+func (srv *Server) setCurrent(s *Session) {
+	srv.mu.Lock()
+	srv.current = s
+	srv.mu.Unlock()
+}
+
 func (srv *Server) runSession(ctx context.Context, c *net.UnixConn, dev Device) {
 	s, err := NewSession(c, dev, srv.log)
 	if err != nil {
@@ -263,9 +284,9 @@ func (srv *Server) runSession(ctx context.Context, c *net.UnixConn, dev Device) 
 	srv.mu.Unlock()
 	srv.log.Info("vhost-user front-end connected")
 	err = s.Serve(ctx)
-	srv.mu.Lock()
-	srv.current = nil
-	srv.mu.Unlock()
+	// The caller clears srv.current: the listening loop does it only once
+	// it has seen the session end, so that Session() == nil means a new
+	// front-end is accepted, not refused as a second one.
 	if err != nil && !errors.Is(err, context.Canceled) {
 		srv.log.Error("vhost-user session ended", "err", err)
 	} else {
