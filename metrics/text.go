@@ -206,7 +206,13 @@ func writePortStatus(ew *errWriter, ps *PortStatus) {
 			if r.Broken {
 				state = append(state, "BROKEN")
 			}
-			kv("  "+strings.ToUpper(r.Kind)+" ring", "vring %d, %s, size %d, last_avail %d", r.Vring, strings.Join(state, ", "), r.Size, r.LastAvail)
+			line := fmt.Sprintf("vring %d, %s, size %d", r.Vring, strings.Join(state, ", "), r.Size)
+			if !r.Started {
+				// While a ring runs the session only knows the index it
+				// started from, which says nothing about the live ring.
+				line += fmt.Sprintf(", next avail %d", r.LastAvail)
+			}
+			kv("  "+strings.ToUpper(r.Kind)+" ring", "%s", line)
 		}
 		c := &qp.Counters
 		var paths []string
