@@ -76,9 +76,10 @@ func Parse(frame []byte, hdr VnetHdr) (Meta, Reason) {
 
 // ParseHead is Parse for a frame of frameLen bytes of which head holds the
 // first len(head) contiguous bytes (typically the first guest buffer). If
-// the headers do not end inside head, it returns ReasonHeadTooShort: copy at
-// least m.HdrLen... bytes (or simply the first 256 or so) into a scratch
-// buffer and parse again.
+// the headers do not end inside head, it returns ReasonHeadTooShort (not a
+// drop): gather a longer prefix of the frame (256 bytes covers any header
+// stack short of long IPv6 extension-header chains) into a scratch buffer
+// and parse again. Nothing beyond the headers is read.
 func ParseHead(head []byte, frameLen int, hdr VnetHdr) (Meta, Reason) {
 	m := Meta{Hdr: hdr, FrameLen: frameLen}
 	r := m.parse(head)
