@@ -302,8 +302,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 }
 
 // startAdmin serves the admin API until ctx ends or the returned stop
-// function is called (which waits for it). A default address that is taken
-// (another vhostd runs) only costs a warning; an address the user chose
+// function is called (which waits for it). The default address failing
+// (another vhostd has it, or lo is down in a fresh network namespace) only
+// costs a warning: the datapath matters more. An address the user chose
 // must work.
 func startAdmin(ctx context.Context, o *options, log *slog.Logger, ports ...metrics.Port) (stop func(), err error) {
 	if o.adminAddr == "" {
@@ -315,7 +316,7 @@ func startAdmin(ctx context.Context, o *options, log *slog.Logger, ports ...metr
 	}
 	ln, err := admin.Listen(o.adminAddr)
 	if err != nil {
-		if o.adminAddrSet || !errors.Is(err, syscall.EADDRINUSE) {
+		if o.adminAddrSet {
 			return nil, err
 		}
 		log.Warn("admin API not started", "err", err)
