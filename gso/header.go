@@ -73,8 +73,11 @@ const (
 // Version returns the IP version nibble.
 func (b IPv4) Version() uint8 { return b[0] >> 4 }
 
+// IHL returns the header length field (in 32-bit words).
+func (b IPv4) IHL() uint8 { return b[0] & 0x0f }
+
 // HeaderLen returns the header length in bytes (IHL * 4).
-func (b IPv4) HeaderLen() int { return int(b[0]&0x0f) * 4 }
+func (b IPv4) HeaderLen() int { return int(b.IHL()) * 4 }
 
 // TOS returns the DSCP/ECN byte.
 func (b IPv4) TOS() uint8 { return b[1] }
