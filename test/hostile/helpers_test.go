@@ -88,13 +88,24 @@ type port struct {
 
 func newPort(t testing.TB, cfg portConfig) *port {
 	t.Helper()
+	p, err := openPort(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.t = t
+	t.Cleanup(p.close)
+	return p
+}
+
+// openPort builds a port; the caller sets p.t and closes it.
+func openPort(cfg portConfig) (*port, error) {
 	offer, _ := virtionet.Offer(false, virtionet.Toggles{})
 	pipes := []*backend.Pipe{backend.NewPipe(cfg.caps), backend.NewPipe(backend.Capabilities{})}
 	policy := gso.PolicyAuto
 	if cfg.policy != "" {
 		p, err := gso.ParsePolicy(cfg.policy)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		policy = p
 	}
@@ -103,18 +114,20 @@ func newPort(t testing.TB, cfg portConfig) *port {
 		Backends: []backend.Backend{pipes[0], pipes[1]},
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	a, b, err := socketpair()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	sess, err := vhostuser.NewSession(a, dev, discardLogger())
 	if err != nil {
-		t.Fatal(err)
+		a.Close()
+		b.Close()
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &port{t: t, dev: dev, pipes: pipes, sess: sess, cancel: cancel, done: make(chan error, 1)}
+	p := &port{dev: dev, pipes: pipes, sess: sess, cancel: cancel, done: make(chan error, 1)}
 	go func() { p.done <- sess.Serve(ctx) }()
 	p.fe = frontend.New(b)
 	opts := frontend.Options{
@@ -133,14 +146,14 @@ func newPort(t testing.TB, cfg portConfig) *port {
 	} else {
 		err = p.fe.Handshake(opts)
 	}
+	if err == nil && p.fe.DataOffset+4*areaSize > region0Size {
+		err = fmt.Errorf("data areas do not fit: rings end at %d", p.fe.DataOffset)
+	}
 	if err != nil {
-		t.Fatal(err)
+		p.close()
+		return nil, err
 	}
-	if p.fe.DataOffset+4*areaSize > region0Size {
-		t.Fatalf("data areas do not fit: rings end at %d", p.fe.DataOffset)
-	}
-	t.Cleanup(p.close)
-	return p
+	return p, nil
 }
 
 func (p *port) close() {
@@ -152,7 +165,9 @@ func (p *port) close() {
 	select {
 	case <-p.done:
 	case <-time.After(5 * time.Second):
-		p.t.Error("session did not end after the front-end closed")
+		if p.t != nil {
+			p.t.Error("session did not end after the front-end closed")
+		}
 	}
 	p.cancel()
 	for _, pp := range p.pipes {
