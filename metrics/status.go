@@ -204,8 +204,10 @@ func (h Histogram) CountAbove(limit float64) uint64 {
 	var n uint64
 	for i, c := range h.Counts {
 		lo := 0.0
-		if i > 0 {
-			lo = h.Bounds[i-1]
+		if i > 0 && len(h.Bounds) > 0 {
+			// Buckets past the last bound (a malformed snapshot) count as
+			// starting there.
+			lo = h.Bounds[min(i-1, len(h.Bounds)-1)]
 		}
 		if lo >= limit {
 			n += c
