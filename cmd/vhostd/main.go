@@ -117,7 +117,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.policy = p
 		return err
 	})
-	fs.StringVar(&o.adminAddr, "admin-addr", admin.DefaultAddr, "admin API address (/metrics, /status, policy switching, capture; see `vhostd status`); empty turns it off")
+	fs.StringVar(&o.adminAddr, "admin-addr", admin.DefaultAddr, "admin API address (/metrics, /status, policy switching, capture; used by vhostd status|stats|policy|capture); empty turns it off")
 	fs.BoolVar(&o.showFeatures, "list-offloads", false, "list the --offload-NAME toggles and exit")
 	for _, name := range virtionet.ToggleNames() {
 		name := name
