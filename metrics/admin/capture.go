@@ -165,7 +165,7 @@ func (s *Server) handlePutCapture(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	s.log.Info("capture started", "port", p.Name(), "dir", opt.Dir.String(), "count", opt.Count, "file", opt.File)
-	res, err := RunCapture(ctx, p.Device, opt, run)
+	res, err := runCapture(ctx, p.Device, opt, run)
 	if err != nil {
 		code := http.StatusInternalServerError
 		if errors.Is(err, fs.ErrExist) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
@@ -254,8 +254,13 @@ type packetWriter func(p *virtionet.CapturedPacket) error
 // .decisions.tsv side file until opt.Count packets are written, the timeout
 // passes or ctx ends. The datapath only ever copies into free slots of a
 // bounded queue (virtionet.Capture); when the writer lags, packets are
-// skipped and counted, never waited for. run may be nil.
-func RunCapture(ctx context.Context, dev *virtionet.Device, opt CaptureOptions, run *captureRun) (CaptureResult, error) {
+// skipped and counted, never waited for.
+func RunCapture(ctx context.Context, dev *virtionet.Device, opt CaptureOptions) (CaptureResult, error) {
+	return runCapture(ctx, dev, opt, nil)
+}
+
+// runCapture is RunCapture reporting progress to run (may be nil).
+func runCapture(ctx context.Context, dev *virtionet.Device, opt CaptureOptions, run *captureRun) (CaptureResult, error) {
 	if opt.Snaplen <= 0 {
 		opt.Snaplen = DefaultSnaplen
 	}
