@@ -12,3 +12,13 @@ func TestChecksumGenericLoop(t *testing.T) {
 	TestChecksumMatchesReference(t)
 	TestIOVSumOddPieces(t)
 }
+
+// BenchmarkChecksumGeneric is BenchmarkChecksum with the pure-Go ADC loop.
+func BenchmarkChecksumGeneric(b *testing.B) {
+	if !hasAVX2 {
+		b.Skip("no vector loop on this CPU: BenchmarkChecksum already measures the generic loop")
+	}
+	hasAVX2 = false
+	defer func() { hasAVX2 = true }()
+	BenchmarkChecksum(b)
+}
