@@ -74,7 +74,7 @@ func needRoot(t *testing.T) {
 	if why == "" {
 		return
 	}
-	msg := "kernel comparison test needs root, network namespaces, /dev/net/tun and ethtool: " + why
+	msg := "kernel comparison test needs root, network namespaces, /dev/net/tun and ethtool (run the tests as root to compare with the kernel): " + why
 	if os.Getenv("CI") != "" {
 		t.Fatal(msg)
 	}
