@@ -137,6 +137,7 @@ func (s *Session) dispatch(m *Message) error {
 	h := m.Header
 	log := s.log.With("request", h.Request.String(), "flags", h.Flags.String(), "size", h.Size, "fds", len(m.Fds))
 	log.Debug("vhost-user request")
+	s.counts.add(h.Request)
 
 	if !h.Request.Known() {
 		m.CloseFds()

@@ -35,7 +35,14 @@ type Server struct {
 
 	mu      sync.Mutex
 	current *Session
+
+	counts MessageCounts // over all sessions
 }
+
+// MessageCounts reports how many messages of each request the server's
+// sessions received, over the server's life ("UNKNOWN" for ids this
+// back-end does not know).
+func (srv *Server) MessageCounts(fn func(req string, n uint64)) { srv.counts.Each(fn) }
 
 // Listen creates the socket at socketPath. A stale socket file left by a
 // previous run is removed; a live one (something accepts on it) or a file
@@ -279,6 +286,7 @@ func (srv *Server) runSession(ctx context.Context, c *net.UnixConn, dev Device) 
 		c.Close()
 		return
 	}
+	s.counts = &srv.counts
 	srv.mu.Lock()
 	srv.current = s
 	srv.mu.Unlock()

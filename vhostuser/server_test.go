@@ -230,3 +230,31 @@ func TestServerClientMode(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestServerMessageCounts(t *testing.T) {
+	dir := t.TempDir()
+	sock := dir + "/c.sock"
+	srv, err := vhostuser.Listen(sock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := vhostuser.NewFakeDevice(testDevice, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, func() vhostuser.Device { return dev }) }()
+	fe, err := frontend.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fe.Handshake(frontend.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	fe.Close()
+	cancel()
+	<-done
+	got := map[string]uint64{}
+	srv.MessageCounts(func(req string, n uint64) { got[req] = n })
+	if got["GET_FEATURES"] != 1 || got["SET_VRING_ADDR"] != 2 || got["SET_VRING_KICK"] != 2 {
+		t.Errorf("counts %v", got)
+	}
+}

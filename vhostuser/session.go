@@ -75,11 +75,12 @@ type kickWaiter struct {
 // the goroutine running Serve; RingStates and Features may be called from
 // any goroutine.
 type Session struct {
-	conn  *Conn
-	dev   Device
-	log   *slog.Logger
-	mem   *MemoryTable
-	rings []ring
+	counts *MessageCounts
+	conn   *Conn
+	dev    Device
+	log    *slog.Logger
+	mem    *MemoryTable
+	rings  []ring
 
 	acked       uint64 // SET_FEATURES value, including bit 30
 	featuresSet bool
@@ -111,13 +112,14 @@ func NewSession(conn *net.UnixConn, dev Device, log *slog.Logger) (*Session, err
 		log = slog.Default()
 	}
 	s := &Session{
-		conn:  NewConn(conn),
-		dev:   dev,
-		log:   log,
-		mem:   NewMemoryTable(),
-		rings: make([]ring, n),
-		wake:  make(chan struct{}, 1),
-		reply: make([]byte, 0, 64),
+		counts: new(MessageCounts),
+		conn:   NewConn(conn),
+		dev:    dev,
+		log:    log,
+		mem:    NewMemoryTable(),
+		rings:  make([]ring, n),
+		wake:   make(chan struct{}, 1),
+		reply:  make([]byte, 0, 64),
 	}
 	for i := range s.rings {
 		s.rings[i].index = i

@@ -29,7 +29,7 @@ E2E_PIDS+=("$!")
 # The guest prints markers around the guest->host iperf3 so the host can take
 # counter snapshots exactly around it.
 gcmd="lab-retry 60 ping -c1 -W1 $HOST_IP >/dev/null && ping -c 3 $HOST_IP && \
-echo E2E-TX-BEGIN && sleep 1 && iperf3 -c $HOST_IP -t $SECS && echo E2E-TX-END && sleep 1 && \
+echo E2E-TX-B""EGIN && sleep 1 && iperf3 -c $HOST_IP -t $SECS && echo E2E-TX-E""ND && sleep 1 && \
 iperf3 -c $HOST_IP -t $SECS -R && \
 iperf3 -c $HOST_IP -u -b 200M -l 1400 -t 3 && \
 iperf3 -c $HOST_IP -u -b 200M -l 1400 -t 3 -R"
