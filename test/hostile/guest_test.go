@@ -211,6 +211,19 @@ func guestCases() []guestCase {
 		p.rawChain(victimTx, 200, virtqueue.Desc{Addr: h, Len: 12, Flags: fNext, Next: 0xffff})
 		return nil
 	})
+	add("chain/1024_descriptors/queue_1024", portConfig{queueSize: 1024}, txDrop(virtionet.DropTxTooLarge), func(p *port) error {
+		// More buffers than writev takes (IOV_MAX), in a legal chain.
+		h, f := p.goodTxBufs()
+		d := p.queue(victimTx).Driver
+		d.SetDesc(0, virtqueue.Desc{Addr: h, Len: 12, Flags: fNext, Next: 1})
+		for i := 1; i < 1024; i++ {
+			d.SetDesc(uint16(i), virtqueue.Desc{Addr: f + uint64(i%100), Len: 1, Flags: fNext, Next: uint16(i + 1)})
+		}
+		d.SetDesc(1023, virtqueue.Desc{Addr: f, Len: 100})
+		d.PostRaw(0)
+		p.publishKick(victimTx)
+		return nil
+	})
 	add("chain/head_index_beyond_size", none, outcome{txBroken: true}, func(p *port) error {
 		d := p.queue(victimTx).Driver
 		d.PostRaw(queueSize + 7)

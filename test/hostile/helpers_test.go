@@ -3,6 +3,7 @@ package hostile_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -68,6 +69,8 @@ type portConfig struct {
 	clearFeatures virtionet.Feature
 	// noHandshake leaves the front-end set up but silent.
 	noHandshake bool
+	// queueSize of every ring; 0 = queueSize.
+	queueSize uint16
 }
 
 // port is one virtionet.Device served by a vhostuser.Session over a
@@ -132,7 +135,7 @@ func openPort(cfg portConfig) (*port, error) {
 	p.fe = frontend.New(b)
 	opts := frontend.Options{
 		NumQueues:   4,
-		QueueSize:   queueSize,
+		QueueSize:   cmp.Or(cfg.queueSize, queueSize),
 		IndirectMax: 16,
 		Features:    ^uint64(cfg.clearFeatures),
 		Regions: []frontend.Region{

@@ -513,6 +513,28 @@ func abuseCases() []abuseCase {
 			expectNack(t, err)
 			expectServing(t, fe)
 		}},
+		{"rem_mem_reg_under_running_rings", func(t *testing.T, s *server) {
+			// Memory hot-unplug of the region holding the rings: the
+			// request itself is fine, but the rings cannot be rebuilt,
+			// so they stay stopped and are marked failed.
+			fe, err := s.dial()
+			must(t, err)
+			defer fe.Close()
+			must(t, fe.Handshake(frontend.Options{MemSlots: true}))
+			must(t, fe.Queues[1].Kick())
+			if !eventually(func() bool { return s.srv.Session().RingStates()[1].Started }) {
+				t.Fatal("ring 1 did not start")
+			}
+			must(t, fe.RemMemReg(0))
+			if rs := s.srv.Session().RingStates()[1]; rs.Started || !rs.Failed {
+				t.Fatalf("ring 1 after its memory went away: %+v", rs)
+			}
+			st, err := fe.GetU64(vhostuser.ReqGetStatus)
+			must(t, err)
+			if st&vhostuser.StatusNeedsReset == 0 {
+				t.Errorf("GET_STATUS %#x lacks NEEDS_RESET", st)
+			}
+		}},
 		{"mem_table_replaced_1000_times_while_running", func(t *testing.T, s *server) {
 			fe := s.running(t)
 			must(t, fe.Queues[1].Kick())
