@@ -1,10 +1,13 @@
 package virtionet
 
 import (
+	"fmt"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
@@ -163,13 +166,53 @@ func (e *rxPort) deliver(pkts [][][]byte) {
 		e.Dropped.Add(uint64(len(pkts)))
 		return
 	}
-	for _, p := range pkts {
-		if len(p) == 0 {
-			continue
+	if done := e.deliverBatch(w, pkts); done < len(pkts) {
+		e.Dropped.Add(uint64(len(pkts) - done))
+	}
+}
+
+// deliverBatch places pkts into w's ring and returns how many it handled.
+// It runs in the sender's TX worker but writes the receiver's memory, so a
+// fault there (the receiving front-end shrank its memory file: SIGBUS,
+// turned into a panic by SetPanicOnFault) is the receiver's: its RX ring is
+// marked broken and detached, and the sender goes on. A fault on the
+// sender's own buffers (the frame iovecs) is the sender's and goes up to its
+// TX worker (recoverFault).
+func (e *rxPort) deliverBatch(w *rxWorker, pkts [][][]byte) (done int) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
 		}
-		e.deliverOne(w, p[0], p[1:])
+		fault, ok := r.(interface{ Addr() uintptr })
+		if !ok || done < len(pkts) && inIovecs(fault.Addr(), pkts[done][1:]) {
+			panic(r)
+		}
+		w.qp.stats.MemFaults.Add(1)
+		w.broken(fmt.Errorf("guest memory faulted at %#x while receiving from a linked port (did the front-end shrink its memory file?)", fault.Addr()))
+		e.rx = nil
+	}()
+	for ; done < len(pkts); done++ {
+		if p := pkts[done]; len(p) > 0 {
+			e.deliverOne(w, p[0], p[1:])
+		}
 	}
 	w.flush()
+	return done
+}
+
+// inIovecs reports whether addr lies in one of the iovecs.
+func inIovecs(addr uintptr, iovs [][]byte) bool {
+	for _, b := range iovs {
+		if len(b) > 0 {
+			p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+			if addr >= p && addr-p < uintptr(len(b)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (e *rxPort) deliverOne(w *rxWorker, srcHdr []byte, frame [][]byte) {

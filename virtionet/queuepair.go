@@ -3,6 +3,7 @@ package virtionet
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -194,6 +195,22 @@ func (qp *QueuePair) recoverFault(q *vhostuser.Queue, broken *atomic.Bool, dir s
 	qp.dev.log.Error(dir+" ring broken: guest memory faulted (did the front-end shrink its memory file?); stopping the ring until the front-end resets the device",
 		"queue", q.Index, "addr", fmt.Sprintf("%#x", fault.Addr()))
 	q.Fail()
+}
+
+// guardFault runs f, which touches guest memory outside a worker goroutine,
+// with a fault on that memory turned into a false result (see recoverFault).
+func guardFault(f func()) (ok bool) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if _, fault := r.(interface{ Addr() uintptr }); !fault {
+				panic(r)
+			}
+			ok = false
+		}
+	}()
+	f()
+	return true
 }
 
 // chainDrop maps a virtqueue chain error to its drop reason.

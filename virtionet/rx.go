@@ -90,9 +90,13 @@ func newRxWorker(qp *QueuePair, q *vhostuser.Queue, hdrLen int, acked uint64) *r
 func (w *rxWorker) stop() {
 	if w.link != nil {
 		// Linked: no goroutine; wait out an in-flight delivery, then give
-		// back the buffers popped ahead of need.
+		// back the buffers popped ahead of need. This runs on the session
+		// goroutine and may write the used ring, so a guest that shrank
+		// its memory file must not kill the daemon here (recoverFault).
 		w.link.detach()
-		w.releaseCache()
+		if !guardFault(w.releaseCache) {
+			w.qp.stats.MemFaults.Add(1)
+		}
 		return
 	}
 	w.stopping.Store(true)
