@@ -71,6 +71,9 @@ type portConfig struct {
 	noHandshake bool
 	// queueSize of every ring; 0 = queueSize.
 	queueSize uint16
+	// victimBackend replaces the victim pair's Pipe (pipes[0] is then
+	// unused).
+	victimBackend backend.Backend
 }
 
 // port is one virtionet.Device served by a vhostuser.Session over a
@@ -112,9 +115,13 @@ func openPort(cfg portConfig) (*port, error) {
 		}
 		policy = p
 	}
+	bes := []backend.Backend{pipes[0], pipes[1]}
+	if cfg.victimBackend != nil {
+		bes[0] = cfg.victimBackend
+	}
 	dev, err := virtionet.New(virtionet.Config{
 		Name: "victim", Offer: uint64(offer), Policy: policy, Logger: discardLogger(),
-		Backends: []backend.Backend{pipes[0], pipes[1]},
+		Backends: bes,
 	})
 	if err != nil {
 		return nil, err
