@@ -48,6 +48,15 @@ type options struct {
 	// adminAddrSet says the user chose it, so failing to bind is fatal.
 	adminAddr    string
 	adminAddrSet bool
+
+	// ports are the vhost-user ports to serve: from --port, or one port
+	// made of the single-port flags above.
+	ports        []portSpec
+	useSwitch    bool
+	macvtap      string
+	macvtapLower string
+	macvtapMode  string
+	macvtapMAC   string
 }
 
 func main() {
@@ -107,7 +116,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.backendKind, "backend", "", "backend kind: tap or null (default: tap if --tap is given, else null)")
 	fs.StringVar(&o.name, "name", "", "port name for logs and metrics (default: the tap name, or port0)")
 	fs.IntVar(&o.mtu, "mtu", 0, "set this MTU on the tap (0: leave it)")
-	fs.IntVar(&o.queuePairs, "queues", 1, "queue pairs (multiqueue needs IFF_MULTI_QUEUE; 1 for now)")
+	fs.IntVar(&o.queuePairs, "queues", 1, "queue pairs (QEMU: -netdev vhost-user,queues=N; the tap or macvtap gets N queues)")
+	fs.StringVar(&o.macvtap, "macvtap", "", "macvtap link to use as backend (created on --macvtap-lower if missing)")
+	fs.StringVar(&o.macvtapLower, "macvtap-lower", "", "lower device of the macvtap (needed to create it)")
+	fs.StringVar(&o.macvtapMode, "macvtap-mode", "bridge", "macvtap mode: bridge, vepa, private or passthru")
+	fs.StringVar(&o.macvtapMAC, "macvtap-mac", "", "MAC of a created macvtap; give the guest the same MAC (QEMU mac=), a macvtap only passes unicast to its own address")
+	fs.Var(portFlag{&o.ports}, "port", "serve one more port: name=N,socket=PATH[,client][,queues=Q][,tap=IF | ,macvtap=NAME,lower=DEV[,mode=M][,mac=MAC] | ,null]; ports without a backend are connected guest to guest (repeat the flag)")
+	fs.BoolVar(&o.useSwitch, "switch", false, "join the guest-to-guest ports with a learning L2 switch (default with two such ports: a cross-connect)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.UintVar(&o.gsoMaxSize, "gso-max-size", 0, "override the backend's gso_max_size (0: read it from the link)")
 	fs.UintVar(&o.gsoMaxSegs, "gso-max-segs", 0, "override the backend's gso_max_segs (0: read it from the link)")
@@ -152,18 +167,30 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.printCaps {
 		return o, nil
 	}
+	if len(o.ports) > 0 {
+		if o.socketPath != "" || o.fd >= 0 || o.tap != "" || o.macvtap != "" {
+			return nil, errors.New("--port describes every port; do not mix it with --socket-path, --fd, --tap or --macvtap")
+		}
+		if err := checkPorts(o.ports, o.useSwitch); err != nil {
+			return nil, err
+		}
+		return o, nil
+	}
 	switch {
 	case o.fd >= 0 && o.socketPath != "":
 		return nil, errors.New("give either --socket-path or --fd, not both")
 	case o.fd < 0 && o.socketPath == "":
-		return nil, errors.New("no socket: give --socket-path PATH (or --fd N for an inherited listening socket)")
+		return nil, errors.New("no socket: give --socket-path PATH (or --fd N for an inherited listening socket, or --port for several ports)")
 	case o.client && o.fd >= 0:
 		return nil, errors.New("--client connects to --socket-path; it cannot be used with --fd")
 	}
 	if o.backendKind == "" {
 		o.backendKind = "null"
-		if o.tap != "" {
+		switch {
+		case o.tap != "":
 			o.backendKind = "tap"
+		case o.macvtap != "":
+			o.backendKind = "macvtap"
 		}
 	}
 	switch o.backendKind {
@@ -171,22 +198,34 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if o.tap == "" {
 			return nil, errors.New("--backend tap needs --tap IFNAME")
 		}
+	case "macvtap":
+		if o.macvtap == "" {
+			return nil, errors.New("--backend macvtap needs --macvtap NAME (and --macvtap-lower DEV to create it)")
+		}
 	case "null":
 		if o.nullRxSize != 0 && (o.nullRxSize < 60 || o.nullRxSize > 65535) {
 			return nil, fmt.Errorf("--null-rx-size %d: use 60..65535 bytes", o.nullRxSize)
 		}
 	default:
-		return nil, fmt.Errorf("unknown --backend %q: use tap or null", o.backendKind)
+		return nil, fmt.Errorf("unknown --backend %q: use tap, macvtap or null", o.backendKind)
 	}
-	if o.queuePairs != 1 {
-		return nil, fmt.Errorf("--queues %d: only 1 queue pair is supported so far", o.queuePairs)
+	if o.queuePairs < 1 || o.queuePairs > 64 {
+		return nil, fmt.Errorf("--queues %d: use 1..64", o.queuePairs)
 	}
 	if o.name == "" {
 		o.name = o.tap
 		if o.name == "" {
+			o.name = o.macvtap
+		}
+		if o.name == "" {
 			o.name = "port0"
 		}
 	}
+	o.ports = []portSpec{{
+		name: o.name, socketPath: o.socketPath, client: o.client, fd: o.fd, queues: o.queuePairs,
+		kind: o.backendKind, tap: o.tap, macvtap: o.macvtap, macvtapLower: o.macvtapLower,
+		macvtapMode: o.macvtapMode, macvtapMAC: o.macvtapMAC,
+	}}
 	return o, nil
 }
 
@@ -198,74 +237,72 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
-// openBackends opens one backend per queue pair.
-func openBackends(o *options) ([]backend.Backend, bool, error) {
-	switch o.backendKind {
-	case "tap":
-		t, err := backend.OpenTap(backend.TapConfig{
-			Name:       o.tap,
-			MTU:        o.mtu,
-			GSOMaxSize: uint32(o.gsoMaxSize),
-			GSOMaxSegs: uint32(o.gsoMaxSegs),
-		})
-		if err != nil {
-			return nil, false, err
-		}
-		return []backend.Backend{t}, t.ProbeUSO(), nil
-	default:
-		caps := backend.DefaultNullCaps
-		if o.gsoMaxSize > 0 {
-			caps.GSOMaxSize = uint32(o.gsoMaxSize)
-		}
-		if o.gsoMaxSegs > 0 {
-			caps.GSOMaxSegs = uint32(o.gsoMaxSegs)
-		}
-		var tmpl []byte
-		if o.nullRxSize > 0 {
-			tmpl = udpTemplate(o.nullRxSize)
-		}
-		return []backend.Backend{backend.NewNull(backend.NullConfig{Caps: caps, RXTemplate: tmpl})}, false, nil
-	}
+// port is one running vhost-user port.
+type port struct {
+	spec portSpec
+	bes  []backend.Backend
+	dev  *virtionet.Device
+	srv  *vhostuser.Server
 }
 
 func serve(ctx context.Context, o *options, log *slog.Logger) error {
-	bes, uso, err := openBackends(o)
-	if err != nil {
-		return err
-	}
+	ports := make([]*port, len(o.ports))
+	bes := make([][]backend.Backend, len(o.ports))
+	uso := make([]bool, len(o.ports))
 	defer func() {
-		for _, be := range bes {
-			be.Close()
+		for _, list := range bes {
+			for _, be := range list {
+				be.Close()
+			}
 		}
 	}()
-	offer, dropped := virtionet.Offer(uso, o.toggles)
-	caps := bes[0].Caps()
-	log.Info("backend ready", "port", o.name, "backend", o.backendKind, "tap", o.tap,
-		"offloads", caps.Offloads.String(), "gso_max_size", caps.GSOMaxSize, "gso_max_segs", caps.GSOMaxSegs,
-		"mtu", caps.MTU, "policy", o.policy.String(), "offer", fmt.Sprintf("0x%x", uint64(offer)))
-	if dropped != 0 {
-		log.Info("features not offered (a dependency is off, or the backend lacks them)", "features", dropped.String())
+	for i, spec := range o.ports {
+		if spec.kind == "peer" {
+			continue
+		}
+		var err error
+		if bes[i], uso[i], err = openPortBackends(spec, o); err != nil {
+			return fmt.Errorf("port %s: %w", spec.name, err)
+		}
 	}
-	dev, err := virtionet.New(virtionet.Config{
-		Name: o.name, Offer: uint64(offer), MTU: o.mtu, Backends: bes, Logger: log, Policy: o.policy,
-	})
-	if err != nil {
-		return err
-	}
+	wirePeers(o.ports, bes, o.useSwitch)
 
-	var srv *vhostuser.Server
-	switch {
-	case o.fd >= 0:
-		srv, err = vhostuser.FromFD(o.fd, log)
-	case o.client:
-		srv = vhostuser.Dial(o.socketPath, log)
-	default:
-		srv, err = vhostuser.Listen(o.socketPath, log)
+	for i, spec := range o.ports {
+		offer, dropped := virtionet.Offer(uso[i], o.toggles)
+		caps := bes[i][0].Caps()
+		attrs := []any{"port", spec.name, "backend", spec.kind, "name", spec.backendName(), "queues", len(bes[i]),
+			"offloads", caps.Offloads.String(), "gso_max_size", caps.GSOMaxSize, "gso_max_segs", caps.GSOMaxSegs,
+			"mtu", caps.MTU, "policy", o.policy.String(), "offer", fmt.Sprintf("0x%x", uint64(offer))}
+		if m, ok := bes[i][0].(*backend.Macvtap); ok {
+			attrs = append(attrs, "macvtap_mac", m.HardwareAddr().String(), "lower", spec.macvtapLower)
+			log.Info("macvtap passes only unicast to its own MAC: start the guest with this MAC (QEMU -device virtio-net-pci,mac=...)",
+				"port", spec.name, "mac", m.HardwareAddr().String())
+		}
+		log.Info("backend ready", attrs...)
+		if dropped != 0 {
+			log.Info("features not offered (a dependency is off, or the backend lacks them)", "port", spec.name, "features", dropped.String())
+		}
+		dev, err := virtionet.New(virtionet.Config{
+			Name: spec.name, Offer: uint64(offer), MTU: o.mtu, Backends: bes[i], Logger: log, Policy: o.policy,
+		})
+		if err != nil {
+			return err
+		}
+		var srv *vhostuser.Server
+		switch {
+		case spec.fd >= 0:
+			srv, err = vhostuser.FromFD(spec.fd, log)
+		case spec.client:
+			srv = vhostuser.Dial(spec.socketPath, log)
+		default:
+			srv, err = vhostuser.Listen(spec.socketPath, log)
+		}
+		if err != nil {
+			return fmt.Errorf("port %s: %w", spec.name, err)
+		}
+		defer srv.Close()
+		ports[i] = &port{spec: spec, bes: bes[i], dev: dev, srv: srv}
 	}
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
 
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
@@ -276,26 +313,49 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 			case <-ctx.Done():
 				return
 			case <-usr1:
-				logStats(log, dev)
+				for _, p := range ports {
+					logStats(log, p.dev)
+				}
 			}
 		}
 	}()
 
-	stopAdmin, err := startAdmin(ctx, o, log, metrics.Port{
-		Device: dev, Session: metrics.NewServerSource(srv),
-		BackendKind: o.backendKind, BackendName: o.tap,
-		LimitsFromFlags: o.gsoMaxSize > 0 || o.gsoMaxSegs > 0,
-	})
+	mports := make([]metrics.Port, len(ports))
+	for i, p := range ports {
+		mports[i] = metrics.Port{
+			Device: p.dev, Session: metrics.NewServerSource(p.srv),
+			BackendKind: p.spec.kind, BackendName: p.spec.backendName(),
+			LimitsFromFlags: o.gsoMaxSize > 0 || o.gsoMaxSegs > 0,
+		}
+	}
+	stopAdmin, err := startAdmin(ctx, o, log, mports...)
 	if err != nil {
 		return err
 	}
 	defer stopAdmin()
 
-	log.Info("vhostd serving", "port", o.name, "socket", o.socketPath, "client", o.client, "fd", o.fd)
-	err = srv.Serve(ctx, func() vhostuser.Device { return dev })
-	logStats(log, dev)
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return err
+	// A port whose server fails for good stops the daemon, so a supervisor
+	// sees it rather than a half-working vhostd.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(ports))
+	for _, p := range ports {
+		p := p
+		log.Info("vhostd serving", "port", p.spec.name, "socket", p.spec.socketPath, "client", p.spec.client, "fd", p.spec.fd)
+		go func() { errs <- p.srv.Serve(ctx, func() vhostuser.Device { return p.dev }) }()
+	}
+	var first error
+	for range ports {
+		if err := <-errs; err != nil && !errors.Is(err, context.Canceled) && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	for _, p := range ports {
+		logStats(log, p.dev)
+	}
+	if first != nil {
+		return first
 	}
 	log.Info("vhostd stopped cleanly")
 	return nil
