@@ -742,3 +742,57 @@ func (b *bystander) finish(t *testing.T) {
 		t.Fatalf("the second queue pair stalled at %d rounds", b.rounds.Load())
 	}
 }
+
+// TestRxPacketsTheGuestCannotHold: a guest posts RX buffers too small for
+// what arrives. With MRG_RXBUF a packet needing more buffers than the whole
+// ring holds is dropped (rx_no_room) and the buffers stay for the next
+// packet; without MRG_RXBUF a packet larger than the one buffer is dropped
+// (rx_buffer_too_small) and the buffer stays too.
+func TestRxPacketsTheGuestCannotHold(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		cfg   portConfig
+		bufs  int
+		size  int
+		drop  virtionet.Drop
+		small int // a packet that fits afterwards
+	}{
+		{"mrg_rxbuf/ring_of_4_byte_buffers", portConfig{}, queueSize, 4, virtionet.DropRxNoRoom, 100},
+		{"no_mrg_rxbuf/one_64_byte_buffer", portConfig{clearFeatures: virtionet.NetMrgRxbuf}, 1, 64, virtionet.DropRxBufferTooSmall, 40},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newPort(t, c.cfg)
+			by := startBystander(t, p)
+			d := p.queue(victimRx).Driver
+			for i := 0; i < c.bufs; i++ {
+				if _, err := d.Add(nil, [][]byte{p.buf(victimRx, c.size)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p.publishKick(victimRx)
+			st := p.stats(0)
+			must(t, p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(2000))))
+			if !eventually(func() bool { return st.RxDrops[c.drop].Load() == 1 }) {
+				t.Fatalf("rx drops %v, want one %v", dropList(st.RxDrops[:]), c.drop)
+			}
+			hdrLen := 12
+			if c.cfg.clearFeatures != 0 {
+				hdrLen = virtionet.HdrLen(p.dev.Acked())
+			}
+			must(t, p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0)[:hdrLen], udpFrame(c.small))))
+			want := (hdrLen + c.small + c.size - 1) / c.size
+			used, err := p.reap(victimRx, want)
+			if err != nil {
+				t.Fatalf("the buffers were not kept for the next packet: %v", err)
+			}
+			total := 0
+			for _, u := range used {
+				total += int(u.Len)
+			}
+			if total != hdrLen+c.small || st.RxPackets.Load() != 1 || st.RxBroken.Load() {
+				t.Errorf("delivered %d bytes in %d buffers, packets %d, broken %v", total, len(used), st.RxPackets.Load(), st.RxBroken.Load())
+			}
+			by.finish(t)
+		})
+	}
+}
