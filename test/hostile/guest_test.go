@@ -104,7 +104,7 @@ const (
 	fInd   = virtqueue.DescFIndirect
 )
 
-// goodHdr returns the guest address of a valid 12-byte header and of a
+// goodTxBufs returns the guest address of a valid 12-byte header and of a
 // valid 100-byte UDP frame in the victim's TX area.
 func (p *port) goodTxBufs() (hdr, frame uint64) {
 	h := p.copyIn(victimTx, vnetHdr(0, 0, 0, 0, 0))
@@ -141,7 +141,7 @@ func txHdrFrame(hdr []byte, frame []byte) func(p *port) error {
 	}
 }
 
-// rxChain posts a raw RX chain and injects one packet so the device pops it.
+// rxAttack posts a raw RX chain and injects one packet so the device pops it.
 func rxAttack(descs ...virtqueue.Desc) func(p *port) error {
 	return func(p *port) error {
 		p.rawChain(victimRx, 200, descs...)

@@ -88,7 +88,7 @@ type port struct {
 	done   chan error
 	closed bool
 
-	mu   sync.Mutex // guards used by reap helpers on different rings
+	mu   sync.Mutex // guards next: the bystander allocates concurrently
 	next [4]uint64  // bump allocator offset per ring's data area
 }
 
