@@ -26,6 +26,9 @@ type mappedRegion struct {
 	MemoryRegion
 	mapping []byte // the whole mmap, from the page-aligned file offset
 	mem     []byte // the region's bytes: mapping[MmapOffset-aligned:][:Size]
+	// extraRefs counts ADD_MEM_REG messages for this exact region beyond
+	// the first (see Add); REM_MEM_REG unmaps only when it is 0.
+	extraRefs int
 }
 
 // regionSet is a fixed array of regions; n entries are valid.
@@ -88,7 +91,21 @@ func (t *MemoryTable) Set(regions []MemoryRegion, fds []int) error {
 }
 
 // Add maps one more region (ADD_MEM_REG). The caller keeps ownership of fd.
+//
+// QEMU before 8.x sends ADD_MEM_REG and REM_MEM_REG once per vhost_dev, that
+// is once per queue pair of a multiqueue net device on the same connection
+// (later QEMU made them one-time requests, "vhost-user: ... one time
+// request"). A region identical to one already mapped (same guest address,
+// user address and size) is therefore counted, not refused as an overlap
+// (the caller still closes its fd); Remove unmaps after as many removals as additions.
 func (t *MemoryTable) Add(r MemoryRegion, fd int) error {
+	for i := 0; i < t.set.n; i++ {
+		m := &t.set.r[i]
+		if m.GuestPhysAddr == r.GuestPhysAddr && m.UserAddr == r.UserAddr && m.Size == r.Size {
+			m.extraRefs++ // the dispatcher closes the unused fd
+			return nil
+		}
+	}
 	if t.set.n == MaxMemSlots {
 		return fmt.Errorf("%w: all %d memory slots are in use; cannot add %v", ErrMemory, MaxMemSlots, r)
 	}
@@ -111,6 +128,10 @@ func (t *MemoryTable) Remove(r MemoryRegion) error {
 	for i := 0; i < s.n; i++ {
 		m := &s.r[i]
 		if m.GuestPhysAddr == r.GuestPhysAddr && m.UserAddr == r.UserAddr && m.Size == r.Size {
+			if m.extraRefs > 0 {
+				m.extraRefs--
+				return nil
+			}
 			unmap(m)
 			copy(s.r[i:s.n], s.r[i+1:s.n])
 			s.n--

@@ -308,3 +308,39 @@ func BenchmarkGuestMemorySlice(b *testing.B) {
 		}
 	})
 }
+
+// QEMU 7.2 sends ADD_MEM_REG (and REM_MEM_REG) once per queue pair of a
+// multiqueue device: an identical region is counted, not an overlap.
+func TestMemoryAddSameRegionTwice(t *testing.T) {
+	fd, err := unix.MemfdCreate("dup", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Ftruncate(fd, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	tab := NewMemoryTable()
+	defer tab.Close()
+	r := MemoryRegion{GuestPhysAddr: 0, Size: 1 << 20, UserAddr: 0x7f0000000000}
+	if err := tab.Add(r, fd); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.Add(r, fd); err != nil {
+		t.Fatalf("second identical ADD_MEM_REG: %v", err)
+	}
+	if tab.Len() != 1 {
+		t.Fatalf("%d regions", tab.Len())
+	}
+	other := r
+	other.UserAddr += 4096
+	if err := tab.Add(other, fd); err == nil {
+		t.Error("an overlapping, different region was accepted")
+	}
+	if err := tab.Remove(r); err != nil || tab.Len() != 1 {
+		t.Fatalf("first REM_MEM_REG: err %v, %d regions left (want the mapping kept)", err, tab.Len())
+	}
+	if err := tab.Remove(r); err != nil || tab.Len() != 0 {
+		t.Fatalf("second REM_MEM_REG: err %v, %d regions left", err, tab.Len())
+	}
+}
