@@ -414,8 +414,11 @@ func macvtapSetup(h *netlink.Handle, cfg MacvtapConfig, link netlink.Link) (*mac
 			return nil, fmt.Errorf("open macvtap %q: set MTU %d: %w (a macvtap's MTU cannot exceed its lower device's)", name, cfg.MTU, err)
 		}
 	}
-	if err := h.LinkSetUp(link); err != nil {
-		return nil, fmt.Errorf("open macvtap %q: set link up: %w: run as root or grant CAP_NET_ADMIN", name, err)
+	// Already up: no capability needed (see Tap.setupLink).
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(link); err != nil {
+			return nil, fmt.Errorf("open macvtap %q: set link up: %w: run as root, grant CAP_NET_ADMIN, or set the macvtap up beforehand", name, err)
+		}
 	}
 	link, err := h.LinkByIndex(link.Attrs().Index)
 	if err != nil {

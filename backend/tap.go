@@ -3,6 +3,7 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -172,8 +173,13 @@ func (t *Tap) setupLink(fd int, cfg TapConfig, uso bool) error {
 			return fmt.Errorf("open tap %q: set MTU %d: %w (the tap accepts 68..65521)", t.name, cfg.MTU, err)
 		}
 	}
-	if err := h.LinkSetUp(link); err != nil {
-		return fmt.Errorf("open tap %q: set link up: %w: run as root or grant CAP_NET_ADMIN", t.name, err)
+	// Setting the link up needs CAP_NET_ADMIN; a tap created up front
+	// (ip tuntap add ... user U; ip link set ... up) needs no capability
+	// at all, so leave a link that is already up alone.
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(link); err != nil {
+			return fmt.Errorf("open tap %q: set link up: %w: run as root, grant CAP_NET_ADMIN, or create the tap beforehand and set it up (ip tuntap add dev %s mode tap vnet_hdr user $USER; ip link set %s up)", t.name, err, t.name, t.name)
+		}
 	}
 	if link, err = h.LinkByName(t.name); err != nil {
 		return fmt.Errorf("open tap %q: netlink lookup: %w", t.name, err)

@@ -13,10 +13,19 @@ import (
 	"time"
 )
 
-// SocketMode is the permission given to a socket created by Listen: owner
-// and group may connect (libvirt runs QEMU under its own user in a shared
-// group), others may not.
-const SocketMode fs.FileMode = 0o660
+// SocketMode is the default permission of a socket created by Listen: only
+// its owner may connect. Whoever can connect can hand vhostd guest memory and
+// drive its backend, so wider access is opt-in (ListenOptions.Mode and
+// Group; libvirt, which runs QEMU as its own user, needs 0660 and a shared
+// group).
+const SocketMode fs.FileMode = 0o600
+
+// ListenOptions are the socket file's permissions.
+type ListenOptions struct {
+	Mode     fs.FileMode // 0: SocketMode
+	Group    int         // group id to give the socket, if SetGroup
+	SetGroup bool        // Group is meant (group 0 is a valid group)
+}
 
 // Dial retry interval bounds (client mode).
 const (
@@ -48,17 +57,36 @@ func (srv *Server) MessageCounts(fn func(req string, n uint64)) { srv.counts.Eac
 // previous run is removed; a live one (something accepts on it) or a file
 // that is not a socket is an error. Close removes the socket file.
 func Listen(socketPath string, log *slog.Logger) (*Server, error) {
+	return ListenWith(socketPath, ListenOptions{}, log)
+}
+
+// ListenWith is Listen with the socket's mode and group chosen. The socket
+// is bound with a umask that leaves it owner-only, so it is never reachable
+// by others between bind and chmod.
+func ListenWith(socketPath string, o ListenOptions, log *slog.Logger) (*Server, error) {
+	mode := o.Mode
+	if mode == 0 {
+		mode = SocketMode
+	}
 	if err := removeStaleSocket(socketPath); err != nil {
 		return nil, err
 	}
+	old := syscall.Umask(0o177)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: socketPath, Net: "unix"})
+	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("vhost-user: listening on %s: %w", socketPath, err)
 	}
 	ln.SetUnlinkOnClose(true)
-	if err := os.Chmod(socketPath, SocketMode); err != nil {
+	if o.SetGroup {
+		if err := os.Chown(socketPath, -1, o.Group); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("vhost-user: giving %s to group %d: %w", socketPath, o.Group, err)
+		}
+	}
+	if err := os.Chmod(socketPath, mode); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("vhost-user: setting mode %v on %s: %w", SocketMode, socketPath, err)
+		return nil, fmt.Errorf("vhost-user: setting mode %v on %s: %w", mode, socketPath, err)
 	}
 	return &Server{log: orDefault(log).With("socket", socketPath), ln: ln}, nil
 }

@@ -258,3 +258,22 @@ func TestServerMessageCounts(t *testing.T) {
 		t.Errorf("counts %v", got)
 	}
 }
+
+func TestListenWithModeAndGroup(t *testing.T) {
+	sock := t.TempDir() + "/m.sock"
+	srv, err := vhostuser.ListenWith(sock, vhostuser.ListenOptions{Mode: 0o660, Group: 65534, SetGroup: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o660 {
+		t.Errorf("mode %v", fi.Mode().Perm())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 && st.Gid != 65534 {
+		t.Errorf("group %d, want 65534", st.Gid)
+	}
+}

@@ -12,9 +12,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -51,6 +54,10 @@ type options struct {
 
 	// ports are the vhost-user ports to serve: from --port, or one port
 	// made of the single-port flags above.
+	socketMode  uint
+	socketGroup string
+	listenOpts  vhostuser.ListenOptions
+
 	ports        []portSpec
 	useSwitch    bool
 	macvtap      string
@@ -109,6 +116,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("vhostd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.socketPath, "socket-path", "", "vhost-user unix socket: listen on it (or connect to it with --client)")
+	fs.Func("socket-mode", "permissions of the sockets vhostd creates, octal (default 0600: only vhostd's user may connect; libvirt needs 0660 plus --socket-group)", func(v string) error {
+		m, err := strconv.ParseUint(v, 8, 32)
+		if err != nil || m > 0o777 {
+			return fmt.Errorf("--socket-mode %q: give an octal mode such as 0600 or 0660", v)
+		}
+		o.socketMode = uint(m)
+		return nil
+	})
+	fs.StringVar(&o.socketGroup, "socket-group", "", "group (name or id) to own the sockets vhostd creates, e.g. the group QEMU runs in")
 	fs.BoolVar(&o.client, "client", false, "connect to --socket-path (QEMU started with server=on), retrying until it appears")
 	fs.IntVar(&o.fd, "fd", -1, "serve an inherited listening unix socket on this fd instead of --socket-path")
 	fs.BoolVar(&o.printCaps, "print-capabilities", false, `print {"type": "net"} and exit`)
@@ -166,6 +182,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.printCaps {
 		return o, nil
+	}
+	o.listenOpts.Mode = iofs.FileMode(o.socketMode)
+	if o.socketGroup != "" {
+		gid, err := lookupGroup(o.socketGroup)
+		if err != nil {
+			return nil, err
+		}
+		o.listenOpts.Group, o.listenOpts.SetGroup = gid, true
 	}
 	if len(o.ports) > 0 {
 		if o.socketPath != "" || o.fd >= 0 || o.tap != "" || o.macvtap != "" {
@@ -295,7 +319,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 		case spec.client:
 			srv = vhostuser.Dial(spec.socketPath, log)
 		default:
-			srv, err = vhostuser.Listen(spec.socketPath, log)
+			srv, err = vhostuser.ListenWith(spec.socketPath, o.listenOpts, log)
 		}
 		if err != nil {
 			return fmt.Errorf("port %s: %w", spec.name, err)
@@ -465,4 +489,16 @@ func udpTemplate(size int) []byte {
 	ul := tot - 20
 	udp[4], udp[5] = byte(ul>>8), byte(ul)
 	return p
+}
+
+// lookupGroup resolves a group name or numeric id.
+func lookupGroup(g string) (int, error) {
+	if id, err := strconv.Atoi(g); err == nil {
+		return id, nil
+	}
+	grp, err := user.LookupGroup(g)
+	if err != nil {
+		return 0, fmt.Errorf("--socket-group %q: %w", g, err)
+	}
+	return strconv.Atoi(grp.Gid)
 }
