@@ -55,5 +55,10 @@ e2e: build
 demo:
 	bash scripts/demo.sh
 
+# A/B of the GSO policies on a real guest: docs/ab-report.md + docs/ab-chart.svg
+.PHONY: ab
+ab: build
+	bash scripts/ab/run.sh
+
 clean:
 	rm -rf bin
