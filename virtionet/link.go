@@ -50,6 +50,9 @@ type rxPort struct {
 	// not running or disabled (no worker to count them).
 	Dropped atomic.Uint64
 
+	// waitUntil bounds the wait for RX buffers in one delivered batch.
+	waitUntil time.Time
+
 	// Scratch for translation, used under mu.
 	hdr    [hdrMax]byte
 	gather []byte // contiguous copy of a frame
@@ -166,6 +169,7 @@ func (e *rxPort) deliver(pkts [][][]byte) {
 		e.Dropped.Add(uint64(len(pkts)))
 		return
 	}
+	e.waitUntil = time.Time{}
 	if done := e.deliverBatch(w, pkts); done < len(pkts) {
 		e.Dropped.Add(uint64(len(pkts) - done))
 	}
@@ -241,8 +245,12 @@ func (e *rxPort) deliverOne(w *rxWorker, srcHdr []byte, frame [][]byte) {
 
 // place puts one packet into the receiver's ring, waiting up to LinkWait
 // for buffers.
+//
+// The wait budget is per delivered batch (e.waitUntil, reset by deliver):
+// once a batch has waited LinkWait for this receiver, its remaining packets
+// to it are dropped at once, so a guest that posts no buffers delays a
+// sender by at most LinkWait per batch, not per packet.
 func (e *rxPort) place(w *rxWorker, hb []byte, frame [][]byte, frameLen int) {
-	deadline := time.Time{}
 	for {
 		ok, err := w.place(hb, frame, frameLen)
 		if err != nil {
@@ -256,10 +264,11 @@ func (e *rxPort) place(w *rxWorker, hb []byte, frame [][]byte, frameLen int) {
 		// No room: publish what we have, ask for a kick and wait a little.
 		w.flush()
 		q := w.q
-		if deadline.IsZero() {
-			deadline = time.Now().Add(LinkWait)
+		if e.waitUntil.IsZero() {
+			e.waitUntil = time.Now().Add(LinkWait)
 			w.qp.stats.RxStalls.Add(1)
 		}
+		deadline := e.waitUntil
 		if q.VQ.EnableNotify() {
 			q.VQ.DisableNotify()
 			continue

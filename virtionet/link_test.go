@@ -133,3 +133,26 @@ func ringStarted(r *rig, i int) bool {
 	}
 	return false
 }
+
+func TestLinkWaitIsPerBatchNotPerPacket(t *testing.T) {
+	old := virtionet.LinkWait
+	virtionet.LinkWait = 50 * time.Millisecond
+	defer func() { virtionet.LinkWait = old }()
+	a, b := linkedRigs(t, 0)
+	b.rx.Kick()
+	eventually(t, "rx ring start", func() bool { return ringStarted(b, 0) })
+	// 20 packets in one batch toward a guest with no buffers: one wait, not 20.
+	for i := 0; i < 20; i++ {
+		hdr, frame := a.copyIn(vnetHdr(0, 0, 0, 0, 0)), a.copyIn(udpFrame(100, false))
+		if _, err := a.tx.Driver.Add([][]byte{hdr, frame}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	a.publishKick(a.tx)
+	a.reap(a.tx, 20)
+	if el := time.Since(start); el > 500*time.Millisecond {
+		t.Errorf("20 packets toward a full ring took %v: the wait is not bounded per batch", el)
+	}
+	eventually(t, "drops", func() bool { return b.stats().RxDrops[virtionet.DropRxRingFull].Load() == 20 })
+}
