@@ -351,11 +351,7 @@ func (w *txWorker) packet(c *virtqueue.Chain) {
 		w.resegment(frame, &m)
 	default:
 		w.iovs = w.iovs[:start]
-		if reason.Malformed() {
-			w.drop(DropGSOMalformed)
-		} else {
-			w.drop(DropGSOUnsupported)
-		}
+		w.gsoDrop(reason)
 	}
 }
 
@@ -434,11 +430,7 @@ func (w *txWorker) segment(frame [][]byte, m *gso.Meta) {
 		}
 		n, r := gso.Segment(w.segDst[:cnt], frame, m, w.feats, from)
 		if n == 0 {
-			if r.Malformed() {
-				w.drop(DropGSOMalformed)
-			} else {
-				w.drop(DropGSOUnsupported)
-			}
+			w.gsoDrop(r)
 			return
 		}
 		w.segPkts = w.segPkts[:0]
@@ -448,21 +440,11 @@ func (w *txWorker) segment(frame [][]byte, m *gso.Meta) {
 			w.segPkts = append(w.segPkts, w.segIov[i][:0])
 			w.segPkts[i] = append(w.segPkts[i], w.arena[i*per:i*per+w.hdrLen+len(w.segDst[i])])
 		}
-		k, _ := w.writeAll(w.segPkts)
-		written += k
-		if k < n {
-			failed = true
-		}
+		k, bad := w.writeAll(w.segPkts)
+		written, failed = written+k, bad
 		from += n
 	}
-	w.segs += uint64(written)
-	if failed {
-		w.drop(DropBackendWrite)
-		return
-	}
-	w.verdict.path = PathSegmented
-	w.pathPkts[PathSegmented]++
-	w.pathBytes[PathSegmented] += uint64(m.FrameLen)
+	w.splitDone(PathSegmented, written, failed, m.FrameLen)
 }
 
 // resegment splits a super-packet that exceeds gso_max_size/gso_max_segs
@@ -481,28 +463,38 @@ func (w *txWorker) resegment(frame [][]byte, m *gso.Meta) {
 	for from := 0; from < total && !failed; {
 		n, r := gso.Resegment(&w.reseg, frame, m, w.limits, from)
 		if n == 0 {
-			if r.Malformed() {
-				w.drop(DropGSOMalformed)
-			} else {
-				w.drop(DropGSOUnsupported)
-			}
+			w.gsoDrop(r)
 			return
 		}
-		k, _ := w.writeAll(w.reseg.Pkts[:n])
-		written += k
-		if k < n {
-			failed = true
-		}
+		k, bad := w.writeAll(w.reseg.Pkts[:n])
+		written, failed = written+k, bad
 		from += n
 	}
+	w.splitDone(PathResegmented, written, failed, m.FrameLen)
+}
+
+// gsoDrop counts a packet gso refused: malformed, or not something vhostd
+// can segment.
+func (w *txWorker) gsoDrop(r gso.Reason) {
+	if r.Malformed() {
+		w.drop(DropGSOMalformed)
+	} else {
+		w.drop(DropGSOUnsupported)
+	}
+}
+
+// splitDone accounts a super-packet written as several packets: under its
+// path when every piece went out, else as one backend_write drop (its
+// pieces that did go out still count in TxSegments).
+func (w *txWorker) splitDone(path TxPath, written int, failed bool, frameLen int) {
 	w.segs += uint64(written)
 	if failed {
 		w.drop(DropBackendWrite)
 		return
 	}
-	w.verdict.path = PathResegmented
-	w.pathPkts[PathResegmented]++
-	w.pathBytes[PathResegmented] += uint64(m.FrameLen)
+	w.verdict.path = path
+	w.pathPkts[path]++
+	w.pathBytes[path] += uint64(frameLen)
 }
 
 // writeAll writes pkts, counting each refused one by errno. It returns how
