@@ -50,6 +50,21 @@ ab_wait_load() {
   ab_load1
 }
 
+# ab_wait_quiet PCT SECS: sample the whole host's busy % over one second until
+# it is at most PCT, for at most SECS seconds (PCT 0: one sample, no wait).
+# Prints "BUSY WAITED": the last busy % and the whole seconds spent waiting.
+ab_wait_quiet() {
+  local pct="$1" max="$2" t0 a b p
+  t0=$(date +%s)
+  while :; do
+    a="$(ab_host_jiffies)"; sleep 1; b="$(ab_host_jiffies)"
+    p="$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]
+      printf "%.0f", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }')"
+    [ "$pct" -gt 0 ] && [ "$p" -gt "$pct" ] && [ $(( $(date +%s) - t0 )) -lt "$max" ] || break
+  done
+  echo "$p $(( $(date +%s) - t0 - 1 ))"
+}
+
 # ab_metrics_flat FILE: one "key value" line per vhostd counter (and
 # process_cpu_seconds_total) in a Prometheus text scrape, summed over queues.
 # The key is the metric name without the vhostd_ prefix and _total suffix,

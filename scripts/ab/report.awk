@@ -74,6 +74,7 @@ FNR == NR { p = index($0, "="); meta[substr($0, 1, p - 1)] = substr($0, p + 1); 
   nrow++; row[nrow] = $0; rt[nrow] = get($0, "test"); rp[nrow] = get($0, "policy"); rf[nrow] = (get($0, "failed") != "")
   if (!(rt[nrow] in tseen)) { tseen[rt[nrow]] = 1; tests[++ntest] = rt[nrow] }
   if (rf[nrow]) nfail++
+  else if (meta["quiet"] + 0 > 0 && get($0, "busy_before") + 0 > meta["quiet"] + 0) nbusy++
 }
 END {
   npol = split("defer software auto", pol, " ")
@@ -88,7 +89,8 @@ END {
   print "## Set-up"
   print ""
   printf "- Machine: %s CPUs (%s), host kernel %s, guest accelerator **%s**, QEMU %s, iperf3 %s, vhostd %s.\n", meta["nproc"], meta["cpu"], meta["kernel"], meta["accel"], meta["qemu"], meta["iperf3"], meta["vhostd"]
-  printf "- Load average (1 min) at the start %s, at the end %s; the per-run table has the load and the whole host's busy %% during each run. The machine is shared with other engineers' fuzzers and tests.\n", meta["load_start"], meta["load_end"]
+  printf "- Load average (1 min) at the start %s, at the end %s; the per-run table has the load and the whole host's busy %% in the second before each run (our guest idle: mostly others' work; the harness waits up to 20 s for it to drop to %s %%) and during it (our guest saturates both CPUs). The machine is shared with other engineers' fuzzers and tests; runs with a high \"before\" figure are the suspect ones.\n", meta["load_start"], meta["load_end"], meta["quiet"]
+  if (meta["quiet"] + 0 > 0) printf "- **%d of %d runs started while the host was more than %s %% busy** with others' work (marked (!) in the per-run table); their figures are the least trustworthy.\n", nbusy, nrow - nfail, meta["quiet"]
   printf "- Guest: %s vCPUs, 1 GiB, virtio-net on vhost-user (TSO/USO on), 169.254.100.2/24 and fd00::2/64, iperf3 server. Host side: tap in a private network namespace, 169.254.100.1/24 and fd00::1/64, iperf3 clients.\n", meta["vcpus"]
   printf "- vhostd: one daemon, `--gso-max-size %s`. Only `auto` consults that limit (64 KB super-packets are re-segmented into super-packets of at most %s B); `defer` passes every super-packet whole and `software` cuts every one to MSS, whatever the limit. The tap keeps the kernel's own limit (65536), so with `defer` nothing is segmented anywhere.\n", g, g
   printf "- Runs: %s rounds x %d tests x 3 policies, %s s of iperf3 each (UDP: `-b %s`, 1448 B datagrams), %d runs in %s s. Each test runs its three policies back to back, `defer, software, auto` in odd rounds and `auto, software, defer` in even ones, so a linear drift of the machine cancels out.%s\n", meta["rounds"], ntest, meta["secs"], meta["udp_rate"], nrow, meta["elapsed"], (nfail ? sprintf(" **%d run(s) failed** and are left out.", nfail) : "")
@@ -177,7 +179,7 @@ END {
   print ""
   print "In run order. CPU seconds over the run: vhostd / QEMU I/O (QEMU minus its vCPU threads) / QEMU vCPUs. s/GB: total = all three, datapath = vhostd + QEMU I/O (the host side of the datapath without the emulated guest, which dominates under TCG). Retr: TCP retransmits by the sender; loss: UDP datagrams lost at the receiver. Paths: the non-zero `vhostd_tx_packets_total` deltas (`rx_packets` for host->guest)."
   print ""
-  print "| # | round | test | policy | Mbit/s | retr / loss | GB | CPU s vhostd / QEMU I/O / vCPU | s/GB total | s/GB datapath | s/GB vhostd | paths | load | host busy % |"
+  print "| # | round | test | policy | Mbit/s | retr / loss | GB | CPU s vhostd / QEMU I/O / vCPU | s/GB total | s/GB datapath | s/GB vhostd | paths | load | host busy % before / during |"
   print "| ---: | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: |"
   for (i = 1; i <= nrow; i++) {
     r = row[i]
@@ -188,7 +190,7 @@ END {
     rl = (get(r, "test") == "udp4" ? get(r, "loss_pct") "%" : get(r, "retr"))
     printf "| %s | %s | %s | %s | %.0f | %s | %.3f | %s / %s / %s | %s | %s | %s | %s | %s | %s |\n", get(r, "seq"), get(r, "round"), testname(rt[i]), rp[i],
       get(r, "mbps"), rl, get(r, "gb"), get(r, "cpu_vhostd"), get(r, "cpu_qemu_io"), get(r, "cpu_vcpu"),
-      get(r, "spg_total"), get(r, "spg_dp"), get(r, "spg_vhostd"), (ps == "" ? "-" : ps), get(r, "load1"), get(r, "host_busy")
+      get(r, "spg_total"), get(r, "spg_dp"), get(r, "spg_vhostd"), (ps == "" ? "-" : ps), get(r, "load1"), get(r, "busy_before") ((meta["quiet"] + 0 > 0 && get(r, "busy_before") + 0 > meta["quiet"] + 0) ? " (!)" : "") " / " get(r, "host_busy")
   }
   print ""
   print "## How the figures are taken"
