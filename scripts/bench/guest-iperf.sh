@@ -4,7 +4,7 @@
 # backend (boot-guest.sh -n tap -V off: QEMU's userspace virtio-net), both
 # directions, with host CPU seconds per GB moved.
 #
-#   scripts/bench/guest-iperf.sh [-r RUNS] [-d SECS] [-p VCPUS] [-q PCT] [-o OUTDIR] [-V VHOSTD]
+#   scripts/bench/guest-iperf.sh [-r RUNS] [-d SECS] [-p VCPUS] [-q PCT] [-N NICE] [-O PROPS] [-o OUTDIR] [-V VHOSTD]
 #
 # Set-up, per run and configuration (both the same apart from the datapath):
 #   netns NS with a tap (169.254.100.1/24) and an iperf3 server bound to it;
@@ -14,7 +14,11 @@
 #   vhostd:   ip netns exec NS vhostd --socket-path S --tap T; the guest on
 #             boot-guest.sh -n vhost-user -s S (memfd-shared memory, INTx)
 #   qemu-tap: ip tuntap add T mode tap vnet_hdr in NS; the guest on
-#             ip netns exec NS boot-guest.sh -n tap -t T -V off
+#             ip netns exec NS boot-guest.sh -n tap -t T -V off [-O PROPS]
+# Interrupts differ: under TCG boot-guest.sh gives a vhost-user NIC no MSI-X
+# (vectors=0, INTx: QEMU 7.2 segfaults otherwise), while the tap NIC keeps
+# MSI-X. -O vectors=0 gives the qemu-tap guest INTx too, to compare like
+# with like (-O passes any virtio-net-pci properties to the qemu-tap guest).
 # Runs are interleaved vhostd, qemu-tap, vhostd, qemu-tap, ... so slow drifts
 # in the machine's load hit both alike. Nothing is pinned: the guest's vCPU
 # threads, QEMU's I/O thread, vhostd and the iperf3 server share the host's
@@ -41,7 +45,10 @@
 #   host busy  % of both CPUs busy over the window (all processes, /proc/stat):
 #              others' work on the shared machine shows up here
 # -q PCT waits (up to 90 s) before each run until the host was at most PCT %
-# busy for a second (default 0: no wait). The guest kernel gets
+# busy for a second (default 0: no wait). -N NICE sets the nice value of the
+# caller's scheduler autogroup (its session) for the run and restores it on
+# exit (see lib.sh autogroup_nice); e.g. -N -10 keeps other users' sessions
+# from starving the measured processes. The guest kernel gets
 # no_timer_check: under heavy host load TCG can miss the early IO-APIC timer
 # check and panic ("IO-APIC + timer doesn't work").
 # Output: a Markdown table (medians, every run, vhostd/qemu-tap ratios) on
@@ -53,10 +60,10 @@ BENCH_NAME=guest-iperf
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
-RUNS=2 SECS=10 VCPUS=2 OUT="" QUIET=0 VHOSTD_SRC="${VHOSTD:-$BENCH_ROOT/bin/vhostd}" GUESTLAB_OUT="${GUESTLAB_OUT:-/tmp/guestlab}"
-while getopts "r:d:p:q:o:V:h" opt; do
+RUNS=2 SECS=10 VCPUS=2 OUT="" QUIET=0 AGNICE="" TAPPROPS="" VHOSTD_SRC="${VHOSTD:-$BENCH_ROOT/bin/vhostd}" GUESTLAB_OUT="${GUESTLAB_OUT:-/tmp/guestlab}"
+while getopts "r:d:p:q:N:O:o:V:h" opt; do
   case "$opt" in
-    r) RUNS="$OPTARG" ;; d) SECS="$OPTARG" ;; p) VCPUS="$OPTARG" ;; q) QUIET="$OPTARG" ;; o) OUT="$OPTARG" ;;
+    r) RUNS="$OPTARG" ;; d) SECS="$OPTARG" ;; p) VCPUS="$OPTARG" ;; q) QUIET="$OPTARG" ;; N) AGNICE="$OPTARG" ;; O) TAPPROPS="$OPTARG" ;; o) OUT="$OPTARG" ;;
     V) VHOSTD_SRC="$OPTARG" ;; h) usage; exit 0 ;; *) usage >&2; exit 2 ;;
   esac
 done
@@ -65,6 +72,7 @@ shift $((OPTIND - 1))
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || bdie "-r $RUNS: want a number >= 1"
 [[ "$SECS" =~ ^[1-9][0-9]*$ ]] || bdie "-d $SECS: want a number of seconds >= 1"
 [[ "$QUIET" =~ ^[0-9]+$ ]] || bdie "-q $QUIET: want a busy percentage 0..100"
+[ -z "$AGNICE" ] || [[ "$AGNICE" =~ ^-?[0-9]+$ ]] || bdie "-N $AGNICE: want a nice value -20..19"
 [ "$(id -u)" = 0 ] || bdie "needs root (netns, tap, QEMU)"
 for c in qemu-system-x86_64 iperf3 ip; do
   command -v "$c" >/dev/null || bdie "$c missing (apt-get install qemu-system-x86 iperf3 iproute2)"
@@ -107,6 +115,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   teardown_run
+  autogroup_restore
   ip netns del "$NS" 2>/dev/null || true
   rm -f "$VHOSTD"
   [ "$rc" = 0 ] || bsay "failed (rc=$rc); logs in $OUT"
@@ -114,6 +123,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+[ -z "$AGNICE" ] || autogroup_nice "$AGNICE"
 
 ip netns add "$NS"
 ip -n "$NS" link set lo up
@@ -163,18 +173,22 @@ one_run() {
       ;;
     qemu-tap)
       ip -n "$NS" tuntap add dev "$TAP" mode tap vnet_hdr
-      bootargs=(-n tap -t "$TAP" -V off)
+      bootargs=(-n tap -t "$TAP" -V off ${TAPPROPS:+-O "$TAPPROPS"})
       ;;
   esac
   ip -n "$NS" addr add "$HOST_IP/24" dev "$TAP"
   ip -n "$NS" link set "$TAP" up
   ip netns exec "$NS" iperf3 -s -B "$HOST_IP" > "$OUT/$tag-iperf3-server.log" 2>&1 &
   SPID=$!
-  # The guest in its own process group so that teardown can end exactly it.
-  setsid ip netns exec "$NS" bash "$GUESTLAB/boot-guest.sh" -o "$GUESTLAB_OUT" -l "$glog" \
+  # The guest in its own process group (job control on for this one job)
+  # so that teardown can end exactly it. Not setsid: a new session would put
+  # QEMU in its own scheduler autogroup, unlike vhostd.
+  set -m
+  ip netns exec "$NS" bash "$GUESTLAB/boot-guest.sh" -o "$GUESTLAB_OUT" -l "$glog" \
     -i "$GUEST_IP/24" -p "$VCPUS" -T $((120 + 3 * SECS)) -K no_timer_check -X "-name benchguest,debug-threads=on" \
     -c "$GCMD" "${bootargs[@]}" > "$OUT/$tag-boot.log" 2>&1 &
   GPGID=$!
+  set +m
   qpid=""
   for ((i = 0; i < 200; i++)); do
     qpid="$(pgrep -g "$GPGID" -x qemu-system-x86 | head -n1 || true)"
@@ -226,7 +240,7 @@ one_run() {
   grep "cfg=$cfg run=$run " "$RES" | sed 's/^/    /' >&2
 }
 
-bsay "out=$OUT runs=$RUNS secs=$SECS vcpus=$VCPUS load=$(loadavg) accel=$(bash "$GUESTLAB/boot-guest.sh" -P)"
+bsay "out=$OUT runs=$RUNS secs=$SECS vcpus=$VCPUS autogroup_nice=${AGNICE:-unchanged} load=$(loadavg) accel=$(bash "$GUESTLAB/boot-guest.sh" -P)"
 T0=$(date +%s)
 for r in $(seq "$RUNS"); do
   for cfg in vhostd qemu-tap; do
@@ -277,7 +291,7 @@ table() {
     }' "$1"
 }
 {
-  echo "guest-iperf.sh: $(date -u +%Y-%m-%dT%H:%MZ), $RUNS runs x ${SECS}s per direction, guest $VCPUS vCPU TCG, took $(( $(date +%s) - T0 ))s, load1 at the runs: $(sed -n 's/^LOAD .*load1=\([0-9.]*\).*/\1/p' "$RES" | tr '\n' ' ')"
+  echo "guest-iperf.sh: $(date -u +%Y-%m-%dT%H:%MZ), $RUNS runs x ${SECS}s per direction, guest $VCPUS vCPU TCG, qemu-tap NIC props ${TAPPROPS:--}, autogroup nice ${AGNICE:-unchanged}, took $(( $(date +%s) - T0 ))s, load1 at the runs: $(sed -n 's/^LOAD .*load1=\([0-9.]*\).*/\1/p' "$RES" | tr '\n' ' ')"
   echo
   table "$RES"
 } | tee "$OUT/table.md"

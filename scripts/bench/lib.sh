@@ -86,3 +86,25 @@ wait_quiet() {
   done
   echo "$p"
 }
+
+# autogroup_nice N: set the nice value of this session's scheduler autogroup
+# (CONFIG_SCHED_AUTOGROUP, /proc/PID/autogroup) for the run; autogroup_restore
+# puts the old value back (call it from the EXIT trap). With autogroups the
+# kernel shares CPU time between sessions first and only then by nice inside
+# each, so other users' busy test runs in their own sessions get as much of a
+# CPU as a pinned back-end, whatever their nice value. A negative N gives this
+# benchmark's session (and only it) a larger share.
+AG_OLD=""
+autogroup_nice() {
+  local cur
+  [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ] ||
+    bdie "-N: scheduler autogroups are off (kernel.sched_autogroup_enabled); drop -N"
+  cur="$(cat "/proc/$$/autogroup")" || bdie "-N: cannot read /proc/$$/autogroup"
+  AG_OLD="${cur##* nice }"
+  echo "$1" > "/proc/$$/autogroup" || bdie "-N $1: cannot set the autogroup nice value (-20..19)"
+  bsay "session autogroup nice: $AG_OLD -> $1 (restored on exit)"
+}
+autogroup_restore() {
+  [ -z "$AG_OLD" ] || echo "$AG_OLD" > "/proc/$$/autogroup" 2>/dev/null || true
+  AG_OLD=""
+}

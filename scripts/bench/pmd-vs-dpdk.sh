@@ -4,7 +4,7 @@
 # (test/guestlab/pmd-client.sh, dpdk-testpmd) as the client. No VM.
 #
 #   scripts/bench/pmd-vs-dpdk.sh [-r RUNS] [-d SECS] [-w SECS] [-S SIZES] [-D DIRS]
-#                                [-o CLIENTOPTS] [-P GOMAXPROCS] [-q PCT] [-V VHOSTD] [-O OUTDIR]
+#                                [-o CLIENTOPTS] [-P GOMAXPROCS] [-q PCT] [-N NICE] [-V VHOSTD] [-O OUTDIR]
 #
 # Directions (-D, default "c2p p2c"):
 #   c2p  client txonly (UDP/IPv4 frames of SIZE bytes) into the back-end, which
@@ -35,6 +35,10 @@
 # over the window (all processes; /proc/stat), so runs where other work took
 # the back-end's CPU stand out. -q PCT waits (up to 90 s) before each run
 # until the host was at most PCT % busy for a second (default 0: no wait).
+# -N NICE sets the nice value of the caller's scheduler autogroup (its
+# session) for the run and restores it on exit (see lib.sh autogroup_nice):
+# with autogroups, another user's busy session gets as much of CPU 1 as the
+# pinned back-end whatever their nice value; -N -10 stops that.
 # Output: a Markdown table (medians, every run, vhostd/DPDK ratio per cell;
 # target >= 0.7x) on stdout and in OUTDIR/table.md; raw rows in results.txt.
 # Cleans up what it creates (vhostd, testpmd peers and clients, sockets, DPDK
@@ -45,14 +49,14 @@ BENCH_NAME=pmd-vs-dpdk
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
-RUNS=3 SECS=10 WARM=2 SIZES="64 1518" DIRS="c2p p2c" COPTS="" GMP=1 OUT="" QUIET=0
+RUNS=3 SECS=10 WARM=2 SIZES="64 1518" DIRS="c2p p2c" COPTS="" GMP=1 OUT="" QUIET=0 AGNICE=""
 VHOSTD_SRC="${VHOSTD:-$BENCH_ROOT/bin/vhostd}"
 CLIENT_CPU=0 BACKEND_CPU=1
-while getopts "r:d:w:S:D:o:P:q:V:O:h" opt; do
+while getopts "r:d:w:S:D:o:P:q:N:V:O:h" opt; do
   case "$opt" in
     r) RUNS="$OPTARG" ;; d) SECS="$OPTARG" ;; w) WARM="$OPTARG" ;; S) SIZES="$OPTARG" ;;
     D) DIRS="$OPTARG" ;; o) COPTS="$OPTARG" ;; P) GMP="$OPTARG" ;; V) VHOSTD_SRC="$OPTARG" ;;
-    q) QUIET="$OPTARG" ;; O) OUT="$OPTARG" ;; h) usage; exit 0 ;; *) usage >&2; exit 2 ;;
+    q) QUIET="$OPTARG" ;; N) AGNICE="$OPTARG" ;; O) OUT="$OPTARG" ;; h) usage; exit 0 ;; *) usage >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -61,6 +65,7 @@ shift $((OPTIND - 1))
 [[ "$SECS" =~ ^[1-9][0-9]*$ ]] || bdie "-d $SECS: want seconds >= 1"
 [[ "$GMP" =~ ^[1-9][0-9]*$ ]] || bdie "-P $GMP: want GOMAXPROCS >= 1"
 [[ "$QUIET" =~ ^[0-9]+$ ]] || bdie "-q $QUIET: want a busy percentage 0..100"
+[ -z "$AGNICE" ] || [[ "$AGNICE" =~ ^-?[0-9]+$ ]] || bdie "-N $AGNICE: want a nice value -20..19"
 for d in $DIRS; do case "$d" in c2p|p2c) ;; *) bdie "-D: unknown direction $d (c2p or p2c)" ;; esac; done
 for s in $SIZES; do
   { [[ "$s" =~ ^[0-9]+$ ]] && [ "$s" -ge 60 ] && [ "$s" -le 2048 ]; } || bdie "-S: size $s: want 60..2048"
@@ -98,12 +103,14 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   teardown_run
+  autogroup_restore
   rm -f "$VHOSTD"
   [ "$rc" = 0 ] || bsay "failed (rc=$rc); logs in $OUT"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+[ -z "$AGNICE" ] || autogroup_nice "$AGNICE"
 
 # watcher CLIENTLOG BPID SNAPS: sample the back-end's CPU (and vhostd's
 # counters) when the client opens and closes its window, i.e. when the first
@@ -195,7 +202,7 @@ one_run() {
   tail -n1 "$RES" | sed 's/^/    /' >&2
 }
 
-bsay "out=$OUT runs=$RUNS secs=$SECS dirs=$DIRS sizes=$SIZES client_opts=${COPTS:--} GOMAXPROCS=$GMP load=$(loadavg)"
+bsay "out=$OUT runs=$RUNS secs=$SECS dirs=$DIRS sizes=$SIZES client_opts=${COPTS:--} GOMAXPROCS=$GMP autogroup_nice=${AGNICE:-unchanged} load=$(loadavg)"
 T0=$(date +%s)
 for r in $(seq "$RUNS"); do
   for d in $DIRS; do
@@ -250,7 +257,7 @@ table() {
     }' "$1"
 }
 {
-  echo "pmd-vs-dpdk.sh: $(date -u +%Y-%m-%dT%H:%MZ), $RUNS runs x ${SECS}s, client opts ${COPTS:--}, vhostd GOMAXPROCS=$GMP, took $(( $(date +%s) - T0 ))s, load1 during runs: min $(sed -n 's/^LOAD .*load1=\([0-9.]*\).*/\1/p' "$RES" | sort -g | head -n1) max $(sed -n 's/^LOAD .*load1=\([0-9.]*\).*/\1/p' "$RES" | sort -g | tail -n1)"
+  echo "pmd-vs-dpdk.sh: $(date -u +%Y-%m-%dT%H:%MZ), $RUNS runs x ${SECS}s, client opts ${COPTS:--}, vhostd GOMAXPROCS=$GMP, autogroup nice ${AGNICE:-unchanged}, took $(( $(date +%s) - T0 ))s, load1 during runs: min $(sed -n 's/^LOAD .*load1=\([0-9.]*\).*/\1/p' "$RES" | sort -g | head -n1) max $(sed -n 's/^LOAD .*load1=\([0-9.]*\).*/\1/p' "$RES" | sort -g | tail -n1)"
   echo
   table "$RES"
 } | tee "$OUT/table.md"
