@@ -39,7 +39,7 @@ function testname(t) {
   return t
 }
 # panel(Y0, KEY, TITLE, VFMT): one bar chart at height Y0.
-function panel(y0, key, title,   maxv, ti, pi, i, m, step, top, y, g, x, bw, gw, h, v, val, lx) {
+function panel(y0, key, title,   ly, maxv, ti, pi, i, m, step, top, y, g, x, bw, gw, h, v, val, lx) {
   maxv = 0
   for (i = 1; i <= nrow; i++) if (!rf[i] && get(row[i], key) + 0 > maxv) maxv = get(row[i], key) + 0
   step = nice_step(maxv); top = ceil_(maxv / step) * step; if (top <= 0) top = 1
@@ -59,11 +59,13 @@ function panel(y0, key, title,   maxv, ti, pi, i, m, step, top, y, g, x, bw, gw,
       if (m == "") continue
       h = PH * m / top
       printf "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"><title>%s %s: median %s</title></rect>\n", x + 1, y0 + PH - h, bw - 2, h, color[pol[pi]], xml(testname(tests[ti])), pol[pi], valfmt(m)
-      printf "<text x=\"%.1f\" y=\"%.1f\" class=\"val\" text-anchor=\"middle\">%s</text>\n", x + bw / 2, y0 + PH - h - 4, valfmt(m)
+      ly = y0 + PH - h   # the label sits above the bar and above its highest dot
       for (i = 1; i <= nrow; i++) if (rt[i] == tests[ti] && rp[i] == pol[pi] && !rf[i]) {
         val = get(row[i], key) + 0
         printf "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" class=\"dot\"/>\n", x + bw / 2, y0 + PH - PH * val / top
+        if (y0 + PH - PH * val / top < ly) ly = y0 + PH - PH * val / top
       }
+      printf "<text x=\"%.1f\" y=\"%.1f\" class=\"val\" text-anchor=\"middle\">%s</text>\n", x + bw / 2, ly - 5, valfmt(m)
     }
   }
   printf "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" class=\"axis\"/>\n", PX, y0 + PH, PX + PW, y0 + PH

@@ -197,8 +197,15 @@ END {
   print ""
   print "- Throughput: iperf3's receiver line (`-f m`) of the client in the namespace; for guest->host tests the client runs with `-R`, so the guest's iperf3 is the sender and vhostd's TX path (where the policy applies) carries the data."
   print "- CPU: `/proc/PID/stat` utime+stime of vhostd and of QEMU just before and after the iperf3 client, with QEMU's vCPU threads (`CPU n/TCG`, named by `-name ...,debug-threads=on`) read apart. Under TCG the emulated guest's CPU dominates the total and tracks throughput; vhostd's own CPU per GB is the cost the policies move."
-  print "- vhostd's CPU includes the host kernel's receive path for what it writes to the tap: a tap without IFF_NAPI hands each written packet to `netif_receive_skb` inside the `write()` (tun.c `tun_get_user` -> `tun_rx_batched`), so IP and TCP/UDP receive processing in the namespace runs on vhostd's system time. With `defer` that is one 64 KB super-packet per write; with `software` it is each MSS segment (there is no GRO on this path), which is most of what `software` costs here besides the copy. The receiving iperf3's own CPU (copy to user space) is not counted."
+  print "- vhostd's CPU includes the host kernel's receive path for what it writes to the tap: a tap without IFF_NAPI hands each written packet to `netif_receive_skb` inside the `write()` (tun.c `tun_get_user` -> `tun_rx_batched`), so IP and TCP/UDP receive processing in the namespace runs on vhostd's system time. With `defer` that is one 64 KB super-packet per write; with `software` it is each MSS segment (there is no GRO on this path), which is part of what `software` costs here on top of the segmentation itself. The receiving iperf3's own CPU (copy to user space) is not counted."
   print "- GB: the delta of `vhostd_tx_bytes_total` (guest->host) or `vhostd_rx_bytes_total` (host->guest), guest frame bytes without the virtio_net_hdr, 1 GB = 1e9 B. The same bytes whether vhostd passes a super-packet whole or cuts it up."
-  print "- Counters: every `vhostd_*` counter whose value changed between the scrapes around a run (the raw rows are in the work directory with `-k`)."
+  print "- Counters: every `vhostd_*` counter whose value changed between the scrapes around a run (the raw rows are at the end of this file, in an HTML comment; `-k` keeps the scrapes and logs)."
   print "- Noise: medians of few runs on a shared 2-CPU machine. Trust ratios well away from 1 and confirmed by the counters; `-r 4` or more for finer differences."
+  print ""
+  # The raw data, so that `run.sh -R` can render the report and the chart
+  # again without a new run. (No "--" may appear inside an HTML comment.)
+  print "<!-- ab-raw: the data this report and its chart were made from (scripts/ab/run.sh -R FILE renders them again)"
+  for (k in meta) { v = meta[k]; if (v == "") continue; gsub(/--/, "- -", v); printf "META %s=%s\n", k, v }
+  for (i = 1; i <= nrow; i++) print row[i]
+  print "-->"
 }

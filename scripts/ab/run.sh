@@ -6,6 +6,7 @@
 #   scripts/ab/run.sh [-d SECS] [-r ROUNDS] [-g GSO_MAX_SIZE] [-o REPORT] [-s SVG]
 #                     [-t "TESTS"] [-p VCPUS] [-u UDP_RATE] [-L LOAD] [-W SECS] [-q PCT]
 #                     [-V VHOSTD] [-k]
+#   scripts/ab/run.sh -R REPORT [-o REPORT] [-s SVG]     (re-render only)
 #
 #   -d SECS      iperf3 seconds per run                     (default 5)
 #   -r ROUNDS    rounds; each round runs every test under every policy (default 2)
@@ -24,6 +25,9 @@
 #                then run anyway. 0 = do not wait             (default 35)
 #   -V VHOSTD    vhostd binary                               (default bin/vhostd)
 #   -k           keep the work directory (logs, scrapes, raw rows) on success
+#   -R REPORT    run nothing: render the report and the chart again from the
+#                raw rows at the end of an earlier REPORT (after changing
+#                report.awk or chart.awk); -o defaults to REPORT itself
 #
 # What it does (everything inside a private network namespace, removed on exit):
 #   - starts ONE vhostd: --tap T (in netns NS, 169.254.100.1/24 + fd00::1/64),
@@ -68,17 +72,41 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 SECS=5 ROUNDS=2 GSO_MAX=16384 REPORT="$ROOT/docs/ab-report.md" SVG="" TESTS="tcp4 tcp6 udp4 tcp4-rx"
-VCPUS=2 UDP_RATE=0 MAXLOAD=3 LOADWAIT=120 QUIET=35 VHOSTD_SRC="${VHOSTD:-$ROOT/bin/vhostd}" KEEP=0
-while getopts "d:r:g:o:s:t:p:u:L:W:q:V:kh" opt; do
+VCPUS=2 UDP_RATE=0 MAXLOAD=3 LOADWAIT=120 QUIET=35 VHOSTD_SRC="${VHOSTD:-$ROOT/bin/vhostd}" KEEP=0 RERENDER="" OUT_SET=0
+while getopts "d:r:g:o:s:t:p:u:L:W:q:V:kR:h" opt; do
   case "$opt" in
-    d) SECS="$OPTARG" ;; r) ROUNDS="$OPTARG" ;; g) GSO_MAX="$OPTARG" ;; o) REPORT="$OPTARG" ;;
+    d) SECS="$OPTARG" ;; r) ROUNDS="$OPTARG" ;; g) GSO_MAX="$OPTARG" ;; o) REPORT="$OPTARG"; OUT_SET=1 ;;
     s) SVG="$OPTARG" ;; t) TESTS="$OPTARG" ;; p) VCPUS="$OPTARG" ;; u) UDP_RATE="$OPTARG" ;;
-    L) MAXLOAD="$OPTARG" ;; W) LOADWAIT="$OPTARG" ;; q) QUIET="$OPTARG" ;; V) VHOSTD_SRC="$OPTARG" ;; k) KEEP=1 ;;
+    L) MAXLOAD="$OPTARG" ;; W) LOADWAIT="$OPTARG" ;; q) QUIET="$OPTARG" ;; V) VHOSTD_SRC="$OPTARG" ;; k) KEEP=1 ;; R) RERENDER="$OPTARG" ;;
     h) usage; exit 0 ;; *) usage >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
 [ "$#" -eq 0 ] || { usage >&2; exit 2; }
+
+# render META RESULTS: the report and the chart from the meta lines (key=value)
+# and the ROW lines; report.awk appends both to the report as its raw block.
+render() {
+  local meta="$1" res="$2"
+  mkdir -p "$(dirname "$REPORT")" "$(dirname "$SVG")"
+  { grep -v '^svg=' "$meta"; echo "svg=$(realpath -m --relative-to="$(dirname "$REPORT")" "$SVG")"; } > "$meta.r"
+  awk -f "$HERE/report.awk" "$meta.r" "$res" > "$REPORT.tmp" && mv "$REPORT.tmp" "$REPORT"
+  awk -f "$HERE/chart.awk" "$meta.r" "$res" > "$SVG.tmp" && mv "$SVG.tmp" "$SVG"
+  rm -f "$meta.r"
+}
+if [ -n "$RERENDER" ]; then
+  [ -r "$RERENDER" ] || ab_die "-R $RERENDER: no such report"
+  grep -q '^<!-- ab-raw' "$RERENDER" || ab_die "-R $RERENDER: no raw block (<!-- ab-raw ...) at its end; was it written by this script?"
+  [ "$OUT_SET" = 1 ] || REPORT="$RERENDER"
+  [ -n "$SVG" ] || SVG="$(dirname "$REPORT")/ab-chart.svg"
+  tmp="$(mktemp -d /tmp/vhostd-ab-render.XXXXXX)"
+  sed -n '/^<!-- ab-raw/,/^-->/p' "$RERENDER" | sed -n 's/^META //p' > "$tmp/meta.txt"
+  sed -n '/^<!-- ab-raw/,/^-->/p' "$RERENDER" | grep '^ROW ' > "$tmp/results.txt" || true
+  render "$tmp/meta.txt" "$tmp/results.txt"
+  rm -rf "$tmp"
+  ab_say "re-rendered $REPORT and $SVG from the raw rows of $RERENDER"
+  exit 0
+fi
 [[ "$SECS" =~ ^[1-9][0-9]*$ ]] || ab_die "-d $SECS: want whole seconds >= 1"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || ab_die "-r $ROUNDS: want a number of rounds >= 1"
 [[ "$GSO_MAX" =~ ^[1-9][0-9]*$ ]] || ab_die "-g $GSO_MAX: want a size in bytes"
@@ -315,11 +343,9 @@ load_start=$LOAD0
 load_end=$(ab_load1)
 elapsed=$ELAPSED
 fails=$FAILS
-svg=$(realpath --relative-to="$(dirname "$REPORT")" "$SVG")
 cmdline=scripts/ab/run.sh -d $SECS -r $ROUNDS -g $GSO_MAX"
 printf '%s\n' "$META" > "$WORK/meta.txt"
-awk -f "$HERE/report.awk" "$WORK/meta.txt" "$RES" > "$REPORT.tmp" && mv "$REPORT.tmp" "$REPORT"
-awk -f "$HERE/chart.awk" "$WORK/meta.txt" "$RES" > "$SVG.tmp" && mv "$SVG.tmp" "$SVG"
+render "$WORK/meta.txt" "$RES"
 OK=1
 ab_say "report: $REPORT, chart: $SVG ($ELAPSED s of runs, $FAILS failed)"
 awk '/^## Medians/,/^## Counters/' "$REPORT" | sed '$d' >&2
