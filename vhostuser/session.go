@@ -269,6 +269,17 @@ func (s *Session) shutdown() {
 }
 
 // ringFor returns ring i or an error naming the valid range.
+// vringState decodes a vring-state payload (SET_VRING_NUM, SET_VRING_BASE,
+// GET_VRING_BASE, SET_VRING_ENABLE) and finds the ring it names.
+func (s *Session) vringState(m *Message) (VringState, *ring, error) {
+	var st VringState
+	if err := st.Decode(m.Payload); err != nil {
+		return st, nil, err
+	}
+	r, err := s.ringFor(st.Index)
+	return st, r, err
+}
+
 func (s *Session) ringFor(i uint32) (*ring, error) {
 	if i >= uint32(len(s.rings)) {
 		return nil, fmt.Errorf("%w: vring index %d out of range, the device has %d vrings", ErrPayloadValue, i, len(s.rings))
@@ -601,11 +612,7 @@ func (s *Session) remMemReg(m *Message) ([]byte, error) {
 }
 
 func (s *Session) setVringNum(m *Message) ([]byte, error) {
-	var st VringState
-	if err := st.Decode(m.Payload); err != nil {
-		return nil, err
-	}
-	r, err := s.ringFor(st.Index)
+	st, r, err := s.vringState(m)
 	if err != nil {
 		return nil, err
 	}
@@ -618,11 +625,7 @@ func (s *Session) setVringNum(m *Message) ([]byte, error) {
 }
 
 func (s *Session) setVringBase(m *Message) ([]byte, error) {
-	var st VringState
-	if err := st.Decode(m.Payload); err != nil {
-		return nil, err
-	}
-	r, err := s.ringFor(st.Index)
+	st, r, err := s.vringState(m)
 	if err != nil {
 		return nil, err
 	}
@@ -656,11 +659,7 @@ func (s *Session) setVringAddr(m *Message) ([]byte, error) {
 }
 
 func (s *Session) getVringBase(m *Message) ([]byte, error) {
-	var st VringState
-	if err := st.Decode(m.Payload); err != nil {
-		return nil, err
-	}
-	r, err := s.ringFor(st.Index)
+	st, r, err := s.vringState(m)
 	if err != nil {
 		return nil, err
 	}
@@ -752,11 +751,7 @@ func (s *Session) setCallFd(m *Message, field func(*ring) **virtqueue.Call) ([]b
 }
 
 func (s *Session) setVringEnable(m *Message) ([]byte, error) {
-	var st VringState
-	if err := st.Decode(m.Payload); err != nil {
-		return nil, err
-	}
-	r, err := s.ringFor(st.Index)
+	st, r, err := s.vringState(m)
 	if err != nil {
 		return nil, err
 	}
