@@ -3,6 +3,7 @@ package virtionet_test
 import (
 	"context"
 	"encoding/binary"
+	"github.com/vhostd/vhostd/internal/unixpair"
 	"io"
 	"log/slog"
 	"net"
@@ -98,7 +99,7 @@ func (r *rig) close() {
 
 func socketpair() ([2]*net.UnixConn, error) {
 	var out [2]*net.UnixConn
-	a, b, err := unixSocketpair()
+	a, b, err := unixpair.New()
 	if err != nil {
 		return out, err
 	}

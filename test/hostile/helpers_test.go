@@ -8,9 +8,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/vhostd/vhostd/internal/unixpair"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -126,7 +126,7 @@ func openPort(cfg portConfig) (*port, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, b, err := socketpair()
+	a, b, err := unixpair.New()
 	if err != nil {
 		return nil, err
 	}
@@ -293,33 +293,6 @@ func eventually(cond func() bool) bool {
 		time.Sleep(200 * time.Microsecond)
 	}
 	return true
-}
-
-func socketpair() (*net.UnixConn, *net.UnixConn, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	conv := func(fd int) (*net.UnixConn, error) {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			return nil, err
-		}
-		return c.(*net.UnixConn), nil
-	}
-	a, err := conv(fds[0])
-	if err != nil {
-		unix.Close(fds[1])
-		return nil, nil, err
-	}
-	b, err := conv(fds[1])
-	if err != nil {
-		a.Close()
-		return nil, nil, err
-	}
-	return a, b, nil
 }
 
 // --- process resources ---

@@ -8,15 +8,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/vhostd/vhostd/internal/unixpair"
 	"io"
 	"log/slog"
-	"net"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
@@ -53,7 +50,7 @@ func New(t testing.TB, name string, be backend.Backend, policy gso.Policy) *Rig 
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b, err := socketpair()
+	a, b, err := unixpair.New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,33 +88,6 @@ func (r *Rig) close() {
 // Port describes the rig's device for the metrics package.
 func (r *Rig) Port(kind string) metrics.Port {
 	return metrics.Port{Device: r.Dev, Session: metrics.SessionOf(r.sess, r.connected.Load), BackendKind: kind}
-}
-
-func socketpair() (*net.UnixConn, *net.UnixConn, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	conv := func(fd int) (*net.UnixConn, error) {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			return nil, err
-		}
-		return c.(*net.UnixConn), nil
-	}
-	a, err := conv(fds[0])
-	if err != nil {
-		unix.Close(fds[1])
-		return nil, nil, err
-	}
-	c, err := conv(fds[1])
-	if err != nil {
-		a.Close()
-		return nil, nil, err
-	}
-	return a, c, nil
 }
 
 // Stage copies b into guest memory once; TX buffers are read-only to the
