@@ -60,6 +60,10 @@ type Capabilities struct {
 	GSOMaxSize uint32   // the link's gso_max_size: a super-packet must be smaller
 	GSOMaxSegs uint32   // the link's gso_max_segs
 	MTU        int      // the link MTU (L3 bytes)
+	// LimitsFrom names what set GSOMaxSize, GSOMaxSegs and MTU, for status
+	// and diagnoses: the egress device and how it was found ("eth1 (bridge
+	// br0)", "none (local delivery)"), "--gso-max-size/--gso-max-segs", ...
+	LimitsFrom string
 }
 
 // Offloads is a set of offload kinds a backend accepts on write: partial
@@ -139,24 +143,32 @@ const (
 	TunFUSO6   = 0x40
 )
 
-// TunOffloadFlags maps the guest's acked virtio features to TUN_F_* flags:
-// GUEST_CSUM->CSUM, GUEST_TSO4->TSO4, GUEST_TSO6->TSO6, GUEST_ECN->TSO_ECN,
-// GUEST_UFO->UFO, and GUEST_USO4+GUEST_USO6->USO4|USO6 only together (tun.c
-// set_offload enables NETIF_F_GSO_UDP_L4 only for both; one alone would be
-// refused as an unknown bit). HOST_* bits do not matter here: they concern
-// what the guest sends, which the tap accepts regardless (see Tap).
+// TunOffloadFlags maps the guest's acked virtio features to the TUN_F_* flags
+// a tap or macvtap will take: GUEST_CSUM->CSUM, GUEST_TSO4->TSO4,
+// GUEST_TSO6->TSO6, GUEST_ECN->TSO_ECN, GUEST_UFO->UFO, and
+// GUEST_USO4+GUEST_USO6->USO4|USO6 only together.
+//
+// The kernel's rules (tun.c set_offload, tap.c set_offload) decide the
+// shape: every GSO flag is only taken together with TUN_F_CSUM (without it
+// any other bit is EINVAL), TSO_ECN only beside TSO4 or TSO6, and USO only as
+// the pair (one alone is an unknown bit). A guest may ack GUEST_TSO4 without
+// GUEST_CSUM (QEMU's csum=off,guest_csum=off masks GUEST_CSUM only), so the
+// flags follow the rules rather than the bits one by one: such a guest gets
+// plain, fully checksummed frames, which it can always take. HOST_* bits do
+// not matter here: they concern what the guest sends, which the tap accepts
+// regardless (see Tap).
 func TunOffloadFlags(guestFeatures uint64) uint32 {
-	var f uint32
-	if guestFeatures&guestCSUM != 0 {
-		f |= TunFCsum
+	if guestFeatures&guestCSUM == 0 {
+		return 0
 	}
+	f := uint32(TunFCsum)
 	if guestFeatures&guestTSO4 != 0 {
 		f |= TunFTSO4
 	}
 	if guestFeatures&guestTSO6 != 0 {
 		f |= TunFTSO6
 	}
-	if guestFeatures&guestECN != 0 {
+	if guestFeatures&guestECN != 0 && f&(TunFTSO4|TunFTSO6) != 0 {
 		f |= TunFTSOECN
 	}
 	if guestFeatures&guestUFO != 0 {
@@ -166,6 +178,45 @@ func TunOffloadFlags(guestFeatures uint64) uint32 {
 		f |= TunFUSO4 | TunFUSO6
 	}
 	return f
+}
+
+// tunOffloadFallbacks are the flag sets SetOffload tries, in order, when the
+// kernel refuses what the guest could take (EINVAL: an older kernel without
+// USO, or a driver without UFO): each step gives up one more offload. The
+// guest then gets the packets segmented or checksummed by the host kernel,
+// which it can always take; nothing fails.
+var tunOffloadFallbacks = [...]uint32{
+	^uint32(TunFUSO4 | TunFUSO6),
+	^uint32(TunFUSO4 | TunFUSO6 | TunFUFO),
+	^uint32(TunFUSO4 | TunFUSO6 | TunFUFO | TunFTSOECN),
+	TunFCsum,
+	0,
+}
+
+// QueueAttacher is implemented by backends whose queues the host can steer
+// packets to only while they are attached: a multiqueue tap or macvtap
+// (TUNSETQUEUE with IFF_ATTACH_QUEUE / IFF_DETACH_QUEUE). The kernel spreads
+// flows it has no steering entry for over every attached queue
+// (tun_automq_select_queue), so a queue whose guest ring is disabled must be
+// detached or its packets are never read.
+type QueueAttacher interface {
+	// SetQueueAttached attaches (true) or detaches (false) this queue. It is
+	// idempotent. A single-queue device is always attached: it returns nil
+	// and changes nothing.
+	SetQueueAttached(on bool) error
+	// QueueAttached reports whether the queue is attached now.
+	QueueAttached() bool
+}
+
+// MTUSetter is implemented by backends whose link MTU vhostd may change: a
+// tap or a macvtap. The front-end's VHOST_USER_NET_SET_MTU (libvirt
+// <mtu size='N'/>) asks for it; a backend that cannot carry the guest's
+// MTU must refuse, so QEMU stops with "MTU not supported by the backend"
+// instead of the guest sending frames the host drops.
+type MTUSetter interface {
+	// SetLinkMTU sets the link's MTU (L3 bytes); it returns a clear error
+	// when the kernel or the missing privilege refuses it.
+	SetLinkMTU(mtu int) error
 }
 
 func checkVnetHdrLen(n int) error {

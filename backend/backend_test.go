@@ -28,6 +28,13 @@ func TestTunOffloadFlags(t *testing.T) {
 		{guestCSUM | guestUSO6, TunFCsum},
 		{guestCSUM | guestUSO4 | guestUSO6, TunFCsum | TunFUSO4 | TunFUSO6},
 		{1<<0 | 1<<11 | 1<<12 | 1<<56, 0}, // CSUM, HOST_TSO4/6, HOST_USO: guest TX side
+		// QEMU csum=off,guest_csum=off: GUEST_CSUM masked but GUEST_TSO4/6
+		// and ECN still acked. The kernel takes no GSO flag without CSUM
+		// (tun.c set_offload: EINVAL), so nothing is asked for.
+		{guestTSO4 | guestTSO6 | guestECN, 0},
+		{guestTSO4 | guestUFO | guestUSO4 | guestUSO6, 0},
+		// TSO_ECN needs TSO4 or TSO6 beside it.
+		{guestCSUM | guestECN, TunFCsum},
 	}
 	for _, c := range cases {
 		if got := TunOffloadFlags(c.guest); got != c.want {

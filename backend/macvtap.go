@@ -163,12 +163,19 @@ type macvtapLink struct {
 	index   int
 	created bool
 	nl      *netlink.Handle // created links only: a socket in the link's namespace, for the delete
+	ns      netns.NsHandle  // the link's namespace (for SET_MTU), closed by the last release
 	refs    atomic.Int32
 }
 
 // release drops one queue's reference; the last one deletes a created link.
 func (l *macvtapLink) release() error {
-	if l.refs.Add(-1) != 0 || !l.created {
+	if l.refs.Add(-1) != 0 {
+		return nil
+	}
+	if l.ns.IsOpen() {
+		l.ns.Close()
+	}
+	if !l.created {
 		return nil
 	}
 	defer l.nl.Close()
@@ -259,7 +266,10 @@ func OpenMacvtapQueues(cfg MacvtapConfig, n int) ([]*Macvtap, error) {
 		h.Close()
 		return nil, err
 	}
-	owner := &macvtapLink{name: cfg.Name, index: link.Attrs().Index, created: created}
+	owner := &macvtapLink{name: cfg.Name, index: link.Attrs().Index, created: created, ns: netns.None()}
+	if ns, err := netns.Get(); err == nil {
+		owner.ns = ns
+	}
 	if created {
 		owner.nl = h // kept for the delete at Close, in this namespace
 	} else {
@@ -314,6 +324,9 @@ func OpenMacvtapQueues(cfg MacvtapConfig, n int) ([]*Macvtap, error) {
 			return fail(fmt.Errorf("queue %d: %w", i, err))
 		}
 		q.flags = flags
+	}
+	for _, q := range queues {
+		q.multiQueue = n > 1 // a queue of several may be detached (TUNSETQUEUE)
 	}
 	owner.refs.Store(int32(n))
 	return queues, nil
@@ -455,6 +468,13 @@ func macvtapSetup(h *netlink.Handle, cfg MacvtapConfig, link netlink.Link) (*mac
 			b.caps.GSOMaxSize = min(b.caps.GSOMaxSize, nonZero(la.GSOMaxSize, 65536))
 			b.caps.GSOMaxSegs = min(b.caps.GSOMaxSegs, nonZero(la.GSOMaxSegs, 65535))
 		}
+	}
+	b.caps.LimitsFrom = "macvtap " + name
+	if b.lowerName != "" {
+		b.caps.LimitsFrom = "macvtap " + name + " and its lower device " + b.lowerName
+	}
+	if cfg.GSOMaxSize > 0 || cfg.GSOMaxSegs > 0 {
+		b.caps.LimitsFrom = "--gso-max-size/--gso-max-segs, else " + b.caps.LimitsFrom
 	}
 	if cfg.GSOMaxSize > 0 {
 		b.caps.GSOMaxSize = cfg.GSOMaxSize
@@ -758,6 +778,27 @@ func (m *Macvtap) Flags() uint16 { return m.flags }
 // Caps implements Backend. GSOMaxSize and GSOMaxSegs are the smaller of the
 // macvtap's and its lower device's, read at open.
 func (m *Macvtap) Caps() Capabilities { return m.caps }
+
+// SetLinkMTU implements MTUSetter. A macvtap's MTU cannot exceed its lower
+// device's: the kernel refuses, and the front-end is told.
+func (m *Macvtap) SetLinkMTU(mtu int) error {
+	h, err := netlink.NewHandleAt(m.link.ns)
+	if err != nil {
+		return fmt.Errorf("macvtap %s: netlink: %w", m.link.name, err)
+	}
+	defer h.Close()
+	link, err := h.LinkByIndex(m.ifindex)
+	if err != nil {
+		return fmt.Errorf("macvtap %s: netlink lookup: %w", m.link.name, err)
+	}
+	if link.Attrs().MTU == mtu {
+		return nil
+	}
+	if err := h.LinkSetMTU(link, mtu); err != nil {
+		return fmt.Errorf("macvtap %s: set MTU %d: %w (needs CAP_NET_ADMIN, and a macvtap's MTU cannot exceed its lower device %s's)", m.link.name, mtu, err, m.lowerName)
+	}
+	return nil
+}
 
 // Close implements Backend: it closes the queue and, if this was the last
 // open queue of a macvtap created by OpenMacvtap/OpenMacvtapQueues, deletes

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -31,6 +32,11 @@ type TapConfig struct {
 	// link's own values are left alone).
 	GSOMaxSize uint32
 	GSOMaxSegs uint32
+	// EgressDev names the device the guest's packets leave the host
+	// through, whose limits Caps reports; "" finds it (see egress.go).
+	EgressDev string
+
+	noWatch bool // a later queue of OpenTapQueues: the first one watches
 }
 
 // Tap is one queue of a Linux tap device with IFF_VNET_HDR. Reads and writes
@@ -57,7 +63,15 @@ type Tap struct {
 	ifindex int
 	flags   uint16 // from TUNGETIFF
 	created bool
-	caps    Capabilities
+	cfg     TapConfig
+	// caps is shared by every queue of the device; the first queue's
+	// watch keeps it current as the egress device changes.
+	caps  *capsCell
+	watch *egressWatch
+	// nsfd is the tap's network namespace (TUNGETDEVNETNS) or -1: netlink
+	// requests about the tap go there.
+	nsfd    int
+	closeNs sync.Once
 }
 
 // OpenTap opens (or creates) a tap with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, checks
@@ -141,7 +155,14 @@ func OpenTap(cfg TapConfig) (*Tap, error) {
 
 	ok = true // init owns fd now, also on error
 	if err := t.vnetFile.init(fd, "/dev/net/tun:"+t.name, "tap "+t.name, cfg.VnetHdrLen, uso); err != nil {
+		if t.nsfd >= 0 {
+			unix.Close(t.nsfd)
+		}
 		return nil, err
+	}
+	t.multiQueue = t.flags&unix.IFF_MULTI_QUEUE != 0
+	if !cfg.noWatch {
+		t.watchLimits()
 	}
 	return t, nil
 }
@@ -151,19 +172,17 @@ func checkTapFlags(name string, got, want uint16) error {
 	return checkIffFlags("tap", name, got, want)
 }
 
-// setupLink brings the link up, applies the MTU and reads MTU and GSO limits,
-// through netlink in the tap's own network namespace when the kernel tells us
-// which one it is (TUNGETDEVNETNS, Linux 5.2+).
+// setupLink brings the link up, applies the MTU and reads the TX limits
+// from the egress device, through netlink in the tap's own network
+// namespace when the kernel tells us which one it is (TUNGETDEVNETNS, Linux
+// 5.2+).
 func (t *Tap) setupLink(fd int, cfg TapConfig, uso bool) error {
-	h := &netlink.Handle{}
+	t.nsfd = -1
 	if nsfd, err := unix.IoctlRetInt(fd, unix.TUNGETDEVNETNS); err == nil {
-		ns := netns.NsHandle(nsfd)
-		defer ns.Close()
-		if nh, err := netlink.NewHandleAt(ns); err == nil {
-			defer nh.Close()
-			h = nh
-		}
+		t.nsfd = nsfd
 	}
+	h, done := t.handle()
+	defer done()
 	link, err := h.LinkByName(t.name)
 	if err != nil {
 		return fmt.Errorf("open tap %q: netlink lookup: %w", t.name, err)
@@ -184,33 +203,97 @@ func (t *Tap) setupLink(fd int, cfg TapConfig, uso bool) error {
 	if link, err = h.LinkByName(t.name); err != nil {
 		return fmt.Errorf("open tap %q: netlink lookup: %w", t.name, err)
 	}
-	a := link.Attrs()
-	t.ifindex = a.Index
-	t.caps = Capabilities{
-		Offloads:   OffloadCSUM | OffloadTSO4 | OffloadTSO6 | OffloadTSOECN | OffloadUFO,
-		GSOMaxSize: a.GSOMaxSize,
-		GSOMaxSegs: a.GSOMaxSegs,
-		MTU:        a.MTU,
-	}
+	t.ifindex = link.Attrs().Index
+	t.cfg = cfg
+	t.caps = new(capsCell)
+	offloads := OffloadCSUM | OffloadTSO4 | OffloadTSO6 | OffloadTSOECN | OffloadUFO
 	// USO writes (VIRTIO_NET_HDR_GSO_UDP_L4) are accepted by the same
 	// kernels (6.2+) that accept TUN_F_USO4|USO6. UFO writes are accepted
 	// since 4.14 and fragmented by the stack.
 	if uso {
-		t.caps.Offloads |= OffloadUSO
+		offloads |= OffloadUSO
 	}
-	if t.caps.GSOMaxSize == 0 {
-		t.caps.GSOMaxSize = readSysfsUint(t.name, "gso_max_size", 65536)
-	}
-	if t.caps.GSOMaxSegs == 0 {
-		t.caps.GSOMaxSegs = readSysfsUint(t.name, "gso_max_segs", 65535)
-	}
-	if cfg.GSOMaxSize > 0 {
-		t.caps.GSOMaxSize = cfg.GSOMaxSize
-	}
-	if cfg.GSOMaxSegs > 0 {
-		t.caps.GSOMaxSegs = cfg.GSOMaxSegs
+	t.caps.store(Capabilities{Offloads: offloads})
+	if err := t.refreshLimits(h); err != nil {
+		return fmt.Errorf("open tap %q: %w", t.name, err)
 	}
 	return nil
+}
+
+// handle returns a netlink handle in the tap's namespace (or the caller's)
+// and the function that releases it.
+func (t *Tap) handle() (*netlink.Handle, func()) {
+	if t.nsfd >= 0 {
+		if nh, err := netlink.NewHandleAt(netns.NsHandle(t.nsfd)); err == nil {
+			return nh, nh.Close
+		}
+	}
+	return &netlink.Handle{}, func() {}
+}
+
+// refreshLimits reads the egress device's limits into the shared caps,
+// keeping the offloads. --gso-max-size/--gso-max-segs still win.
+func (t *Tap) refreshLimits(h linkLister) error {
+	e, err := findEgress(h, t.ifindex, t.cfg.EgressDev)
+	if err != nil {
+		return err
+	}
+	c := t.caps.load()
+	c.GSOMaxSize, c.GSOMaxSegs, c.MTU, c.LimitsFrom = e.GSOMaxSize, e.GSOMaxSegs, e.MTU, e.String()
+	if t.cfg.GSOMaxSize > 0 || t.cfg.GSOMaxSegs > 0 {
+		c.LimitsFrom = "--gso-max-size/--gso-max-segs, else " + c.LimitsFrom
+	}
+	if t.cfg.GSOMaxSize > 0 {
+		c.GSOMaxSize = t.cfg.GSOMaxSize
+	}
+	if t.cfg.GSOMaxSegs > 0 {
+		c.GSOMaxSegs = t.cfg.GSOMaxSegs
+	}
+	t.caps.store(c)
+	return nil
+}
+
+// watchLimits starts re-reading the egress limits whenever links or routes
+// change in the tap's namespace (first queue only; the others share caps).
+func (t *Tap) watchLimits() {
+	ns := netns.None()
+	if t.nsfd >= 0 {
+		ns = netns.NsHandle(t.nsfd)
+	}
+	t.watch = watchEgress(ns, func() {
+		h, done := t.handle()
+		defer done()
+		_ = t.refreshLimits(h) // a device that vanished keeps the last limits
+	})
+}
+
+// SetLinkMTU implements MTUSetter: the tap's MTU bounds the frames the host
+// sends toward the guest (and a bridge's MTU follows its ports).
+func (t *Tap) SetLinkMTU(mtu int) error {
+	h, done := t.handle()
+	defer done()
+	link, err := h.LinkByIndex(t.ifindex)
+	if err != nil {
+		return fmt.Errorf("tap %s: netlink lookup: %w", t.name, err)
+	}
+	if link.Attrs().MTU == mtu {
+		return nil
+	}
+	if err := h.LinkSetMTU(link, mtu); err != nil {
+		return fmt.Errorf("tap %s: set MTU %d: %w (needs CAP_NET_ADMIN; a tap takes 68..65521, and a bridge port cannot exceed what the bridge's other ports allow)", t.name, mtu, err)
+	}
+	return nil
+}
+
+// LinkMTU reads the tap's MTU now.
+func (t *Tap) LinkMTU() int {
+	h, done := t.handle()
+	defer done()
+	link, err := h.LinkByIndex(t.ifindex)
+	if err != nil {
+		return 0
+	}
+	return link.Attrs().MTU
 }
 
 // readSysfsUint reads /sys/class/net/NAME/ATTR (the fallback for kernels whose
@@ -263,12 +346,20 @@ func (t *Tap) Created() bool { return t.created }
 // Flags returns the IFF_* flags TUNGETIFF reported at open.
 func (t *Tap) Flags() uint16 { return t.flags }
 
-// Caps implements Backend.
-func (t *Tap) Caps() Capabilities { return t.caps }
+// Caps implements Backend. GSOMaxSize, GSOMaxSegs and MTU are the egress
+// device's (see egress.go), kept current while the first queue is open.
+func (t *Tap) Caps() Capabilities { return t.caps.load() }
 
 // Close implements Backend. A created, non-persistent tap disappears once its
 // last queue is closed.
-func (t *Tap) Close() error { return t.closeFile() }
+func (t *Tap) Close() error {
+	t.watch.stop()
+	err := t.closeFile()
+	if t.nsfd >= 0 {
+		t.closeNs.Do(func() { unix.Close(t.nsfd) })
+	}
+	return err
+}
 
 // OpenTapQueues opens n queues of one tap, one per queue pair. For n > 1 it
 // sets cfg.MultiQueue (IFF_MULTI_QUEUE); the first queue creates or opens the
@@ -301,8 +392,14 @@ func OpenTapQueues(cfg TapConfig, n int) ([]*Tap, error) {
 		if err != nil {
 			return fail(fmt.Errorf("queue %d of %d: %w", i, n, err))
 		}
+		if i > 0 {
+			q.watch.stop()
+			q.watch = nil
+			q.caps = queues[0].caps // one device, one set of limits
+		}
 		queues = append(queues, q)
 		cfg.Name = q.Name() // the later queues attach to the same device
+		cfg.noWatch = true
 	}
 	want := queues[0].flags
 	for i, q := range queues {

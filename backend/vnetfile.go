@@ -34,6 +34,10 @@ type vnetFile struct {
 	ctlMu      sync.Mutex // serialises control ioctls
 	offload    uint32     // TUN_F_* currently set
 	vnetHdrLen int
+	// multiQueue: the device has several queues, so this one may be
+	// detached (TUNSETQUEUE); detached says it is now.
+	multiQueue bool
+	detached   atomic.Bool
 
 	// Reader state, used by readLocked through the prebuilt readFn so that
 	// RawConn.Read gets no per-call closure (one reader at a time).
@@ -150,26 +154,85 @@ func (f *vnetFile) OffloadFlags() uint32 {
 
 // SetOffload implements Backend: TUNSETOFFLOAD with TunOffloadFlags of the
 // guest's acked features. USO is left out when the kernel refused it at open
-// (the guest was then not offered GUEST_USO4/6).
+// (the guest was then not offered GUEST_USO4/6). When the kernel still
+// refuses the set (EINVAL: a driver or kernel without one of the flags),
+// SetOffload gives offloads up one at a time (tunOffloadFallbacks) instead of
+// failing: fewer transmit offloads only mean the host kernel segments or
+// checksums before handing packets to us, and the guest takes those. Only a
+// failure to program even no offloads is an error. OffloadFlags tells what
+// was set.
 func (f *vnetFile) SetOffload(guestFeatures uint64) error {
-	flags := TunOffloadFlags(guestFeatures)
+	want := TunOffloadFlags(guestFeatures)
 	if !f.uso {
-		flags &^= TunFUSO4 | TunFUSO6
+		want &^= TunFUSO4 | TunFUSO6
 	}
 	f.ctlMu.Lock()
 	defer f.ctlMu.Unlock()
+	flags := want
+	var ierr error
+	for i := -1; i < len(tunOffloadFallbacks); i++ {
+		if i >= 0 {
+			next := want & tunOffloadFallbacks[i]
+			if next == flags {
+				continue // this step gives nothing up for this set
+			}
+			flags = next
+		}
+		if err := f.rawConn.Control(func(fd uintptr) {
+			ierr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, int(flags))
+		}); err != nil {
+			return fmt.Errorf("%s: TUNSETOFFLOAD: %w", f.label, f.rawConnErr(err))
+		}
+		if ierr == nil {
+			f.offload = flags
+			return nil
+		}
+		if !errors.Is(ierr, unix.EINVAL) {
+			break
+		}
+	}
+	return fmt.Errorf("%s: the kernel refused TUNSETOFFLOAD %#x and every smaller set down to %#x: %w", f.label, want, flags, ierr)
+}
+
+// SetQueueAttached implements QueueAttacher with TUNSETQUEUE
+// (IFF_ATTACH_QUEUE / IFF_DETACH_QUEUE; tun.c tun_set_queue, tap.c
+// tap_ioctl_set_queue). No capability is needed: the caller owns the queue's
+// fd. On a single-queue device it does nothing.
+func (f *vnetFile) SetQueueAttached(on bool) error {
+	f.ctlMu.Lock()
+	defer f.ctlMu.Unlock()
+	if !f.multiQueue || f.detached.Load() == !on {
+		return nil
+	}
+	flag := uint16(unix.IFF_DETACH_QUEUE)
+	if on {
+		flag = unix.IFF_ATTACH_QUEUE
+	}
 	var ierr error
 	if err := f.rawConn.Control(func(fd uintptr) {
-		ierr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, int(flags))
+		ifr, err := unix.NewIfreq("")
+		if err != nil {
+			ierr = err
+			return
+		}
+		ifr.SetUint16(flag)
+		ierr = unix.IoctlIfreq(int(fd), unix.TUNSETQUEUE, ifr)
 	}); err != nil {
-		return fmt.Errorf("%s: TUNSETOFFLOAD: %w", f.label, f.rawConnErr(err))
+		return fmt.Errorf("%s: TUNSETQUEUE: %w", f.label, f.rawConnErr(err))
 	}
 	if ierr != nil {
-		return fmt.Errorf("%s: the kernel refused TUNSETOFFLOAD %#x: %w", f.label, flags, ierr)
+		verb := "detach"
+		if on {
+			verb = "attach"
+		}
+		return fmt.Errorf("%s: %s queue (TUNSETQUEUE): %w", f.label, verb, ierr)
 	}
-	f.offload = flags
+	f.detached.Store(!on)
 	return nil
 }
+
+// QueueAttached implements QueueAttacher.
+func (f *vnetFile) QueueAttached() bool { return !f.detached.Load() }
 
 // SetVnetHdrLen implements Backend (TUNSETVNETHDRSZ).
 func (f *vnetFile) SetVnetHdrLen(n int) error {

@@ -207,6 +207,18 @@ func (s *Session) answer(spec *requestSpec, m *Message, reply []byte, err error)
 		if m.Header.NeedReply() {
 			return s.sendStatus(req, statusOf(err))
 		}
+		// A request that failed without NEED_REPLY leaves the front-end
+		// believing it took effect: it would drive rings, memory or
+		// features the back-end does not have. Close the connection, as
+		// DPDK's vhost library does (vhost_user_msg_handler failing closes
+		// the socket): QEMU then sees the back-end go away (link down,
+		// and a reconnect with reconnect=N or a vhostd --client restart
+		// starts clean) instead of a NIC that silently moves nothing.
+		// Requests this back-end does not implement or that were not
+		// negotiated change no state; they are only logged.
+		if err != nil && !errors.Is(err, errUnsupported) {
+			return fmt.Errorf("%w: %s failed and the front-end asked for no reply, so it would run on with state this back-end does not have (negotiate REPLY_ACK to get a status instead): %w", errCloseConnection, req, err)
+		}
 		return nil
 	}
 }

@@ -59,6 +59,12 @@ type ring struct {
 	failed    atomic.Bool // Queue.Fail was called or the ring could not be built
 	queue     *Queue      // non-nil while started
 	firstKick *kickWaiter // non-nil while waiting for the first kick
+	// lostMemory: the ring was running when a memory-table change left
+	// its addresses untranslatable (REM_MEM_REG of its region). Every
+	// later memory change tries to start it again, as DPDK re-translates
+	// every ring after a table change, so ADD_MEM_REG of the same region
+	// brings it back without a new SET_VRING_KICK.
+	lostMemory bool
 }
 
 func (r *ring) started() bool { return r.queue != nil }
@@ -436,17 +442,32 @@ func (s *Session) stopRing(r *ring) {
 // those rings from their stored addresses and avail index and starts them
 // again. It is how memory and feature changes reach running rings
 // (docs/design.md: "Memory changes while rings run").
+//
+// A ring that was running before a change that broke it (lostMemory) is
+// started again by the next change that makes its addresses valid.
 func (s *Session) reconfigure(change func() error) error {
 	var running []*ring
 	for i := range s.rings {
-		if r := &s.rings[i]; r.started() {
+		r := &s.rings[i]
+		switch {
+		case r.started():
 			s.stopRing(r)
+			running = append(running, r)
+		case r.lostMemory && r.kickSet && r.firstKick == nil:
 			running = append(running, r)
 		}
 	}
 	err := change()
 	for _, r := range running {
-		s.startRing(r) // logs its own failure
+		if s.startRing(r) != nil { // logs its own failure
+			r.lostMemory = true
+			continue
+		}
+		if r.lostMemory {
+			r.lostMemory = false
+			r.failed.Store(false)
+			s.log.Info("ring started again: its memory is back", "ring", r.index)
+		}
 	}
 	return err
 }
@@ -475,6 +496,7 @@ func (s *Session) stopForReconfig(r *ring, req Request) {
 		s.stopRing(r)
 		s.closeKick(r)
 	}
+	r.lostMemory = false
 }
 
 func (s *Session) closeKick(r *ring) {
@@ -667,6 +689,7 @@ func (s *Session) getVringBase(m *Message) ([]byte, error) {
 	// new SET_VRING_KICK to start again.
 	s.stopRing(r)
 	s.closeKick(r)
+	r.lostMemory = false
 	return VringState{Index: st.Index, Num: uint32(r.base)}.Encode(s.reply[:0]), nil
 }
 
@@ -706,6 +729,7 @@ func (s *Session) setVringKick(m *Message) ([]byte, error) {
 		s.stopRing(r)
 	}
 	s.closeKick(r)
+	r.lostMemory = false
 	r.failed.Store(false) // set up anew: a new chance
 	if !f.NoFd {
 		k, err := virtqueue.NewKick(m.TakeFd(0))
@@ -791,6 +815,7 @@ func (s *Session) setStatus(m *Message) ([]byte, error) {
 		for i := range s.rings {
 			s.stopRing(&s.rings[i])
 			s.rings[i].failed.Store(false)
+			s.rings[i].lostMemory = false
 		}
 	}
 	return nil, nil

@@ -868,3 +868,66 @@ func countMaps(t *testing.T) int {
 	}
 	return strings.Count(string(b), "vhostd-frontend-guest")
 }
+
+// TestRingComesBackWithItsMemory: REM_MEM_REG of the region holding a
+// running ring breaks it; ADD_MEM_REG of the same region brings it back from
+// the same avail index, without a new SET_VRING_KICK (DPDK re-translates
+// every ring after a table change). On main the ring stayed broken for good.
+func TestRingComesBackWithItsMemory(t *testing.T) {
+	dev := vhostuser.NewFakeDevice(testDevice, 2)
+	dev.Drain = true
+	h := newHarness(t, dev)
+	configure(t, h, frontend.Options{MemSlots: true, Regions: []frontend.Region{{GPA: 0, Size: 2 << 20}, {GPA: 1 << 32, Size: 1 << 20}}})
+	fe := h.fe
+	tx := fe.Queues[1]
+	post(t, fe, tx, 3)
+	reap(t, tx, 3)
+
+	if err := fe.RemMemReg(0); err != nil {
+		t.Fatalf("REM_MEM_REG of the rings' region: %v", err)
+	}
+	if r := h.ring(1); r.Started || !r.Failed {
+		t.Fatalf("ring 1 after losing its memory: %+v, want stopped and failed", r)
+	}
+	if err := fe.AddMemReg(0); err != nil {
+		t.Fatalf("ADD_MEM_REG: %v", err)
+	}
+	if r := h.ring(1); !r.Started || r.Failed || r.LastAvail != 3 {
+		t.Fatalf("ring 1 after its memory came back: %+v, want started at avail 3, not failed", r)
+	}
+	post(t, fe, tx, 2)
+	reap(t, tx, 2)
+	eventually(t, "drain", func() bool { return dev.Drained(1) == 5 })
+	if b, err := fe.GetVringBase(1); err != nil || b != 5 {
+		t.Errorf("GET_VRING_BASE = %d, %v; want 5", b, err)
+	}
+}
+
+// TestFailedRequestWithoutReplyClosesSession: a request that fails without
+// NEED_REPLY closes the connection (as DPDK does), so the front-end does not
+// run on with state the back-end refused. On main it was only logged.
+// Requests the back-end does not implement change nothing and are still
+// only logged.
+func TestFailedRequestWithoutReplyClosesSession(t *testing.T) {
+	dev := vhostuser.NewFakeDevice(testDevice, 2)
+	h := newHarness(t, dev)
+	fe := h.fe
+	// Not implemented, no reply asked: logged, connection kept.
+	if err := fe.SendRaw(vhostuser.ReqSendRARP, vhostuser.Version1, vhostuser.U64(1).Encode(nil), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fe.GetU64(vhostuser.ReqGetFeatures); err != nil {
+		t.Fatalf("connection closed after an unsupported request: %v", err)
+	}
+	// SET_VRING_NUM 100 (not a power of two), no reply asked: closed.
+	if err := fe.SendRaw(vhostuser.ReqSetVringNum, vhostuser.Version1, vhostuser.VringState{Index: 0, Num: 100}.Encode(nil), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := fe.ReadReply(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after a failed SET_VRING_NUM without NEED_REPLY: %v, want the connection closed", err)
+	}
+	err := h.wait()
+	if err == nil || !strings.Contains(err.Error(), "asked for no reply") {
+		t.Errorf("Serve returned %v, want the reason", err)
+	}
+}

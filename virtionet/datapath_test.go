@@ -273,7 +273,7 @@ func TestRxMergeableSpreadsAcrossBuffers(t *testing.T) {
 
 func TestRxWithoutMergeableDropsOversizedButKeepsBuffer(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{})
-	offer, _ := virtionet.Offer(false, virtionet.Toggles{})
+	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	r := newRig(t, pipe, rigOpts{features: uint64(offer &^ virtionet.NetMrgRxbuf)})
 	bufs := r.postRx(1, 1600)
 	pipe.Inject(append(make([]byte, 12), udpFrame(3000, false)...)) // too big
@@ -317,7 +317,7 @@ func TestRxBackpressureWaitsForBuffers(t *testing.T) {
 
 func TestRxCompletesChecksumForGuestWithoutGuestCsum(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{})
-	offer, _ := virtionet.Offer(false, virtionet.Toggles{})
+	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	acked := offer &^ (virtionet.NetGuestCsum | virtionet.NetGuestTSO4 | virtionet.NetGuestTSO6 | virtionet.NetGuestECN)
 	r := newRig(t, pipe, rigOpts{features: uint64(acked)})
 	bufs := r.postRx(2, 2048)

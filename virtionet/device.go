@@ -48,6 +48,15 @@ type Device struct {
 	policy  atomic.Uint32 // gso.Policy, read per packet: switching takes effect on the next packet
 	hdrLen  int
 	pairs   []*QueuePair
+	mtu     MTUState
+}
+
+// MTUState is what became of the front-end's VHOST_USER_NET_SET_MTU, for
+// status: the guest's MTU, and whether the backend carries it.
+type MTUState struct {
+	Requested uint16 `json:"requested"`        // 0: never asked
+	Applied   bool   `json:"applied"`          // the backend carries it (or has no MTU to mind)
+	Detail    string `json:"detail,omitempty"` // what was done, or why it was refused
 }
 
 var _ vhostuser.Device = (*Device)(nil)
@@ -70,6 +79,11 @@ func New(cfg Config) (*Device, error) {
 	d.policy.Store(uint32(cfg.Policy))
 	for i, be := range cfg.Backends {
 		d.pairs = append(d.pairs, newQueuePair(d, i, be))
+	}
+	// Only pair 0 is attached until the guest enables more (see
+	// SetQueueEnabled): before that no one reads the other queues.
+	for _, qp := range d.pairs {
+		qp.setAttached(qp.index == 0)
 	}
 	return d, nil
 }
@@ -155,29 +169,81 @@ func (d *Device) StopQueue(index int) {
 }
 
 // SetQueueEnabled implements vhostuser.Device. The worker reads the Queue's
-// Enabled flag per batch; this only wakes an RX worker parked while disabled.
+// Enabled flag per batch; this wakes an RX worker parked while disabled and
+// attaches or detaches the pair's backend queue.
+//
+// Why detach: a guest often enables fewer pairs than the port has (Linux
+// enables min(queues, vCPUs); `ethtool -L eth0 combined 1`; firmware uses
+// pair 0 only). A multiqueue tap spreads flows it has no steering entry for
+// (new connections, ARP, flows idle for a while) over every attached queue
+// (tun_automq_select_queue), so a queue nobody reads blackholes a share of
+// the inbound flows. QEMU's own tap backend detaches the queues of disabled
+// pairs the same way (tap_disable). Pair 0 stays attached: every driver uses
+// it, and a tap with no attached queue drops everything.
 func (d *Device) SetQueueEnabled(index int, on bool) {
 	qp, isTx, err := d.pairFor(index)
 	if err != nil || isTx {
 		return
 	}
+	if qp.index > 0 {
+		qp.setAttached(on)
+	}
 	qp.wakeRx()
 }
 
-// SetMTU implements vhostuser.Device (VHOST_USER_NET_SET_MTU).
+// SetMTU implements vhostuser.Device (VHOST_USER_NET_SET_MTU, sent by QEMU
+// when the NIC has host_mtu=N, libvirt <mtu size='N'/>). A tap or macvtap is
+// set to the guest's MTU, so the host neither drops the guest's large frames
+// at a bridge nor fragments or drops what goes back to the guest. When that
+// is refused (no CAP_NET_ADMIN, a macvtap above its lower device's MTU, an
+// MTU pinned with --mtu) the request fails and QEMU stops the NIC with
+// "MTU not supported by the backend": better than a guest whose large frames
+// vanish. Backends without a link MTU (null, guest-to-guest) accept any.
 func (d *Device) SetMTU(mtu uint16) error {
-	if mtu < 68 {
-		return fmt.Errorf("virtionet: MTU %d below the IPv4 minimum of 68", mtu)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	refuse := func(detail string) error {
+		d.mtu = MTUState{Requested: mtu, Detail: detail}
+		d.log.Error("front-end MTU refused: QEMU reports \"MTU not supported by the backend\"", "mtu", mtu, "reason", detail)
+		return errors.New("virtionet: " + detail)
 	}
-	d.log.Info("front-end set MTU", "mtu", mtu)
+	if mtu < 68 {
+		return refuse(fmt.Sprintf("MTU %d is below the IPv4 minimum of 68", mtu))
+	}
+	if d.cfg.MTU > 0 && int(mtu) != d.cfg.MTU {
+		return refuse(fmt.Sprintf("the guest asked for MTU %d but vhostd was started with --mtu %d: start the guest with host_mtu=%d (libvirt <mtu size='%d'/>) or change --mtu", mtu, d.cfg.MTU, d.cfg.MTU, d.cfg.MTU))
+	}
+	setter, ok := d.cfg.Backends[0].(backend.MTUSetter)
+	if !ok {
+		d.mtu = MTUState{Requested: mtu, Applied: true, Detail: "the backend has no link MTU"}
+		d.log.Info("front-end set MTU", "mtu", mtu, "backend", "no link MTU")
+		return nil
+	}
+	// One link for every queue pair: setting it once is enough.
+	if err := setter.SetLinkMTU(int(mtu)); err != nil {
+		return refuse(fmt.Sprintf("MTU %d not supported by the backend: %v", mtu, err))
+	}
+	d.mtu = MTUState{Requested: mtu, Applied: true, Detail: fmt.Sprintf("backend link MTU set to %d", mtu)}
+	d.log.Info("front-end set MTU; backend link follows", "mtu", mtu)
 	return nil
 }
 
-// Reset implements vhostuser.Device: stop every worker and forget features.
+// MTU reports what became of the front-end's MTU request.
+func (d *Device) MTU() MTUState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.mtu
+}
+
+// Reset implements vhostuser.Device: stop every worker, forget features and
+// detach every backend queue but pair 0's (no guest reads them now).
 func (d *Device) Reset() {
 	for _, qp := range d.pairs {
 		qp.stopTx()
 		qp.stopRx()
+		if qp.index > 0 {
+			qp.setAttached(false)
+		}
 	}
 	d.acked.Store(0)
 }

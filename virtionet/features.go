@@ -329,21 +329,38 @@ func ParseOnOff(s string) (bool, error) {
 	return false, fmt.Errorf("value %q is not on or off", s)
 }
 
+// BackendOffloads is what a port's backend can carry, as far as the offer
+// depends on it.
+type BackendOffloads struct {
+	// RxUSO: the backend accepted TUN_F_USO4|TUN_F_USO6, so it may hand us
+	// USO super-packets for the guest (GUEST_USO4/6).
+	RxUSO bool
+	// TxUSO: the backend takes USO super-packets whole on write (HOST_USO):
+	// a tap or macvtap on Linux 6.2+, the null backend, a guest-to-guest
+	// link. Kernels before 6.2 refuse them with EINVAL.
+	TxUSO bool
+}
+
 // Offer computes the features to offer the front-end: DefaultOffer, plus
-// GUEST_USO4/6 when backendUSO (the backend accepted TUN_F_USO4|TUN_F_USO6),
-// with the toggles applied, then closed under the spec's dependencies (with
-// FrontEndProvided counted as present). dropped lists bits that were asked for
-// (by default or by a toggle) but are not offered, e.g. HOST_TSO4 when
-// csum=off, or GUEST_USO when the backend lacks USO, so the CLI can say why.
-func Offer(backendUSO bool, t Toggles) (offer, dropped Feature) {
+// GUEST_USO4/6 when the backend can hand USO super-packets to the guest, less
+// HOST_USO when it cannot take them, with the toggles applied, then closed
+// under the spec's dependencies (with FrontEndProvided counted as present).
+// dropped lists bits that were asked for (by default or by a toggle) but are
+// not offered, e.g. HOST_TSO4 when csum=off, or GUEST_USO when the backend
+// lacks USO, so the CLI can say why. A toggle cannot force a bit the backend
+// lacks: the guest would send packets nothing can carry.
+func Offer(b BackendOffloads, t Toggles) (offer, dropped Feature) {
 	want := DefaultOffer
-	if backendUSO {
+	if b.RxUSO {
 		want |= NetGuestUSO4 | NetGuestUSO6
 	}
 	want = (want | t.On) &^ t.Off
 	offer = want
-	if !backendUSO {
+	if !b.RxUSO {
 		offer &^= NetGuestUSO4 | NetGuestUSO6
+	}
+	if !b.TxUSO {
+		offer &^= NetHostUSO
 	}
 	offer = CloseDeps(offer, FrontEndProvided)
 	return offer, want &^ offer

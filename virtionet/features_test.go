@@ -95,15 +95,40 @@ func TestCloseDeps(t *testing.T) {
 	}
 }
 
+// TestOfferHostUSOFollowsBackend: HOST_USO is offered only when the backend
+// takes USO super-packets whole (a tap on Linux 6.2+). Before, it was offered
+// whatever the tap could do, and with --policy defer a guest's USO packets
+// then hit EINVAL on kernels before 6.2 and were dropped (issue 10, point 5).
+func TestOfferHostUSOFollowsBackend(t *testing.T) {
+	offer, dropped := Offer(BackendOffloads{}, Toggles{})
+	if offer&NetHostUSO != 0 {
+		t.Errorf("backend without USO writes: offer %v has HOST_USO", offer)
+	}
+	if dropped != NetHostUSO {
+		t.Errorf("dropped = %v, want HOST_USO (so the CLI says why)", dropped)
+	}
+	// A toggle cannot force it either.
+	var tg Toggles
+	if err := tg.Set("uso", true); err != nil {
+		t.Fatal(err)
+	}
+	if offer, _ := Offer(BackendOffloads{}, tg); offer&NetHostUSO != 0 {
+		t.Errorf("--offload-uso=on forced HOST_USO onto a backend that refuses USO writes")
+	}
+	if offer, _ := Offer(BackendOffloads{TxUSO: true}, Toggles{}); offer&NetHostUSO == 0 {
+		t.Errorf("backend with USO writes: HOST_USO missing from %v", offer)
+	}
+}
+
 func TestOffer(t *testing.T) {
-	offer, dropped := Offer(false, Toggles{})
+	offer, dropped := Offer(BackendOffloads{TxUSO: true}, Toggles{})
 	if offer != DefaultOffer || dropped != 0 {
 		t.Errorf("Offer(noUSO) = %v dropped %v, want %v", offer, dropped, DefaultOffer)
 	}
 	if offer&NetCtrlVQ != 0 {
 		t.Errorf("offer includes CTRL_VQ; QEMU provides it")
 	}
-	offer, _ = Offer(true, Toggles{})
+	offer, _ = Offer(BackendOffloads{RxUSO: true, TxUSO: true}, Toggles{})
 	if !offer.Has(NetGuestUSO4 | NetGuestUSO6) {
 		t.Errorf("Offer(USO) = %v, want GUEST_USO4|GUEST_USO6", offer)
 	}
@@ -112,7 +137,7 @@ func TestOffer(t *testing.T) {
 	if err := tg.Parse("--offload-csum=off"); err != nil {
 		t.Fatal(err)
 	}
-	offer, dropped = Offer(true, tg)
+	offer, dropped = Offer(BackendOffloads{RxUSO: true, TxUSO: true}, tg)
 	if offer&(NetCsum|NetHostTSO4|NetHostTSO6|NetHostECN|NetHostUSO) != 0 {
 		t.Errorf("csum=off: offer %v still has host offloads", offer)
 	}
@@ -129,7 +154,7 @@ func TestOffer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	offer, dropped = Offer(false, tg)
+	offer, dropped = Offer(BackendOffloads{TxUSO: true}, tg)
 	if offer&(NetGuestUSO4|NetGuestUSO6|NetMQ|NetHostTSO4) != 0 {
 		t.Errorf("offer %v", offer)
 	}
@@ -144,7 +169,7 @@ func TestOffer(t *testing.T) {
 	tg = Toggles{}
 	_ = tg.Set("event-idx", false)
 	_ = tg.Set("event-idx", true)
-	if offer, _ = Offer(false, tg); !offer.Has(FeatureEventIdx) {
+	if offer, _ = Offer(BackendOffloads{TxUSO: true}, tg); !offer.Has(FeatureEventIdx) {
 		t.Errorf("event-idx off then on: %v", offer)
 	}
 }

@@ -42,7 +42,7 @@ type rigOpts struct {
 
 func newRig(t testing.TB, be backend.Backend, o rigOpts) *rig {
 	t.Helper()
-	offer, _ := virtionet.Offer(false, virtionet.Toggles{})
+	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	cfg := virtionet.Config{Name: "test", Offer: uint64(offer), Backends: []backend.Backend{be},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if o.policy != "" {

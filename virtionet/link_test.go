@@ -66,7 +66,7 @@ func TestLinkSuperPacketCrossesWhole(t *testing.T) {
 }
 
 func TestLinkSegmentsForReceiverWithoutTSO(t *testing.T) {
-	offer, _ := virtionet.Offer(false, virtionet.Toggles{})
+	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	a, b := linkedRigs(t, uint64(offer&^(virtionet.NetGuestTSO4|virtionet.NetGuestTSO6|virtionet.NetGuestECN)))
 	bufs := b.postRx(64, 2048)
 	eventually(t, "rx ring start", func() bool { return ringStarted(b, 0) })

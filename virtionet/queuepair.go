@@ -50,6 +50,33 @@ func (qp *QueuePair) Stats() *QueueStats { return qp.stats }
 // Backend returns the backend queue.
 func (qp *QueuePair) Backend() backend.Backend { return qp.be }
 
+// setAttached attaches or detaches the pair's backend queue (see
+// Device.SetQueueEnabled) and counts it. Backends without queues to steer
+// count as attached.
+func (qp *QueuePair) setAttached(on bool) {
+	a, ok := qp.be.(backend.QueueAttacher)
+	if !ok {
+		qp.stats.BackendAttached.Store(true)
+		return
+	}
+	was := a.QueueAttached()
+	if err := a.SetQueueAttached(on); err != nil {
+		qp.stats.BackendAttachErrors.Add(1)
+		qp.dev.log.Error("cannot attach or detach the backend queue; the host may steer flows to a queue no guest ring reads",
+			"queue_pair", qp.index, "attach", on, "err", err)
+	}
+	now := a.QueueAttached()
+	qp.stats.BackendAttached.Store(now)
+	switch {
+	case now && !was:
+		qp.stats.BackendAttaches.Add(1)
+		qp.dev.log.Info("backend queue attached", "queue_pair", qp.index)
+	case !now && was:
+		qp.stats.BackendDetaches.Add(1)
+		qp.dev.log.Info("backend queue detached", "queue_pair", qp.index)
+	}
+}
+
 func (qp *QueuePair) startTx(q *vhostuser.Queue, hdrLen int, acked uint64) {
 	qp.mu.Lock()
 	defer qp.mu.Unlock()

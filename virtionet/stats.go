@@ -203,6 +203,15 @@ type QueueStats struct {
 	// MemFaults counts faults on guest memory (SIGBUS: the front-end shrank
 	// the file behind a region after we mapped it) that broke a ring.
 	MemFaults atomic.Uint64
+
+	// Backend queue steering (multiqueue taps and macvtaps): whether the
+	// pair's backend queue is attached (the host may steer packets to it),
+	// and how often it was attached and detached as the guest enabled and
+	// disabled the pair. AttachErrors counts refused TUNSETQUEUE calls.
+	BackendAttached     atomic.Bool
+	BackendAttaches     atomic.Uint64
+	BackendDetaches     atomic.Uint64
+	BackendAttachErrors atomic.Uint64
 }
 
 func newQueueStats() *QueueStats {

@@ -63,8 +63,8 @@ type txWorker struct {
 	verdict txVerdict
 	capIov  [][]byte
 
-	// Decision inputs, fixed for the life of the worker (the backend's
-	// features and limits do not change while a ring runs).
+	// Decision inputs, re-read from the backend once per batch: a tap's
+	// limits follow its egress device, which can change while a ring runs.
 	feats  gso.Features
 	limits gso.Limits
 
@@ -106,9 +106,7 @@ func newTxWorker(qp *QueuePair, q *vhostuser.Queue, hdrLen int, acked uint64) *t
 		csums:  make([][2]byte, b),
 		spare:  make([][]byte, 0, 8),
 	}
-	caps := qp.be.Caps()
-	w.feats = gso.Features(caps.Offloads)
-	w.limits = gso.Limits{GSOMaxSize: caps.GSOMaxSize, GSOMaxSegs: caps.GSOMaxSegs, MTU: caps.MTU}
+	w.readCaps()
 	w.arena = make([]byte, segArenaSize)
 	w.segDst = make([][]byte, maxSegsPerWrite)
 	w.segPkts = make([][][]byte, 0, maxSegsPerWrite)
@@ -128,6 +126,14 @@ func newTxWorker(qp *QueuePair, q *vhostuser.Queue, hdrLen int, acked uint64) *t
 		w.chains[i].Bufs = make([]virtqueue.Buffer, 0, 4)
 	}
 	return w
+}
+
+// readCaps loads the backend's offloads and limits (one atomic load for a
+// tap) into the decision inputs.
+func (w *txWorker) readCaps() {
+	caps := w.qp.be.Caps()
+	w.feats = gso.Features(caps.Offloads)
+	w.limits = gso.Limits{GSOMaxSize: caps.GSOMaxSize, GSOMaxSegs: caps.GSOMaxSegs, MTU: caps.MTU}
 }
 
 func (w *txWorker) stop() {
@@ -194,6 +200,7 @@ func (w *txWorker) processBatch(n int, seen time.Time) {
 	w.used = w.used[:0]
 	w.pkts = w.pkts[:0]
 	w.iovs = w.iovs[:0]
+	w.readCaps()
 	st.TxPosted.Add(uint64(n))
 	for i := 0; i < n; i++ {
 		c := &w.chains[i]

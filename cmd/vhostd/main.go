@@ -292,11 +292,11 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	wirePeers(o.ports, bes, o.useSwitch)
 
 	for i, spec := range o.ports {
-		offer, dropped := virtionet.Offer(uso[i], o.toggles)
 		caps := bes[i][0].Caps()
+		offer, dropped := virtionet.Offer(virtionet.BackendOffloads{RxUSO: uso[i], TxUSO: caps.Offloads&backend.OffloadUSO != 0}, o.toggles)
 		attrs := []any{"port", spec.name, "backend", spec.kind, "name", spec.backendName(), "queues", len(bes[i]),
 			"offloads", caps.Offloads.String(), "gso_max_size", caps.GSOMaxSize, "gso_max_segs", caps.GSOMaxSegs,
-			"mtu", caps.MTU, "policy", o.policy.String(), "offer", fmt.Sprintf("0x%x", uint64(offer))}
+			"mtu", caps.MTU, "limits_from", caps.LimitsFrom, "policy", o.policy.String(), "offer", fmt.Sprintf("0x%x", uint64(offer))}
 		if m, ok := bes[i][0].(*backend.Macvtap); ok {
 			attrs = append(attrs, "macvtap_mac", m.HardwareAddr().String(), "lower", spec.macvtapLower)
 			log.Info("macvtap passes only unicast to its own MAC: start the guest with this MAC (QEMU -device virtio-net-pci,mac=...)",

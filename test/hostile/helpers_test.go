@@ -105,7 +105,7 @@ func newPort(t testing.TB, cfg portConfig) *port {
 
 // openPort builds a port; the caller sets p.t and closes it.
 func openPort(cfg portConfig) (*port, error) {
-	offer, _ := virtionet.Offer(false, virtionet.Toggles{})
+	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	pipes := []*backend.Pipe{backend.NewPipe(cfg.caps), backend.NewPipe(backend.Capabilities{})}
 	policy := gso.PolicyAuto
 	if cfg.policy != "" {

@@ -44,7 +44,7 @@ func newServer(t testing.TB) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	offer, _ := virtionet.Offer(false, virtionet.Toggles{})
+	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	pipe := backend.NewPipe(backend.Capabilities{})
 	dev, err := virtionet.New(virtionet.Config{Name: "abuse", Offer: uint64(offer), Backends: []backend.Backend{pipe}, Logger: discardLogger()})
 	if err != nil {

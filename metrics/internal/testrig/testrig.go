@@ -43,7 +43,7 @@ type Rig struct {
 // offered feature. It is torn down at the end of the test.
 func New(t testing.TB, name string, be backend.Backend, policy gso.Policy) *Rig {
 	t.Helper()
-	offer, _ := virtionet.Offer(false, virtionet.Toggles{})
+	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dev, err := virtionet.New(virtionet.Config{Name: name, Offer: uint64(offer),
 		Backends: []backend.Backend{be}, Logger: log, Policy: policy})
