@@ -47,6 +47,8 @@ type Collector struct {
 	rxStalls, rxReadErrors, rxBatch                         *prometheus.Desc
 	drops, ringBroken                                       *prometheus.Desc
 	backendGSOMaxSize, backendGSOMaxSegs, backendMTU        *prometheus.Desc
+	backendAttached, backendAttachChanges                   *prometheus.Desc
+	guestMTU, guestMTUApplied                               *prometheus.Desc
 	portInfo, policy, connected, messages                   *prometheus.Desc
 }
 
@@ -121,7 +123,13 @@ func NewCollector(p Port) *Collector {
 		"The backend's gso_max_size: a super-packet whose frame is this long or longer is split before the backend gets it.", q...)
 	c.backendGSOMaxSegs = d("backend_gso_max_segments",
 		"The backend's gso_max_segs: a super-packet of more segments is split before the backend gets it.", q...)
-	c.backendMTU = d("backend_mtu_bytes", "The backend link MTU.", q...)
+	c.backendMTU = d("backend_mtu_bytes", "The MTU of the device the guest's packets leave the host through (0: none, local delivery).", q...)
+	c.backendAttached = d("backend_queue_attached",
+		"1 while the queue pair's backend queue is attached, so the host may steer packets to it; a multiqueue tap's queue is detached while the guest has the pair disabled.", q...)
+	c.backendAttachChanges = d("backend_queue_attach_changes_total",
+		"Times the queue pair's backend queue was attached or detached (change=attach|detach) as the guest enabled and disabled the pair.", with("change")...)
+	c.guestMTU = d("guest_mtu_bytes", "The MTU the front-end asked for with VHOST_USER_NET_SET_MTU (0: never asked).")
+	c.guestMTUApplied = d("guest_mtu_applied", "1 when the backend carries the guest's MTU, 0 when vhostd refused it (QEMU then reports \"MTU not supported by the backend\").")
 	c.portInfo = d("port_info",
 		"Constant 1; the labels carry the negotiated virtio features, the virtio_net_hdr length, the backend's offloads and limits (queue pair 0) and the GSO policy.",
 		"features", "vnet_hdr_len", "backend", "offloads", "gso_max_size", "gso_max_segs", "mtu", LabelPolicy)
@@ -140,6 +148,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.rxPackets, c.rxBytes, c.rxGSOPackets, c.rxBuffers, c.rxCsumDone,
 		c.rxNotifications, c.rxInterrupts, c.rxInterruptsSuppressed, c.rxStalls, c.rxReadErrors, c.rxBatch,
 		c.drops, c.ringBroken, c.backendGSOMaxSize, c.backendGSOMaxSegs, c.backendMTU,
+		c.backendAttached, c.backendAttachChanges, c.guestMTU, c.guestMTUApplied,
 		c.portInfo, c.policy, c.connected, c.messages,
 	}
 }
@@ -258,6 +267,9 @@ func (c *Collector) collectQueue(ch chan<- prometheus.Metric, qp *virtionet.Queu
 	gauge(ch, c.backendGSOMaxSize, float64(caps.GSOMaxSize), q)
 	gauge(ch, c.backendGSOMaxSegs, float64(caps.GSOMaxSegs), q)
 	gauge(ch, c.backendMTU, float64(caps.MTU), q)
+	gauge(ch, c.backendAttached, b2f(s.BackendAttached.Load()), q)
+	counter(ch, c.backendAttachChanges, s.BackendAttaches.Load(), q, "attach")
+	counter(ch, c.backendAttachChanges, s.BackendDetaches.Load(), q, "detach")
 }
 
 func (c *Collector) collectPort(ch chan<- prometheus.Metric) {
@@ -284,6 +296,10 @@ func (c *Collector) collectPort(ch chan<- prometheus.Metric) {
 		features, strconv.Itoa(dev.HdrLen()), c.port.BackendKind, caps.offloads, caps.gsoMaxSize, caps.gsoMaxSegs, caps.mtu, pol.String())
 	for _, p := range []gso.Policy{gso.PolicyAuto, gso.PolicyDefer, gso.PolicySoftware} {
 		gauge(ch, c.policy, b2f(p == pol), p.String())
+	}
+	if m := dev.MTU(); m.Requested != 0 {
+		gauge(ch, c.guestMTU, float64(m.Requested))
+		gauge(ch, c.guestMTUApplied, b2f(m.Applied))
 	}
 	if src := c.port.Session; src != nil {
 		gauge(ch, c.connected, b2f(src.Connected()))

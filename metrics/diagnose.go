@@ -110,7 +110,34 @@ func raiseLimit(ps *PortStatus, knob, flag string, value uint32) string {
 	if ps.LimitsFromFlags || ps.BackendKind != "tap" {
 		return fmt.Sprintf("raise it (vhostd %s %d, or leave the flag out to use the link's value)", flag, value)
 	}
-	return fmt.Sprintf("raise it on the backend (ip link set dev %s %s %d, then restart vhostd: it reads the limit when it opens the tap)", devRef(ps), knob, value)
+	dev := devRef(ps)
+	if e := egressDevice(ps); e != "" {
+		dev = e
+	}
+	return fmt.Sprintf("raise it on %s (ip link set dev %s %s %d; vhostd follows the change within seconds), or name another egress device with --egress-dev", dev, dev, knob, value)
+}
+
+// egressDevice is the device named first in a tap's LimitsFrom ("eth1
+// (bridge br0)"), or "".
+func egressDevice(ps *PortStatus) string {
+	if len(ps.QueuePairs) == 0 {
+		return ""
+	}
+	from := ps.QueuePairs[0].Backend.LimitsFrom
+	name, _, ok := strings.Cut(from, " (")
+	if !ok || strings.ContainsAny(name, " ,") {
+		return ""
+	}
+	return name
+}
+
+// limitRef says whose limit decided: "egress device eth1 (bridge br0) of tap
+// vm0", or the backend when no device is known.
+func limitRef(ps *PortStatus) string {
+	if ps.BackendKind == "tap" && !ps.LimitsFromFlags && len(ps.QueuePairs) > 0 && egressDevice(ps) != "" {
+		return "egress device " + ps.QueuePairs[0].Backend.LimitsFrom + " of " + backendRef(ps)
+	}
+	return backendRef(ps)
 }
 
 func diagnoseSegmentation(ps *PortStatus, t *QueueCounters) []Finding {
@@ -160,11 +187,11 @@ func diagnoseSegmentation(ps *PortStatus, t *QueueCounters) []Finding {
 			guest = fmt.Sprintf("the guest's %s super-packets", kb(avg))
 		}
 		add(SevWarning, "gso_max_size %d on %s is below %s: %s were split before reaching it (%s). %s, or lower the guest's gso_max_size (inside the guest: ip link set dev <guest NIC> gso_max_size %d) so it builds super-packets that fit.",
-			caps.GSOMaxSize, backendRef(ps), guest, ofGSO(c), split, capitalize(raiseLimit(ps, "gso_max_size", "--gso-max-size", 65536)), caps.GSOMaxSize)
+			caps.GSOMaxSize, limitRef(ps), guest, ofGSO(c), split, capitalize(raiseLimit(ps, "gso_max_size", "--gso-max-size", 65536)), caps.GSOMaxSize)
 	}
 	if c := n("gso_max_segs"); c > 0 {
 		add(SevWarning, "gso_max_segs %d on %s is below the segment count of the guest's super-packets: %s were split before reaching it (%s). %s, or lower the guest's gso_max_segs (inside the guest: ip link set dev <guest NIC> gso_max_segs %d).",
-			caps.GSOMaxSegs, backendRef(ps), ofGSO(c), split, capitalize(raiseLimit(ps, "gso_max_segs", "--gso-max-segs", 65535)), caps.GSOMaxSegs)
+			caps.GSOMaxSegs, limitRef(ps), ofGSO(c), split, capitalize(raiseLimit(ps, "gso_max_segs", "--gso-max-segs", 65535)), caps.GSOMaxSegs)
 	}
 	missing := []struct{ reason, kind, offload, guestOff string }{
 		{"no_tso4", "TCP/IPv4 super-packets", "tso4", "ethtool -K <guest NIC> tso off"},

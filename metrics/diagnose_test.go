@@ -115,6 +115,39 @@ func TestDiagnoseGSOMaxSizeOnTap(t *testing.T) {
 	wantFinding(t, findings(ps, "segmentation"), metrics.SevWarning, "vhostd --gso-max-size 65536", "leave the flag out")
 }
 
+// TestDiagnoseNamesEgressDevice: a tap's limits come from the device the
+// guest's packets leave through; the diagnosis names it and says how it was
+// found, and the advice changes that device, not the tap.
+func TestDiagnoseNamesEgressDevice(t *testing.T) {
+	ps := craftedPort()
+	ps.QueuePairs[0].Backend.LimitsFrom = "eth1 (bridge br0)"
+	c := &ps.QueuePairs[0].Counters
+	c.TxPosted, c.TxGSOPackets = 100, 100
+	c.TxPackets["resegmented"] = 100
+	c.TxBytes["resegmented"] = 100 * 65000
+	c.TxDecisions = map[string]uint64{"gso_max_size": 100}
+	wantFinding(t, findings(ps, "segmentation"), metrics.SevWarning,
+		"gso_max_size 16384 on egress device eth1 (bridge br0) of tap vm0",
+		"Raise it on eth1 (ip link set dev eth1 gso_max_size 65536; vhostd follows the change within seconds)",
+		"--egress-dev")
+	var b strings.Builder
+	ps.QueuePairs = append(ps.QueuePairs, ps.QueuePairs[0])
+	ps.QueuePairs[1].Index, ps.QueuePairs[1].Backend.Attached = 1, false
+	ps.QueuePairs[0].Backend.Attached = true
+	ps.MTU = &virtionet.MTUState{Requested: 9000, Detail: "MTU 9000 not supported by the backend: tap vm0: set MTU 9000: operation not permitted"}
+	metrics.WriteStatus(&b, metrics.Status{Ports: []metrics.PortStatus{ps}})
+	for _, want := range []string{
+		"Limits from:       eth1 (bridge br0)",
+		"Backend queue:     attached",
+		"Backend queue:     detached (the guest has this pair disabled",
+		`Guest MTU:           9000 REFUSED (QEMU reports "MTU not supported by the backend")`,
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status text lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
 func TestDiagnoseGSOMaxSegsAndMissingOffloads(t *testing.T) {
 	ps := craftedPort()
 	ps.BackendKind, ps.BackendName = "null", ""

@@ -36,7 +36,9 @@ type PortStatus struct {
 	DeviceStatus []string          `json:"device_status,omitempty"`
 	Messages     map[string]uint64 `json:"vhost_user_messages,omitempty"`
 	QueuePairs   []QueuePairStatus `json:"queue_pairs"`
-	Diagnosis    []Finding         `json:"diagnosis"`
+	// MTU is what became of the front-end's VHOST_USER_NET_SET_MTU.
+	MTU       *virtionet.MTUState `json:"guest_mtu,omitempty"`
+	Diagnosis []Finding           `json:"diagnosis"`
 }
 
 // FeatureSet is a virtio feature mask with its bit names.
@@ -68,6 +70,11 @@ type BackendStatus struct {
 	GSOMaxSize uint32   `json:"gso_max_size"`
 	GSOMaxSegs uint32   `json:"gso_max_segs"`
 	MTU        int      `json:"mtu"`
+	// LimitsFrom names the device whose limits these are (for a tap: the
+	// egress device and how it was found).
+	LimitsFrom string `json:"limits_from,omitempty"`
+	// Attached: the host may steer packets to this backend queue.
+	Attached bool `json:"attached"`
 }
 
 // RingStatus is one vring as the vhost-user session sees it.
@@ -267,6 +274,9 @@ func SnapshotPort(p Port) PortStatus {
 		Offered:         featureSet(dev.DeviceFeatures()),
 		Negotiated:      featureSet(dev.Acked()),
 	}
+	if m := dev.MTU(); m.Requested != 0 {
+		ps.MTU = &m
+	}
 	var rings []ringStateView
 	if p.Session != nil {
 		c := p.Session.Connected()
@@ -297,6 +307,7 @@ func SnapshotPort(p Port) PortStatus {
 			Backend: BackendStatus{
 				Offloads:   strings.Split(caps.Offloads.String(), "|"),
 				GSOMaxSize: caps.GSOMaxSize, GSOMaxSegs: caps.GSOMaxSegs, MTU: caps.MTU,
+				LimitsFrom: caps.LimitsFrom, Attached: qp.Stats().BackendAttached.Load(),
 			},
 			Counters: countersOf(qp.Stats(), latBounds, batchBounds),
 		}

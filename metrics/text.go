@@ -197,10 +197,23 @@ func writePortStatus(ew *errWriter, ps *PortStatus) {
 	if len(ps.DeviceStatus) > 0 {
 		kv("Device status", "%s", strings.Join(ps.DeviceStatus, "|"))
 	}
+	if m := ps.MTU; m != nil {
+		if m.Applied {
+			kv("Guest MTU", "%d: %s", m.Requested, m.Detail)
+		} else {
+			kv("Guest MTU", "%d REFUSED (QEMU reports \"MTU not supported by the backend\"): %s", m.Requested, m.Detail)
+		}
+	}
 	for _, qp := range ps.QueuePairs {
 		ew.printf("  Queue pair %d\n", qp.Index)
 		kv("  Backend", "offloads %s, gso_max_size %d, gso_max_segs %d, mtu %d",
 			offloadList(qp.Backend.Offloads), qp.Backend.GSOMaxSize, qp.Backend.GSOMaxSegs, qp.Backend.MTU)
+		if qp.Backend.LimitsFrom != "" {
+			kv("  Limits from", "%s", qp.Backend.LimitsFrom)
+		}
+		if len(ps.QueuePairs) > 1 {
+			kv("  Backend queue", "%s", yesNo(qp.Backend.Attached, "attached", "detached (the guest has this pair disabled; the host steers no packets to it)"))
+		}
 		for _, r := range qp.Rings {
 			state := []string{yesNo(r.Started, "started", "stopped"), yesNo(r.Enabled, "enabled", "disabled")}
 			if r.Broken {

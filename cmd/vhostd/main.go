@@ -44,6 +44,7 @@ type options struct {
 	toggles      virtionet.Toggles
 	gsoMaxSize   uint
 	gsoMaxSegs   uint
+	egressDev    string
 	showFeatures bool
 	nullRxSize   int
 	policy       gso.Policy
@@ -142,6 +143,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.UintVar(&o.gsoMaxSize, "gso-max-size", 0, "override the backend's gso_max_size (0: read it from the link)")
 	fs.UintVar(&o.gsoMaxSegs, "gso-max-segs", 0, "override the backend's gso_max_segs (0: read it from the link)")
+	fs.StringVar(&o.egressDev, "egress-dev", "", "tap backends: the device the guest's packets leave the host through, whose gso_max_size/gso_max_segs/MTU decide what passes whole (default: found from the tap's bridge ports or the default route, re-read when they change)")
 	fs.IntVar(&o.nullRxSize, "null-rx-size", 0, "with --backend null: generate UDP frames of this many bytes toward the guest at full speed (RX benchmarks); 0: none")
 	fs.Func("policy", "GSO policy: auto (the capability check decides, default), defer (always pass super-packets whole) or software (always segment in vhostd)", func(v string) error {
 		p, err := gso.ParsePolicy(v)
@@ -431,6 +433,8 @@ func logStats(log *slog.Logger, dev *virtionet.Device) {
 			"rx_packets", s.RxPackets.Load(), "rx_bytes", s.RxBytes.Load(), "rx_gso", s.RxGSOPkts.Load(),
 			"rx_buffers", s.RxBuffers.Load(), "rx_dropped", s.RxDropTotal(), "rx_stalls", s.RxStalls.Load(),
 			"rx_kicks", s.RxKicks.Load(), "rx_calls", s.RxCalls.Load(),
+			"backend_attached", b2i(s.BackendAttached.Load()), "backend_attaches", s.BackendAttaches.Load(),
+			"backend_detaches", s.BackendDetaches.Load(),
 		}
 		for p := virtionet.TxPath(0); int(p) < virtionet.NumTxPaths; p++ {
 			attrs = append(attrs, "tx_"+p.String(), s.TxPackets[p].Load())
@@ -445,6 +449,13 @@ func logStats(log *slog.Logger, dev *virtionet.Device) {
 		}
 		log.Info("port stats", attrs...)
 	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func sumBytes(s *virtionet.QueueStats) uint64 {

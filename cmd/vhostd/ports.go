@@ -127,7 +127,7 @@ func checkPorts(ports []portSpec, useSwitch bool) error {
 func openPortBackends(p portSpec, o *options) ([]backend.Backend, bool, error) {
 	switch p.kind {
 	case "tap":
-		cfg := backend.TapConfig{Name: p.tap, MTU: o.mtu, GSOMaxSize: uint32(o.gsoMaxSize), GSOMaxSegs: uint32(o.gsoMaxSegs)}
+		cfg := backend.TapConfig{Name: p.tap, MTU: o.mtu, GSOMaxSize: uint32(o.gsoMaxSize), GSOMaxSegs: uint32(o.gsoMaxSegs), EgressDev: o.egressDev}
 		if p.queues == 1 {
 			t, err := backend.OpenTap(cfg)
 			if err != nil {
