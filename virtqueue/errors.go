@@ -27,7 +27,10 @@ var (
 	// (virtio 1.x §2.7.5.3.1).
 	ErrNestedIndirect = errors.New("virtqueue: nested indirect descriptor")
 	// ErrIndirectNext: a descriptor has both INDIRECT and NEXT set
-	// (virtio 1.x §2.7.5.3.1: the driver MUST NOT; we reject the chain).
+	// (virtio 1.x §2.7.5.3.1: the driver MUST NOT; we reject the chain). In
+	// a packed ring also an INDIRECT descriptor that is not the only one of
+	// its list (virtio 1.2 §2.8, Indirect Descriptors: no INDIRECT in a list
+	// linked by NEXT).
 	ErrIndirectNext = errors.New("virtqueue: descriptor has both INDIRECT and NEXT")
 	// ErrIndirectNotNegotiated: INDIRECT used without VIRTIO_F_INDIRECT_DESC.
 	ErrIndirectNotNegotiated = errors.New("virtqueue: indirect descriptor without VIRTIO_F_INDIRECT_DESC")
@@ -49,4 +52,24 @@ var (
 	// ErrHeadIndex: an avail ring entry names a head descriptor past the
 	// end of the descriptor table, so there is no valid id to return it with.
 	ErrHeadIndex = errors.New("virtqueue: avail ring entry out of range")
+)
+
+// Ring-fatal errors of a packed ring (Packed.Pop and Packed.Pending). As with
+// ErrHeadIndex, the driver gave no usable buffer id, so there is no way to
+// hand the descriptors back, and the ring must not be used again.
+var (
+	// ErrChainUnterminated: a packed descriptor list has NEXT set on a
+	// descriptor followed by one the driver has not made available (wrong
+	// AVAIL/USED wrap flags, or not written yet, which virtio 1.2 §2.8,
+	// Scatter-Gather Support, forbids: the first descriptor of a list is
+	// made available last), or on every one of queue-size descriptors:
+	// the list never ends.
+	ErrChainUnterminated = errors.New("virtqueue: packed descriptor list does not end (NEXT into a descriptor that is not available, or longer than the queue)")
+	// ErrBufferID: the buffer id in the last descriptor of a packed list is
+	// not below the queue size.
+	ErrBufferID = errors.New("virtqueue: packed buffer id out of range")
+	// ErrBufferIDInUse: the driver made a buffer available under an id the
+	// device has not returned yet, so a used descriptor for that id would be
+	// ambiguous.
+	ErrBufferIDInUse = errors.New("virtqueue: packed buffer id reused while in flight")
 )

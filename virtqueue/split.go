@@ -16,6 +16,7 @@ type Config struct {
 	EventIdx          bool   // VIRTIO_F_EVENT_IDX negotiated
 	Indirect          bool   // VIRTIO_F_INDIRECT_DESC negotiated
 	LastAvail         uint16 // SET_VRING_BASE: next avail index to consume
+	InOrder           bool   // VIRTIO_F_IN_ORDER negotiated: PushInOrder may write one used entry per run
 }
 
 // Buffer is one descriptor's bytes in host memory. B has length and capacity
@@ -64,6 +65,9 @@ type Split struct {
 	unpushed       int    // chains popped and not yet pushed; bounds Unpop
 	broken         error  // ring-fatal error seen; sticky
 	fenceWord      uint32 // private word for fullFence
+
+	inOrder bool
+	full    []uint64 // InOrder only, by head: 1<<32 | WriteLen of a well-formed chain, 0 otherwise (split_inorder.go)
 }
 
 // NewSplit checks cfg and returns the device side of the ring. The used index
@@ -95,6 +99,10 @@ func NewSplit(cfg Config, mem Memory) (*Split, error) {
 		mem:       mem,
 		f:         f,
 		lastAvail: cfg.LastAvail,
+		inOrder:   cfg.InOrder,
+	}
+	if cfg.InOrder {
+		q.full = make([]uint64, cfg.Size)
 	}
 	flags, idx := loadWord(f.usedWord)
 	q.usedIdx = idx
@@ -151,6 +159,9 @@ func (q *Split) Pop(chains []Chain) (n int, err error) {
 			return i, ErrHeadIndex
 		}
 		q.walkChain(&chains[i], head)
+		if q.inOrder {
+			q.recordInOrder(&chains[i])
+		}
 		pos++
 	}
 	q.lastAvail = pos

@@ -1,0 +1,575 @@
+package virtqueue
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// PackedDriver is the driver side of a packed ring (what a guest's virtio
+// driver does, virtio 1.2 §2.8), for tests and for the Go front-end. It lays
+// the ring out in a []byte that stands for guest memory, hands out buffer
+// ids, makes buffers available with the driver ring wrap counter, decides
+// whether to notify the device, and reaps used descriptors, skipping the
+// descriptors of each used buffer (and, with IN_ORDER, of every buffer the
+// device skipped). Raw writers let tests play a malicious guest.
+//
+//	mem := make([]byte, 1<<20)
+//	d, err := NewPackedDriver(PackedDriverConfig{Size: 100, Mem: mem, Base: base,
+//		Rings: LayoutPacked(0, 100)})
+//	dev, err := NewPacked(d.DeviceConfig(), d.Memory())
+//	id, err := d.Add([][]byte{mem[4096 : 4096+1514]}, nil)
+//	if d.Publish() { kick.Signal() }
+//	n := d.Reap(used)
+//
+// A buffer is visible to the device as soon as Add returns (its first
+// descriptor's flags are stored last); Publish only decides the kick for the
+// buffers added since the previous Publish.
+//
+// A PackedDriver is not safe for concurrent use, but it may run in a
+// different goroutine from the device it talks to (see access.go).
+type PackedDriver struct {
+	size     uint16
+	eventIdx bool
+	inOrder  bool
+	mem      []byte
+	base     uint64
+	rings    PackedLayout
+	desc     []byte
+	drvEvent *uint32 // written by us
+	devEvent *uint32 // written by the device
+
+	indirectOff uint64
+	indirectMax uint16
+
+	availIdx  uint16 // next descriptor to fill
+	availWrap bool   // driver ring wrap counter
+	usedIdx   uint16 // next used descriptor to read
+	usedWrap  bool   // device wrap counter expected there
+	numFree   int    // free ring descriptors
+	published int    // descriptors made available since the last Publish
+
+	freeIDs []uint16 // stack of free buffer ids
+	ndesc   []uint16 // by id: ring descriptors of the buffer in flight, 0 if free
+	wlen    []uint32 // by id: writable bytes (the length reported for a skipped buffer)
+
+	fifo      []uint16 // InOrder: ids in flight in the order they were made available
+	fifoHead  int
+	fifoLen   int
+	skipDescs int // InOrder: descriptors of a used batch reported so far
+
+	drvOffWrap, drvFlags uint16 // our copy of the driver event area
+
+	err       error
+	fenceWord uint32
+}
+
+// PackedDriverConfig places a packed ring, and optionally indirect tables,
+// in guest memory.
+type PackedDriverConfig struct {
+	Size     uint16       // queue size, 1..32768
+	Mem      []byte       // guest memory: ring, indirect tables and buffers live here
+	Base     uint64       // guest address of Mem[0]
+	Rings    PackedLayout // offsets in Mem, e.g. LayoutPacked(0, Size); End is ignored
+	EventIdx bool         // VIRTIO_F_EVENT_IDX negotiated
+	InOrder  bool         // VIRTIO_F_IN_ORDER negotiated: Reap expands a used batch
+
+	// IndirectMax > 0 enables AddIndirect: buffer id i, when it is an
+	// indirect one, uses the table of IndirectMax entries at
+	// Mem[IndirectOff+i*IndirectMax*16:] (IndirectAreaSize(Size, IndirectMax)
+	// bytes).
+	IndirectOff uint64
+	IndirectMax uint16
+}
+
+// ErrDriverBadUsed is PackedDriver.Err after the device wrote a used
+// descriptor whose id is not in flight: the driver cannot tell how many
+// descriptors to skip, so it stops reaping.
+var ErrDriverBadUsed = errors.New("virtqueue: driver: used descriptor with a buffer id that is not in flight")
+
+// NewPackedDriver checks cfg, zeroes the ring and both event areas (virtio
+// 1.2 §2.8: the descriptor ring is zero-initialised) and returns a driver
+// with every descriptor and id free and both wrap counters 1.
+func NewPackedDriver(cfg PackedDriverConfig) (*PackedDriver, error) {
+	s := cfg.Size
+	if s == 0 || s > MaxSize {
+		return nil, fmt.Errorf("virtqueue: driver: packed queue size %d is not in 1..%d", s, MaxSize)
+	}
+	total := uint64(len(cfg.Mem))
+	if total == 0 {
+		return nil, errors.New("virtqueue: driver: PackedDriverConfig.Mem is empty")
+	}
+	if cfg.Base > math.MaxUint64-(total-1) {
+		return nil, fmt.Errorf("virtqueue: driver: guest memory at %#x of %d bytes wraps past 2^64", cfg.Base, total)
+	}
+	r := cfg.Rings
+	parts := [...]struct {
+		name       string
+		off, n, al uint64
+	}{
+		{"descriptor ring", r.Desc, PackedRingSize(s), 16},
+		{"driver event area", r.Driver, EventSuppressSize, 4},
+		{"device event area", r.Device, EventSuppressSize, 4},
+	}
+	for i, p := range parts {
+		if !inside(p.off, p.n, total) {
+			return nil, fmt.Errorf("virtqueue: driver: %s at offset %d (%d bytes) does not fit in %d bytes of guest memory", p.name, p.off, p.n, total)
+		}
+		if (cfg.Base+p.off)%p.al != 0 {
+			return nil, fmt.Errorf("virtqueue: driver: %s at guest address %#x is not %d-byte aligned", p.name, cfg.Base+p.off, p.al)
+		}
+		if (uint64(addrOf(cfg.Mem))+p.off)%4 != 0 {
+			return nil, fmt.Errorf("virtqueue: driver: %s is not 4-byte aligned in host memory", p.name)
+		}
+		for _, q := range parts[:i] {
+			if p.off < q.off+q.n && q.off < p.off+p.n {
+				return nil, fmt.Errorf("virtqueue: driver: %s overlaps the %s", p.name, q.name)
+			}
+		}
+	}
+	if cfg.IndirectMax > 0 {
+		n := IndirectAreaSize(s, cfg.IndirectMax)
+		if !inside(cfg.IndirectOff, n, total) {
+			return nil, fmt.Errorf("virtqueue: driver: indirect area at offset %d (%d bytes) does not fit in %d bytes of guest memory", cfg.IndirectOff, n, total)
+		}
+		if (cfg.Base+cfg.IndirectOff)%16 != 0 {
+			return nil, fmt.Errorf("virtqueue: driver: indirect area at guest address %#x is not 16-byte aligned", cfg.Base+cfg.IndirectOff)
+		}
+	}
+	d := &PackedDriver{
+		size:        s,
+		eventIdx:    cfg.EventIdx,
+		inOrder:     cfg.InOrder,
+		mem:         cfg.Mem,
+		base:        cfg.Base,
+		rings:       r,
+		desc:        cfg.Mem[r.Desc : r.Desc+PackedRingSize(s) : r.Desc+PackedRingSize(s)],
+		drvEvent:    wordAt(cfg.Mem, int(r.Driver)),
+		devEvent:    wordAt(cfg.Mem, int(r.Device)),
+		indirectOff: cfg.IndirectOff,
+		indirectMax: cfg.IndirectMax,
+		availWrap:   true,
+		usedWrap:    true,
+		numFree:     int(s),
+		freeIDs:     make([]uint16, s),
+		ndesc:       make([]uint16, s),
+		wlen:        make([]uint32, s),
+	}
+	if cfg.InOrder {
+		d.fifo = make([]uint16, s)
+	}
+	for i := range d.freeIDs {
+		d.freeIDs[i] = s - 1 - uint16(i) // id 0 on top
+	}
+	clear(d.desc)
+	storeWord(d.drvEvent, 0, 0)
+	storeWord(d.devEvent, 0, 0)
+	return d, nil
+}
+
+// Size is the queue size.
+func (d *PackedDriver) Size() uint16 { return d.size }
+
+// NumFree is the number of free ring descriptors.
+func (d *PackedDriver) NumFree() int { return d.numFree }
+
+// NumFreeIDs is the number of free buffer ids.
+func (d *PackedDriver) NumFreeIDs() int { return len(d.freeIDs) }
+
+// Err is ErrDriverBadUsed once Reap met a used descriptor it cannot account
+// for; Reap returns nothing more after that.
+func (d *PackedDriver) Err() error { return d.err }
+
+// Memory returns a Memory over the driver's guest memory, for an in-process
+// device.
+func (d *PackedDriver) Memory() RegionMemory { return RegionMemory{{Addr: d.base, B: d.mem}} }
+
+// RingAddrs returns the guest addresses of the descriptor ring and the
+// driver and device event suppression areas (what SET_VRING_ADDR passes as
+// desc, avail and used).
+func (d *PackedDriver) RingAddrs() (desc, driver, device uint64) {
+	return d.base + d.rings.Desc, d.base + d.rings.Driver, d.base + d.rings.Device
+}
+
+// DeviceConfig returns the PackedConfig an in-process device uses for this
+// ring: same EventIdx and InOrder, Indirect iff IndirectMax > 0, and the
+// initial state.
+func (d *PackedDriver) DeviceConfig() PackedConfig {
+	return PackedConfig{
+		Size:     d.size,
+		Desc:     d.desc,
+		Driver:   d.mem[d.rings.Driver : d.rings.Driver+EventSuppressSize : d.rings.Driver+EventSuppressSize],
+		Device:   d.mem[d.rings.Device : d.rings.Device+EventSuppressSize : d.rings.Device+EventSuppressSize],
+		EventIdx: d.eventIdx,
+		Indirect: d.indirectMax > 0,
+		InOrder:  d.inOrder,
+		State:    InitialPackedState,
+	}
+}
+
+// GuestAddr returns the guest address of b, a subslice of the driver's
+// memory (see Driver.GuestAddr).
+func (d *PackedDriver) GuestAddr(b []byte) (uint64, bool) {
+	p, m := addrOf(b), addrOf(d.mem)
+	if p < m {
+		return 0, false
+	}
+	off := uint64(p - m)
+	if !inside(off, uint64(len(b)), uint64(len(d.mem))) {
+		return 0, false
+	}
+	return d.base + off, true
+}
+
+func (d *PackedDriver) checkBufs(out, in [][]byte) error {
+	for _, list := range [2][][]byte{out, in} {
+		for _, b := range list {
+			if _, ok := d.GuestAddr(b); !ok || len(b) > math.MaxUint32 {
+				return ErrDriverNotInMemory
+			}
+		}
+	}
+	return nil
+}
+
+// Add makes one buffer available: the elements of out (device-readable)
+// then those of in (device-writable), as a NEXT-linked list of consecutive
+// descriptors. It returns the buffer id, which Reap reports in UsedElem.ID.
+func (d *PackedDriver) Add(out, in [][]byte) (id uint16, err error) {
+	if err := d.checkBufs(out, in); err != nil {
+		return 0, err
+	}
+	return d.addDirect(len(out), len(in), func(k int) (uint64, uint32) {
+		b := pick(out, in, k)
+		a, _ := d.GuestAddr(b)
+		return a, uint32(len(b))
+	})
+}
+
+// AddSegs is Add with elements given by guest address; they are not checked.
+func (d *PackedDriver) AddSegs(out, in []Seg) (id uint16, err error) {
+	return d.addDirect(len(out), len(in), func(k int) (uint64, uint32) {
+		s := pick(out, in, k)
+		return s.Addr, s.Len
+	})
+}
+
+// AddIndirect makes one buffer available as a single INDIRECT descriptor
+// pointing at the id's indirect table.
+func (d *PackedDriver) AddIndirect(out, in [][]byte) (id uint16, err error) {
+	if err := d.checkBufs(out, in); err != nil {
+		return 0, err
+	}
+	return d.addIndirect(len(out), len(in), func(k int) (uint64, uint32) {
+		b := pick(out, in, k)
+		a, _ := d.GuestAddr(b)
+		return a, uint32(len(b))
+	})
+}
+
+// AddIndirectSegs is AddIndirect with elements given by guest address; they
+// are not checked.
+func (d *PackedDriver) AddIndirectSegs(out, in []Seg) (id uint16, err error) {
+	return d.addIndirect(len(out), len(in), func(k int) (uint64, uint32) {
+		s := pick(out, in, k)
+		return s.Addr, s.Len
+	})
+}
+
+func (d *PackedDriver) descWord(pos uint16) *uint32 { return wordAt(d.desc, int(pos)*DescSize+12) }
+
+// takeID allocates a buffer id.
+func (d *PackedDriver) takeID() uint16 {
+	id := d.freeIDs[len(d.freeIDs)-1]
+	d.freeIDs = d.freeIDs[:len(d.freeIDs)-1]
+	return id
+}
+
+// write fills ring descriptors from availIdx on and makes them available,
+// the first one last (virtio 1.2 §2.8, Next Flag: the device never sees a
+// partial list). elem(k) gives descriptor k; its AVAIL/USED bits are
+// replaced by those of the driver wrap counter.
+func (d *PackedDriver) write(n int, elem func(k int) PackedDesc) {
+	head := d.availIdx
+	var headID, headFlags uint16
+	for k := 0; k < n; k++ {
+		e := elem(k)
+		flags := e.Flags&^(DescFAvail|DescFUsed) | availBits(d.availWrap)
+		off := int(d.availIdx) * DescSize
+		le.PutUint64(d.desc[off:], e.Addr)
+		le.PutUint32(d.desc[off+8:], e.Len)
+		if k == 0 {
+			headID, headFlags = e.ID, flags
+		} else {
+			storeWord(d.descWord(d.availIdx), e.ID, flags)
+		}
+		if d.availIdx++; d.availIdx == d.size {
+			d.availIdx, d.availWrap = 0, !d.availWrap
+		}
+	}
+	storeWord(d.descWord(head), headID, headFlags) // release: the whole list
+	d.published += n
+}
+
+func (d *PackedDriver) track(id uint16, n int, wlen uint32) {
+	d.ndesc[id] = uint16(n)
+	d.wlen[id] = wlen
+	d.numFree -= n
+	if d.inOrder {
+		d.fifo[(d.fifoHead+d.fifoLen)%len(d.fifo)] = id
+		d.fifoLen++
+	}
+}
+
+func (d *PackedDriver) addDirect(nOut, nIn int, seg func(k int) (uint64, uint32)) (uint16, error) {
+	n := nOut + nIn
+	if n == 0 {
+		return 0, ErrDriverEmptyChain
+	}
+	if n > d.numFree || len(d.freeIDs) == 0 {
+		return 0, ErrDriverFull
+	}
+	id := d.takeID()
+	var wlen uint32
+	d.write(n, func(k int) PackedDesc {
+		addr, length := seg(k)
+		if k >= nOut {
+			wlen += length
+		}
+		return PackedDesc{Addr: addr, Len: length, ID: id, Flags: chainFlags(k, nOut, n)}
+	})
+	d.track(id, n, wlen)
+	return id, nil
+}
+
+func (d *PackedDriver) addIndirect(nOut, nIn int, seg func(k int) (uint64, uint32)) (uint16, error) {
+	n := nOut + nIn
+	switch {
+	case d.indirectMax == 0:
+		return 0, ErrDriverNoIndirect
+	case n == 0:
+		return 0, ErrDriverEmptyChain
+	case n > int(d.indirectMax):
+		return 0, ErrDriverIndirectMax
+	case d.numFree == 0 || len(d.freeIDs) == 0:
+		return 0, ErrDriverFull
+	}
+	id := d.takeID()
+	off := d.indirectOff + uint64(id)*uint64(d.indirectMax)*DescSize
+	table := d.mem[off : off+uint64(n)*DescSize]
+	var wlen uint32
+	for k := 0; k < n; k++ {
+		addr, length := seg(k)
+		var flags uint16
+		if k >= nOut {
+			flags = DescFWrite
+			wlen += length
+		}
+		PutPackedDesc(table[k*DescSize:], PackedDesc{Addr: addr, Len: length, Flags: flags})
+	}
+	d.write(1, func(int) PackedDesc {
+		return PackedDesc{Addr: d.base + off, Len: uint32(n) * DescSize, ID: id, Flags: DescFIndirect}
+	})
+	d.track(id, 1, wlen)
+	return id, nil
+}
+
+// Publish reports whether the device wants an available buffer
+// notification for the descriptors made available since the last Publish
+// (virtio 1.2 §2.8, Sending Available Buffer Notifications): not with
+// RING_EVENT_FLAGS_DISABLE in the device area; with DESC (EVENT_IDX) only if
+// the descriptor at the device's event offset was among them. It returns
+// false if nothing was made available.
+func (d *PackedDriver) Publish() (kick bool) {
+	n := d.published
+	if n == 0 {
+		return false
+	}
+	d.published = 0
+	// Order the flags stores of Add before reading the device area; pairs
+	// with the fence in Packed.EnableNotify.
+	fullFence(&d.fenceWord)
+	offWrap, flags := loadWord(d.devEvent)
+	switch flags & 3 {
+	case RingEventFlagsDisable:
+		return false
+	case RingEventFlagsDesc:
+		if d.eventIdx {
+			return eventPassed(offWrap, int(d.availIdx), d.availWrap, n, int(d.size))
+		}
+	}
+	return true
+}
+
+func usedBits(wrap bool) uint16 {
+	if wrap {
+		return DescFAvail | DescFUsed
+	}
+	return 0
+}
+
+// usedReady loads the descriptor at usedIdx and reports whether the device
+// marked it used (acquire: its id and len are complete).
+func (d *PackedDriver) usedReady() (id uint16, ok bool) {
+	id, flags := loadWord(d.descWord(d.usedIdx))
+	return id, flags&(DescFAvail|DescFUsed) == usedBits(d.usedWrap)
+}
+
+// advanceUsed moves the used position past n descriptors and frees them.
+func (d *PackedDriver) advanceUsed(n int) {
+	p := int(d.usedIdx) + n
+	for p >= int(d.size) {
+		p -= int(d.size)
+		d.usedWrap = !d.usedWrap
+	}
+	d.usedIdx = uint16(p)
+	d.numFree += n
+}
+
+func (d *PackedDriver) freeID(id uint16) {
+	d.ndesc[id] = 0
+	d.freeIDs = append(d.freeIDs, id)
+}
+
+// Reap copies up to len(out) used buffers into out, in the order the device
+// used them, frees their ids and descriptors and returns how many. With
+// InOrder, a used descriptor stands for every buffer made available up to
+// and including its id; the skipped ones are reported with their whole
+// writable length (a batch larger than out is finished by the next Reap).
+// After a used descriptor with an id that is not in flight, Err is set and
+// Reap returns nothing more.
+func (d *PackedDriver) Reap(out []UsedElem) int {
+	n := 0
+	for n < len(out) && d.err == nil {
+		id, ok := d.usedReady()
+		if !ok {
+			break
+		}
+		if id >= d.size || d.ndesc[id] == 0 {
+			d.err = ErrDriverBadUsed
+			break
+		}
+		length := le.Uint32(d.desc[int(d.usedIdx)*DescSize+8:])
+		if !d.inOrder {
+			out[n] = UsedElem{ID: uint32(id), Len: length}
+			n++
+			nd := int(d.ndesc[id])
+			d.freeID(id)
+			d.advanceUsed(nd)
+			continue
+		}
+		for n < len(out) {
+			h := d.fifo[d.fifoHead]
+			d.fifoHead = (d.fifoHead + 1) % len(d.fifo)
+			d.fifoLen--
+			d.skipDescs += int(d.ndesc[h])
+			if h != id {
+				out[n] = UsedElem{ID: uint32(h), Len: d.wlen[h]}
+				n++
+				d.freeID(h)
+				continue
+			}
+			out[n] = UsedElem{ID: uint32(id), Len: length}
+			n++
+			d.freeID(h)
+			d.advanceUsed(d.skipDescs)
+			d.skipDescs = 0
+			break
+		}
+	}
+	return n
+}
+
+// EnableInterrupts asks for used buffer notifications again
+// (RING_EVENT_FLAGS_ENABLE, or with EVENT_IDX DESC at the next used
+// position) and reports whether used descriptors arrived meanwhile; if so,
+// reap before sleeping.
+func (d *PackedDriver) EnableInterrupts() (more bool) {
+	if d.eventIdx {
+		d.drvOffWrap = d.usedIdx
+		if d.usedWrap {
+			d.drvOffWrap |= RingEventWrap
+		}
+		d.drvFlags = RingEventFlagsDesc
+	} else {
+		d.drvFlags = RingEventFlagsEnable
+	}
+	storeWord(d.drvEvent, d.drvOffWrap, d.drvFlags)
+	// Order the driver area store before re-reading the next used
+	// descriptor; pairs with the fence in Packed.NeedNotify.
+	fullFence(&d.fenceWord)
+	_, ok := d.usedReady()
+	return ok
+}
+
+// DisableInterrupts sets RING_EVENT_FLAGS_DISABLE while the driver polls.
+// With EVENT_IDX it does nothing: the event offset stays where
+// EnableInterrupts put it, so the device notifies at most once more.
+func (d *PackedDriver) DisableInterrupts() {
+	if d.eventIdx || d.drvFlags == RingEventFlagsDisable {
+		return
+	}
+	d.drvFlags = RingEventFlagsDisable
+	storeWord(d.drvEvent, d.drvOffWrap, d.drvFlags)
+}
+
+// Raw access, for tests that play a misbehaving guest. These bypass all
+// accounting; positions are taken modulo Size.
+
+// SetDesc writes descriptor pos of the ring exactly as given (flags
+// included, stored last).
+func (d *PackedDriver) SetDesc(pos uint16, desc PackedDesc) {
+	pos %= d.size
+	off := int(pos) * DescSize
+	le.PutUint64(d.desc[off:], desc.Addr)
+	le.PutUint32(d.desc[off+8:], desc.Len)
+	storeWord(d.descWord(pos), desc.ID, desc.Flags)
+}
+
+// Desc reads back descriptor pos.
+func (d *PackedDriver) Desc(pos uint16) PackedDesc {
+	pos %= d.size
+	id, flags := loadWord(d.descWord(pos))
+	off := int(pos) * DescSize
+	return PackedDesc{Addr: le.Uint64(d.desc[off:]), Len: le.Uint32(d.desc[off+8:]), ID: id, Flags: flags}
+}
+
+// AvailBits are the AVAIL/USED bits that mark a descriptor available under
+// driver wrap counter wrap; UsedBits those that mark it used under device
+// wrap counter wrap.
+func AvailBits(wrap bool) uint16 { return availBits(wrap) }
+
+// UsedBits: see AvailBits.
+func UsedBits(wrap bool) uint16 { return usedBits(wrap) }
+
+// NextAvail is the next descriptor position Add fills and the driver wrap
+// counter there; NextUsed the next position Reap reads and the device wrap
+// counter expected there.
+func (d *PackedDriver) NextAvail() (pos uint16, wrap bool) { return d.availIdx, d.availWrap }
+
+// NextUsed: see NextAvail.
+func (d *PackedDriver) NextUsed() (pos uint16, wrap bool) { return d.usedIdx, d.usedWrap }
+
+// PostRaw writes descs from the next avail position on, each with the
+// AVAIL/USED bits of its position's wrap counter replacing those in its
+// Flags, the first one's flags last, and moves the avail position past them.
+// It does no id or descriptor accounting: Reap will not recognise their ids.
+func (d *PackedDriver) PostRaw(descs ...PackedDesc) {
+	if len(descs) == 0 {
+		return
+	}
+	d.write(len(descs), func(k int) PackedDesc { return descs[k] })
+	d.numFree -= len(descs)
+}
+
+// SetDriverEvent stores the driver event suppression area (any values).
+func (d *PackedDriver) SetDriverEvent(offWrap, flags uint16) {
+	d.drvOffWrap, d.drvFlags = offWrap, flags
+	storeWord(d.drvEvent, offWrap, flags)
+}
+
+// DriverEvent loads the driver event suppression area.
+func (d *PackedDriver) DriverEvent() (offWrap, flags uint16) { return loadWord(d.drvEvent) }
+
+// DeviceEvent loads the device event suppression area.
+func (d *PackedDriver) DeviceEvent() (offWrap, flags uint16) { return loadWord(d.devEvent) }
