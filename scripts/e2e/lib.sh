@@ -58,3 +58,41 @@ e2e_wait_log() {
     sleep 0.1; i=$((i + 1))
   done
 }
+
+# --- helpers added for matrix.sh and mq-attach.sh (issue 10) ---
+
+# e2e_wait_tap NS TAP SECONDS: wait for TAP to appear in namespace NS.
+e2e_wait_tap() {
+  local i=0
+  while ! ip -n "$1" link show "$2" >/dev/null 2>&1; do
+    [ "$i" -lt $(($3 * 10)) ] || return 1
+    sleep 0.1; i=$((i + 1))
+  done
+}
+
+# e2e_dump_stats PID LOG [LINES]: SIGUSR1 the daemon and wait (up to 5 s) until
+# LINES more "port stats" lines (default 1, one per queue pair) are in LOG.
+e2e_dump_stats() {
+  local before want i=0
+  before=$(grep -ac 'msg="port stats"' "$2" 2>/dev/null || true)
+  want=$(( ${before:-0} + ${3:-1} ))
+  kill -USR1 "$1" 2>/dev/null || return 1
+  while [ "$(grep -ac 'msg="port stats"' "$2" 2>/dev/null || true)" -lt "$want" ]; do
+    [ "$i" -lt 50 ] || return 1
+    sleep 0.1; i=$((i + 1))
+  done
+}
+
+# e2e_stat_qp LOG QP KEY: last value of KEY=N in the "port stats" lines of queue
+# pair QP (empty when the key is absent).
+e2e_stat_qp() {
+  grep -a 'msg="port stats"' "$1" | grep -a " queue_pair=$2 " | tail -n1 | tr ' ' '\n' \
+    | sed -n "s/^$3=//p" | tail -n1
+}
+
+# e2e_drops LOG [QP]: the non-zero tx_drop_*/rx_drop_* keys of the last
+# "port stats" line (of queue pair QP if given), space separated.
+e2e_drops() {
+  grep -a 'msg="port stats"' "$1" | { if [ -n "${2:-}" ]; then grep -a " queue_pair=$2 "; else cat; fi; } \
+    | tail -n1 | tr ' ' '\n' | { grep -E '^(tx|rx)_drop_' || true; } | tr '\n' ' ' | sed 's/ $//'
+}
