@@ -17,6 +17,16 @@ type Config struct {
 	Indirect          bool   // VIRTIO_F_INDIRECT_DESC negotiated
 	LastAvail         uint16 // SET_VRING_BASE: next avail index to consume
 	InOrder           bool   // VIRTIO_F_IN_ORDER negotiated: PushInOrder may write one used entry per run
+	// Log, when non-nil, is told about every device write to the used ring
+	// (entries, idx, flags, avail_event) after it is made: dirty-page
+	// logging for live migration (vhost-user.rst "Dirty pages logging").
+	// nil costs one compare per write.
+	Log DirtyLogger
+}
+
+// DirtyLogger marks the guest pages behind host bytes the device wrote.
+type DirtyLogger interface {
+	MarkHost(b []byte)
 }
 
 // Buffer is one descriptor's bytes in host memory. B has length and capacity
@@ -67,7 +77,8 @@ type Split struct {
 	fenceWord      uint32 // private word for fullFence
 
 	inOrder bool
-	full    []uint64 // InOrder only, by head: 1<<32 | WriteLen of a well-formed chain, 0 otherwise (split_inorder.go)
+	log     DirtyLogger // nil unless dirty logging is on
+	full    []uint64    // InOrder only, by head: 1<<32 | WriteLen of a well-formed chain, 0 otherwise (split_inorder.go)
 }
 
 // NewSplit checks cfg and returns the device side of the ring. The used index
@@ -100,6 +111,7 @@ func NewSplit(cfg Config, mem Memory) (*Split, error) {
 		f:         f,
 		lastAvail: cfg.LastAvail,
 		inOrder:   cfg.InOrder,
+		log:       cfg.Log,
 	}
 	if cfg.InOrder {
 		q.full = make([]uint64, cfg.Size)
@@ -305,6 +317,15 @@ func (q *Split) Push(used []UsedElem) {
 	q.unpushed = max(q.unpushed-len(used), 0)
 	// Release: the entries above become visible no later than the new idx.
 	storeWord(q.f.usedWord, q.usedFlags, idx)
+	q.logUsed()
+}
+
+// logUsed marks the used ring dirty after a write to it (the whole ring:
+// at most a few pages, and only while migrating).
+func (q *Split) logUsed() {
+	if q.log != nil {
+		q.log.MarkHost(q.used)
+	}
 }
 
 // NeedNotify reports whether the driver wants a used-buffer notification
@@ -346,6 +367,7 @@ func (q *Split) DisableNotify() {
 	}
 	q.usedFlags |= UsedFNoNotify
 	storeWord(q.f.usedWord, q.usedFlags, q.usedIdx)
+	q.logUsed()
 }
 
 // EnableNotify asks for kicks again before the worker sleeps: it clears
@@ -359,9 +381,11 @@ func (q *Split) EnableNotify() (more bool) {
 	}
 	if q.eventIdx {
 		store16(q.f.availEvent, q.lastAvail)
+		q.logUsed()
 	} else if q.usedFlags&UsedFNoNotify != 0 {
 		q.usedFlags &^= UsedFNoNotify
 		storeWord(q.f.usedWord, q.usedFlags, q.usedIdx)
+		q.logUsed()
 	}
 	// Order the avail_event/flags store before re-reading avail.idx. Pairs
 	// with the driver's fence between publishing avail.idx and reading

@@ -50,4 +50,5 @@ func (q *Split) PushInOrder(used []UsedElem) {
 	q.unpushed = max(q.unpushed-len(used), 0)
 	// Release: the entries above become visible no later than the new idx.
 	storeWord(q.f.usedWord, q.usedFlags, idx)
+	q.logUsed()
 }
