@@ -49,6 +49,7 @@ type Collector struct {
 	backendGSOMaxSize, backendGSOMaxSegs, backendMTU        *prometheus.Desc
 	backendAttached, backendAttachChanges                   *prometheus.Desc
 	guestMTU, guestMTUApplied                               *prometheus.Desc
+	dirtyLogging, dirtyPages, rarps                         *prometheus.Desc
 	portInfo, policy, connected, messages                   *prometheus.Desc
 }
 
@@ -128,6 +129,9 @@ func NewCollector(p Port) *Collector {
 		"1 while the queue pair's backend queue is attached, so the host may steer packets to it; a multiqueue tap's queue is detached while the guest has the pair disabled.", q...)
 	c.backendAttachChanges = d("backend_queue_attach_changes_total",
 		"Times the queue pair's backend queue was attached or detached (change=attach|detach) as the guest enabled and disabled the pair.", with("change")...)
+	c.dirtyLogging = d("dirty_logging", "1 while the front-end has dirty-page logging on (a live migration is copying guest memory).")
+	c.dirtyPages = d("dirty_log_pages_marked_total", "Guest pages vhostd marked dirty in the front-end's log during live migrations of the current session.")
+	c.rarps = d("rarp_announces_total", "RARP announces injected into the backend after live migrations (VHOST_USER_SEND_RARP).")
 	c.guestMTU = d("guest_mtu_bytes", "The MTU the front-end asked for with VHOST_USER_NET_SET_MTU (0: never asked).")
 	c.guestMTUApplied = d("guest_mtu_applied", "1 when the backend carries the guest's MTU, 0 when vhostd refused it (QEMU then reports \"MTU not supported by the backend\").")
 	c.portInfo = d("port_info",
@@ -149,6 +153,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.rxNotifications, c.rxInterrupts, c.rxInterruptsSuppressed, c.rxStalls, c.rxReadErrors, c.rxBatch,
 		c.drops, c.ringBroken, c.backendGSOMaxSize, c.backendGSOMaxSegs, c.backendMTU,
 		c.backendAttached, c.backendAttachChanges, c.guestMTU, c.guestMTUApplied,
+		c.dirtyLogging, c.dirtyPages, c.rarps,
 		c.portInfo, c.policy, c.connected, c.messages,
 	}
 }
@@ -300,6 +305,12 @@ func (c *Collector) collectPort(ch chan<- prometheus.Metric) {
 	if m := dev.MTU(); m.Requested != 0 {
 		gauge(ch, c.guestMTU, float64(m.Requested))
 		gauge(ch, c.guestMTUApplied, b2f(m.Applied))
+	}
+	counter(ch, c.rarps, dev.RARPsSent())
+	if ls, ok := c.port.Session.(logStatser); ok {
+		st, _ := ls.LogStats()
+		gauge(ch, c.dirtyLogging, b2f(st.Active))
+		counter(ch, c.dirtyPages, st.Pages)
 	}
 	if src := c.port.Session; src != nil {
 		gauge(ch, c.connected, b2f(src.Connected()))

@@ -145,3 +145,25 @@ func (s *sessionSource) Negotiated() (uint64, vhostuser.ProtocolFeatures, uint8,
 	f, p := s.sess.Features()
 	return f, p, s.sess.Status(), true
 }
+
+// logStatser is implemented by session sources that can report the dirty
+// log (live migration).
+type logStatser interface {
+	LogStats() (vhostuser.LogStats, bool)
+}
+
+// LogStats reports the running session's dirty log; ok is false when no
+// front-end is attached.
+func (s *ServerSource) LogStats() (vhostuser.LogStats, bool) {
+	if sess := s.srv.Session(); sess != nil {
+		return sess.LogStats(), true
+	}
+	return vhostuser.LogStats{}, false
+}
+
+func (s *sessionSource) LogStats() (vhostuser.LogStats, bool) {
+	if !s.connected() {
+		return vhostuser.LogStats{}, false
+	}
+	return s.sess.LogStats(), true
+}

@@ -37,8 +37,10 @@ type PortStatus struct {
 	Messages     map[string]uint64 `json:"vhost_user_messages,omitempty"`
 	QueuePairs   []QueuePairStatus `json:"queue_pairs"`
 	// MTU is what became of the front-end's VHOST_USER_NET_SET_MTU.
-	MTU       *virtionet.MTUState `json:"guest_mtu,omitempty"`
-	Diagnosis []Finding           `json:"diagnosis"`
+	MTU *virtionet.MTUState `json:"guest_mtu,omitempty"`
+	// Migration: dirty logging and announces (absent before any).
+	Migration *MigrationStatus `json:"migration,omitempty"`
+	Diagnosis []Finding        `json:"diagnosis"`
 }
 
 // FeatureSet is a virtio feature mask with its bit names.
@@ -62,6 +64,15 @@ type QueuePairStatus struct {
 	Backend  BackendStatus `json:"backend"`
 	Rings    []RingStatus  `json:"rings,omitempty"`
 	Counters QueueCounters `json:"counters"`
+}
+
+// MigrationStatus is the live-migration side of a port.
+type MigrationStatus struct {
+	DirtyLogging bool   `json:"dirty_logging"`
+	LogBytes     uint64 `json:"log_bytes"`
+	PagesMarked  uint64 `json:"pages_marked"`
+	LogOverflows uint64 `json:"log_overflows"`
+	RARPsSent    uint64 `json:"rarps_sent"`
 }
 
 // BackendStatus is what the backend queue takes whole and its limits.
@@ -276,6 +287,16 @@ func SnapshotPort(p Port) PortStatus {
 	}
 	if m := dev.MTU(); m.Requested != 0 {
 		ps.MTU = &m
+	}
+	var ms MigrationStatus
+	if ls, ok := p.Session.(logStatser); ok {
+		if st, ok := ls.LogStats(); ok {
+			ms = MigrationStatus{DirtyLogging: st.Active, LogBytes: st.Size, PagesMarked: st.Pages, LogOverflows: st.Overflows}
+		}
+	}
+	ms.RARPsSent = dev.RARPsSent()
+	if ms != (MigrationStatus{}) {
+		ps.Migration = &ms
 	}
 	var rings []ringStateView
 	if p.Session != nil {

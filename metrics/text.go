@@ -204,6 +204,16 @@ func writePortStatus(ew *errWriter, ps *PortStatus) {
 			kv("Guest MTU", "%d REFUSED (QEMU reports \"MTU not supported by the backend\"): %s", m.Requested, m.Detail)
 		}
 	}
+	if m := ps.Migration; m != nil {
+		state := "off"
+		if m.DirtyLogging {
+			state = "ON (a live migration is copying memory)"
+		}
+		kv("Live migration", "dirty logging %s, %d pages marked in a %d-byte log, %d RARP announces sent", state, m.PagesMarked, m.LogBytes, m.RARPsSent)
+		if m.LogOverflows > 0 {
+			kv("", "[warning] %d writes fell outside the front-end's log (its log is too small for its memory): those pages may reach the destination stale", m.LogOverflows)
+		}
+	}
 	for _, qp := range ps.QueuePairs {
 		ew.printf("  Queue pair %d\n", qp.Index)
 		kv("  Backend", "offloads %s, gso_max_size %d, gso_max_segs %d, mtu %d",

@@ -35,6 +35,14 @@ type Device interface {
 	Reset()
 }
 
+// Announcer is implemented by devices that can announce the guest's new
+// location after a live migration (VHOST_USER_SEND_RARP): inject a RARP
+// broadcast from the guest's MAC into the backend so that bridges and
+// switches learn where the guest is now.
+type Announcer interface {
+	SendRARP(mac [6]byte) error
+}
+
 // Queue is a started ring handed to Device.StartQueue.
 type Queue struct {
 	Index   int
@@ -43,6 +51,13 @@ type Queue struct {
 	Call    *virtqueue.Call // nil when NOFD
 	Err     *virtqueue.Call // nil when not configured
 	Enabled *atomic.Bool    // read by the worker per batch
+	// Log is non-nil while the front-end migrates (VHOST_F_LOG_ALL acked and
+	// a log given with SET_LOG_BASE): the device must mark every guest byte
+	// it writes outside the used ring (RX buffers, num_buffers) with
+	// Log.MarkHost after writing it. The ring marks its own used-ring writes.
+	// It does not change while the queue runs: the session restarts the
+	// rings when logging starts or stops.
+	Log *DirtyLog
 
 	failed *atomic.Bool // the session's record of Fail; nil outside a Session
 }

@@ -58,21 +58,27 @@ type requestSpec struct {
 }
 
 // offeredProtocolFeatures is what GET_PROTOCOL_FEATURES returns: only what
-// this package serves. No BACKEND_REQ, INFLIGHT_SHMFD, HOST_NOTIFIER or
-// LOG_SHMFD: nothing here would use them.
-const offeredProtocolFeatures = ProtoMQ | ProtoReplyAck | ProtoMTU | ProtoConfigureMemSlots | ProtoStatus
+// this package serves. LOG_SHMFD and RARP make live migration work (QEMU
+// refuses to migrate without LOG_SHMFD). No BACKEND_REQ, INFLIGHT_SHMFD,
+// HOST_NOTIFIER: nothing here would use them. No PAGEFAULT: postcopy
+// migration is not supported, and QEMU refuses to start it without it.
+const offeredProtocolFeatures = ProtoMQ | ProtoReplyAck | ProtoMTU | ProtoConfigureMemSlots | ProtoStatus | ProtoLogShmfd | ProtoRARP
 
 // requestTable is the one declarative description of every front-end
 // request (vhost-user.rst, "Front-end message types"). Sizes come from the
 // payload layouts; fd counts from "Communication".
 var requestTable = [maxRequest + 1]requestSpec{
-	ReqGetFeatures:         {handle: (*Session).getFeatures, size: exact(0), reply: replyValue},
-	ReqSetFeatures:         {handle: (*Session).setFeatures, size: exact(U64Size)},
-	ReqSetOwner:            {handle: (*Session).setOwner, size: exact(0)},
-	ReqResetOwner:          {handle: (*Session).resetOwner, size: exact(0)},
-	ReqSetMemTable:         {handle: (*Session).setMemTable, size: between(MemoryRegionsMinSize, MemoryRegionsMaxSize), minFds: 1, maxFds: MaxMemRegions},
-	ReqSetLogBase:          {size: exact(LogSize), maxFds: 1, gate: ProtoLogShmfd},
-	ReqSetLogFd:            {size: exact(0), minFds: 1, maxFds: 1, gate: ProtoLogShmfd},
+	ReqGetFeatures: {handle: (*Session).getFeatures, size: exact(0), reply: replyValue},
+	ReqSetFeatures: {handle: (*Session).setFeatures, size: exact(U64Size)},
+	ReqSetOwner:    {handle: (*Session).setOwner, size: exact(0)},
+	ReqResetOwner:  {handle: (*Session).resetOwner, size: exact(0)},
+	ReqSetMemTable: {handle: (*Session).setMemTable, size: between(MemoryRegionsMinSize, MemoryRegionsMaxSize), minFds: 1, maxFds: MaxMemRegions},
+	// SET_LOG_BASE owes a reply with LOG_SHMFD (the only way it is served
+	// here). QEMU does not look at its value, so a log that cannot be
+	// mapped closes the connection rather than let a migration run with no
+	// pages logged.
+	ReqSetLogBase:          {handle: (*Session).setLogBase, size: exact(LogSize), minFds: 1, maxFds: 1, reply: replyValue, gate: ProtoLogShmfd},
+	ReqSetLogFd:            {handle: (*Session).setLogFd, size: exact(0), minFds: 1, maxFds: 1, gate: ProtoLogShmfd},
 	ReqSetVringNum:         {handle: (*Session).setVringNum, size: exact(VringStateSize)},
 	ReqSetVringAddr:        {handle: (*Session).setVringAddr, size: exact(VringAddrSize)},
 	ReqSetVringBase:        {handle: (*Session).setVringBase, size: exact(VringStateSize)},
@@ -85,7 +91,7 @@ var requestTable = [maxRequest + 1]requestSpec{
 	ReqGetQueueNum:         {handle: (*Session).getQueueNum, size: exact(0), reply: replyValue, gate: ProtoMQ},
 	// SET_VRING_ENABLE has no gate: QEMU 7.2 sends it before SET_FEATURES.
 	ReqSetVringEnable:      {handle: (*Session).setVringEnable, size: exact(VringStateSize)},
-	ReqSendRARP:            {size: exact(U64Size), gate: ProtoRARP},
+	ReqSendRARP:            {handle: (*Session).sendRARP, size: exact(U64Size), gate: ProtoRARP},
 	ReqNetSetMTU:           {handle: (*Session).netSetMTU, size: exact(U64Size), gate: ProtoMTU},
 	ReqSetBackendReqFd:     {size: exact(0), minFds: 1, maxFds: 1, gate: ProtoBackendReq},
 	ReqIOTLBMsg:            {size: between(IOTLBMsgSize, 32), reply: replyStatus},

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -94,6 +96,14 @@ type Session struct {
 	status      uint8            // SET_STATUS
 	reply       []byte           // reply payload buffer
 
+	// Dirty logging (live migration): the SET_LOG_BASE mapping, the
+	// SET_LOG_FD eventfd (kept, never signalled: QEMU does not use it), and
+	// the snapshot the rings get while LOG_ALL is acked (nil otherwise).
+	logMap *logMapping
+	logFd  int
+	dlog   *DirtyLog
+	rarps  atomic.Uint64
+
 	wake chan struct{} // a first-kick waiter finished
 
 	mu   sync.Mutex // guards snap
@@ -101,6 +111,8 @@ type Session struct {
 }
 
 type snapshot struct {
+	logMap   *logMapping
+	logOn    bool
 	rings    []RingState
 	features uint64
 	protocol ProtocolFeatures
@@ -126,6 +138,7 @@ func NewSession(conn *net.UnixConn, dev Device, log *slog.Logger) (*Session, err
 		rings:  make([]ring, n),
 		wake:   make(chan struct{}, 1),
 		reply:  make([]byte, 0, 64),
+		logFd:  -1,
 	}
 	for i := range s.rings {
 		s.rings[i].index = i
@@ -173,6 +186,7 @@ func (s *Session) publish() {
 		})
 	}
 	s.snap.features, s.snap.protocol, s.snap.status = s.acked, s.protocol, s.status
+	s.snap.logMap, s.snap.logOn = s.logMap, s.dlog != nil
 }
 
 // Serve reads and handles messages until the front-end disconnects (nil),
@@ -271,6 +285,13 @@ func (s *Session) shutdown() {
 		closeCall(&r.errCall)
 	}
 	s.mem.Close()
+	s.dlog = nil
+	s.logMap.close()
+	s.logMap = nil
+	if s.logFd >= 0 {
+		unix.Close(s.logFd)
+		s.logFd = -1
+	}
 	s.publish()
 }
 
@@ -380,6 +401,7 @@ func (s *Session) startRing(r *ring) error {
 			EventIdx:  s.acked&virtioFEventIdx != 0,
 			Indirect:  s.acked&virtioFIndirectDesc != 0,
 			LastAvail: r.base,
+			Log:       s.ringLog(),
 		}, s.mem.GPA())
 	}
 	if err == nil {
@@ -418,7 +440,7 @@ func (s *Session) handOver(r *ring, vq *virtqueue.Split) error {
 	if r.kick != nil {
 		r.kick.SetDeadline(time.Time{}) // a previous worker may have left one set
 	}
-	q := &Queue{Index: r.index, VQ: vq, Kick: r.kick, Call: r.call, Err: r.errCall, Enabled: &r.enabled, failed: &r.failed}
+	q := &Queue{Index: r.index, VQ: vq, Kick: r.kick, Call: r.call, Err: r.errCall, Enabled: &r.enabled, failed: &r.failed, Log: s.dlog}
 	if err := s.dev.StartQueue(q); err != nil {
 		return fmt.Errorf("device refused the ring: %w", err)
 	}
@@ -458,6 +480,7 @@ func (s *Session) reconfigure(change func() error) error {
 		}
 	}
 	err := change()
+	s.refreshLog()
 	for _, r := range running {
 		if s.startRing(r) != nil { // logs its own failure
 			r.lostMemory = true
@@ -524,8 +547,13 @@ func (s *Session) setAllEnabled(on bool) {
 
 // --- handlers (one per supported request; see requestTable) ---
 
+// sessionFeatures are the bits the session serves itself on top of the
+// device's: PROTOCOL_FEATURES and LOG_ALL (the session owns the dirty log;
+// the device marks what it writes through Queue.Log).
+const sessionFeatures = FeatureProtocolFeatures | FeatureLogAll
+
 func (s *Session) getFeatures(*Message) ([]byte, error) {
-	return U64(s.dev.DeviceFeatures() | FeatureProtocolFeatures).Encode(s.reply[:0]), nil
+	return U64(s.dev.DeviceFeatures() | sessionFeatures).Encode(s.reply[:0]), nil
 }
 
 func (s *Session) setFeatures(m *Message) ([]byte, error) {
@@ -534,7 +562,7 @@ func (s *Session) setFeatures(m *Message) ([]byte, error) {
 		return nil, err
 	}
 	acked := uint64(v)
-	offered := s.dev.DeviceFeatures() | FeatureProtocolFeatures
+	offered := s.dev.DeviceFeatures() | sessionFeatures
 	if extra := acked &^ offered; extra != 0 {
 		return nil, fmt.Errorf("%w: front-end acked feature bits %#x that were not offered (offered %#x)", ErrPayloadValue, extra, offered)
 	}
@@ -542,7 +570,7 @@ func (s *Session) setFeatures(m *Message) ([]byte, error) {
 	// are rebuilt. DPDK virtio-user sends SET_FEATURES again on the same
 	// connection when it reconfigures.
 	err := s.reconfigure(func() error {
-		if err := s.dev.SetFeatures(acked &^ FeatureProtocolFeatures); err != nil {
+		if err := s.dev.SetFeatures(acked &^ sessionFeatures); err != nil {
 			return fmt.Errorf("device refused features %#x: %w", acked, err)
 		}
 		s.acked, s.featuresSet = acked, true
@@ -833,3 +861,103 @@ func (s *Session) getStatus(*Message) ([]byte, error) {
 	}
 	return U64(st).Encode(s.reply[:0]), nil
 }
+
+// --- dirty logging and the announce (live migration) ---
+
+// ringLog is the logger a ring built now gets: nil unless logging is on
+// (a nil *DirtyLog must not become a non-nil interface).
+func (s *Session) ringLog() virtqueue.DirtyLogger {
+	if s.dlog == nil {
+		return nil
+	}
+	return s.dlog
+}
+
+// refreshLog rebuilds the dirty-log snapshot from the current log mapping,
+// memory regions and features. Called with every ring stopped (reconfigure).
+func (s *Session) refreshLog() {
+	if s.logMap == nil || s.acked&FeatureLogAll == 0 {
+		if s.dlog != nil {
+			s.log.Info("dirty logging stopped")
+		}
+		s.dlog = nil
+		return
+	}
+	if s.dlog == nil {
+		s.log.Info("dirty logging started (live migration)", "log_bytes", len(s.logMap.bitmap))
+	}
+	s.dlog = s.mem.dirtyLog(s.logMap)
+}
+
+// setLogBase maps the dirty log (LOG_SHMFD: the fd comes with the message)
+// and rebuilds the rings so they use it. QEMU sends it again with a larger
+// log when guest memory grows; the old mapping is released once no ring
+// uses it.
+func (s *Session) setLogBase(m *Message) ([]byte, error) {
+	var l Log
+	if err := l.Decode(m.Payload); err != nil {
+		return nil, err
+	}
+	lm, err := openLog(l, m.Fds[0])
+	if err != nil {
+		return nil, err
+	}
+	old := s.logMap
+	_ = s.reconfigure(func() error {
+		s.logMap = lm
+		return nil
+	})
+	old.close()
+	s.log.Info("dirty log set", "bytes", l.Size, "offset", l.Offset, "logging", s.dlog != nil)
+	// The reply carries a u64 0 (libvhost-user's form; QEMU reads and
+	// ignores the payload, DPDK sends none).
+	return U64(0).Encode(s.reply[:0]), nil
+}
+
+// setLogFd keeps the log eventfd (the back-end may signal it after writing
+// the log; QEMU neither sends nor waits for it, so it is never signalled).
+func (s *Session) setLogFd(m *Message) ([]byte, error) {
+	if s.logFd >= 0 {
+		unix.Close(s.logFd)
+	}
+	s.logFd = m.TakeFd(0)
+	return nil, nil
+}
+
+// sendRARP asks the device to announce the guest's MAC (first 6 bytes of the
+// u64 payload) on its backend. QEMU sends it after a migration to a guest
+// that did not negotiate GUEST_ANNOUNCE.
+func (s *Session) sendRARP(m *Message) ([]byte, error) {
+	if len(m.Payload) < 6 {
+		return nil, fmt.Errorf("%w: SEND_RARP payload of %d bytes", ErrPayloadSize, len(m.Payload))
+	}
+	var mac [6]byte
+	copy(mac[:], m.Payload[:6])
+	a, ok := s.dev.(Announcer)
+	if !ok {
+		return nil, fmt.Errorf("%w: SEND_RARP: the device cannot inject packets", errUnsupported)
+	}
+	if err := a.SendRARP(mac); err != nil {
+		return nil, fmt.Errorf("SEND_RARP for %x: %w", mac, err)
+	}
+	s.rarps.Add(1)
+	s.log.Info("announced the guest after migration (RARP)", "mac", fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]))
+	return nil, nil
+}
+
+// LogStats reports the dirty log. Safe from any goroutine.
+func (s *Session) LogStats() LogStats {
+	s.mu.Lock()
+	m, on := s.snap.logMap, s.snap.logOn
+	s.mu.Unlock()
+	st := LogStats{Active: on}
+	if m != nil {
+		st.Size = uint64(len(m.bitmap))
+		st.Pages = m.pages.Load()
+		st.Overflows = m.over.Load()
+	}
+	return st
+}
+
+// RARPsSent counts SEND_RARP announces made.
+func (s *Session) RARPsSent() uint64 { return s.rarps.Load() }

@@ -202,10 +202,11 @@ func TestHandshakeQEMUOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	fe := h.fe
-	if fe.Offered != testDevice|vhostuser.FeatureProtocolFeatures {
+	if fe.Offered != testDevice|vhostuser.FeatureProtocolFeatures|vhostuser.FeatureLogAll {
 		t.Errorf("GET_FEATURES = %#x", fe.Offered)
 	}
-	wantProto := vhostuser.ProtoMQ | vhostuser.ProtoReplyAck | vhostuser.ProtoMTU | vhostuser.ProtoConfigureMemSlots | vhostuser.ProtoStatus
+	wantProto := vhostuser.ProtoMQ | vhostuser.ProtoReplyAck | vhostuser.ProtoMTU | vhostuser.ProtoConfigureMemSlots | vhostuser.ProtoStatus |
+		vhostuser.ProtoLogShmfd | vhostuser.ProtoRARP
 	if fe.OfferedProtocol != wantProto {
 		t.Errorf("GET_PROTOCOL_FEATURES = %v, want %v", fe.OfferedProtocol, wantProto)
 	}
@@ -219,7 +220,7 @@ func TestHandshakeQEMUOrder(t *testing.T) {
 	if features != testDevice|vhostuser.FeatureProtocolFeatures || proto != wantProto {
 		t.Errorf("session features %#x / %v", features, proto)
 	}
-	if !strings.Contains(h.logs.String(), "negotiated features") || !strings.Contains(h.logs.String(), "protocol_features=0x18019") {
+	if !strings.Contains(h.logs.String(), "negotiated features") || !strings.Contains(h.logs.String(), "protocol_features=0x1801f") {
 		t.Errorf("no 'negotiated features' log line with protocol_features:\n%s", h.logs.String())
 	}
 	if st := h.s.Status(); st != frontend.StatusAcknowledge|frontend.StatusDriver|frontend.StatusDriverOK|frontend.StatusFeaturesOK {
@@ -356,7 +357,7 @@ func TestReplyAck(t *testing.T) {
 	}
 	var v vhostuser.U64
 	v.Decode(payload)
-	if uint64(v) != testDevice|vhostuser.FeatureProtocolFeatures {
+	if uint64(v) != testDevice|vhostuser.FeatureProtocolFeatures|vhostuser.FeatureLogAll {
 		t.Errorf("GET_FEATURES with NEED_REPLY returned %#x, a status instead of the features?", uint64(v))
 	}
 }

@@ -49,6 +49,7 @@ type Device struct {
 	hdrLen  int
 	pairs   []*QueuePair
 	mtu     MTUState
+	rarps   atomic.Uint64
 }
 
 // MTUState is what became of the front-end's VHOST_USER_NET_SET_MTU, for
@@ -59,7 +60,10 @@ type MTUState struct {
 	Detail    string `json:"detail,omitempty"` // what was done, or why it was refused
 }
 
-var _ vhostuser.Device = (*Device)(nil)
+var (
+	_ vhostuser.Device    = (*Device)(nil)
+	_ vhostuser.Announcer = (*Device)(nil)
+)
 
 // New builds a device. It does not touch the backends until features are set.
 func New(cfg Config) (*Device, error) {
@@ -226,6 +230,41 @@ func (d *Device) SetMTU(mtu uint16) error {
 	d.mtu = MTUState{Requested: mtu, Applied: true, Detail: fmt.Sprintf("backend link MTU set to %d", mtu)}
 	d.log.Info("front-end set MTU; backend link follows", "mtu", mtu)
 	return nil
+}
+
+// SendRARP implements vhostuser.Announcer: after a live migration QEMU asks
+// the destination's back-end to announce the guest (for guests without
+// GUEST_ANNOUNCE), so that bridges and switches learn its new port. The
+// announce is what QEMU's own backends send (qemu_announce_self): a RARP
+// request broadcast from the guest's MAC, padded to 60 bytes, written to
+// the backend of queue pair 0 as if the guest had sent it.
+func (d *Device) SendRARP(mac [6]byte) error {
+	pkt := make([]byte, d.HdrLen()+60)
+	BuildRARP(pkt[d.HdrLen():], mac)
+	if err := d.pairs[0].inject([][]byte{pkt}); err != nil {
+		return fmt.Errorf("virtionet: RARP announce on port %s: %w", d.cfg.Name, err)
+	}
+	d.rarps.Add(1)
+	return nil
+}
+
+// RARPsSent counts announces sent.
+func (d *Device) RARPsSent() uint64 { return d.rarps.Load() }
+
+// BuildRARP writes a 60-byte RARP request (RFC 903, op 3) broadcast from mac
+// into b, which must hold 60 bytes.
+func BuildRARP(b []byte, mac [6]byte) {
+	b = b[:60]
+	clear(b)
+	copy(b[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(b[6:12], mac[:])
+	b[12], b[13] = 0x80, 0x35 // ETH_P_RARP
+	b[14], b[15] = 0, 1       // htype Ethernet
+	b[16], b[17] = 0x08, 0    // ptype IPv4
+	b[18], b[19] = 6, 4       // hlen, plen
+	b[20], b[21] = 0, 3       // op: reverse request
+	copy(b[22:28], mac[:])    // sender hardware address
+	copy(b[32:38], mac[:])    // target hardware address; IPs stay 0
 }
 
 // MTU reports what became of the front-end's MTU request.

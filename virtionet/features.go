@@ -239,28 +239,34 @@ func CloseDeps(f, provided Feature) Feature {
 // GUEST_USO4/6 are added by Offer only when the backend accepted
 // TUN_F_USO4|TUN_F_USO6: the tap may then hand us USO super-packets to pass to
 // the guest.
+//
+// GUEST_ANNOUNCE lets the guest announce itself after a live migration
+// (QEMU raises VIRTIO_NET_S_ANNOUNCE and the guest sends gratuitous ARP and
+// unsolicited neighbour advertisements); QEMU then skips SEND_RARP. Guests
+// without it get vhostd's RARP (SEND_RARP).
 const DefaultOffer = FeatureVersion1 | NetMrgRxbuf | FeatureEventIdx |
 	FeatureIndirectDesc | NetCsum | NetGuestCsum | NetHostTSO4 | NetHostTSO6 |
 	NetHostECN | NetHostUSO | NetGuestTSO4 | NetGuestTSO6 | NetGuestECN |
-	NetMTU | NetMQ
+	NetMTU | NetMQ | NetGuestAnnounce
 
 // toggleBits maps the CLI names (--offload-NAME=on|off) to feature bits.
 var toggleBits = map[string]Feature{
-	"csum":       NetCsum,
-	"guest-csum": NetGuestCsum,
-	"tso4":       NetHostTSO4,
-	"tso6":       NetHostTSO6,
-	"ecn":        NetHostECN,
-	"uso":        NetHostUSO,
-	"guest-tso4": NetGuestTSO4,
-	"guest-tso6": NetGuestTSO6,
-	"guest-ecn":  NetGuestECN,
-	"guest-uso":  NetGuestUSO4 | NetGuestUSO6,
-	"mrg-rxbuf":  NetMrgRxbuf,
-	"event-idx":  FeatureEventIdx,
-	"indirect":   FeatureIndirectDesc,
-	"mtu":        NetMTU,
-	"mq":         NetMQ,
+	"csum":           NetCsum,
+	"guest-csum":     NetGuestCsum,
+	"tso4":           NetHostTSO4,
+	"tso6":           NetHostTSO6,
+	"ecn":            NetHostECN,
+	"uso":            NetHostUSO,
+	"guest-tso4":     NetGuestTSO4,
+	"guest-tso6":     NetGuestTSO6,
+	"guest-ecn":      NetGuestECN,
+	"guest-uso":      NetGuestUSO4 | NetGuestUSO6,
+	"mrg-rxbuf":      NetMrgRxbuf,
+	"event-idx":      FeatureEventIdx,
+	"indirect":       FeatureIndirectDesc,
+	"mtu":            NetMTU,
+	"mq":             NetMQ,
+	"guest-announce": NetGuestAnnounce,
 }
 
 // ToggleNames returns the names accepted by Toggles.Set, sorted, for

@@ -170,10 +170,42 @@ func (c *workerCtl) waitKick(q *vhostuser.Queue, idle *time.Duration) bool {
 	if c.stopping.Load() {
 		return false
 	}
-	if err != nil && !errors.Is(err, errDeadline) {
-		return false
+	if errors.Is(err, errDeadline) {
+		// A wake-up without a kick (inject): clear it so the next wait
+		// blocks again. stop sets stopping before the deadline, so a stop
+		// is never lost: the loop checks stopping before waiting again.
+		_ = q.Kick.SetDeadline(time.Time{})
+		return true
 	}
-	return true
+	return err == nil
+}
+
+// inject writes pkt to the pair's backend from the TX worker, the backend's
+// one writer, or directly when no TX worker runs. It waits up to a second.
+func (qp *QueuePair) inject(pkt [][]byte) error {
+	qp.mu.Lock()
+	defer qp.mu.Unlock()
+	w := qp.tx
+	if w == nil {
+		_, err := qp.be.WritePackets([][][]byte{pkt})
+		return err
+	}
+	r := &injectReq{pkt: pkt, done: make(chan error, 1)}
+	w.inject.Store(r)
+	if w.q.Kick != nil {
+		_ = w.q.Kick.SetDeadline(time.Now())
+	}
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-time.After(time.Second):
+		w.inject.CompareAndSwap(r, nil)
+		return errors.New("the transmit worker did not take the packet within 1 s")
+	}
 }
 
 // parkDisabled waits while the ring is disabled.

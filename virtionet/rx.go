@@ -378,6 +378,7 @@ func (w *rxWorker) place(hdr []byte, frame [][]byte, frameLen int) (bool, error)
 	}
 	// Copy hdr then the frame iovecs across the chains' writable buffers.
 	src, rest := hdr, frame
+	dlog := w.q.Log // non-nil while migrating: mark what we write, after writing it
 	for i := 0; i < cnt; i++ {
 		c := &w.cache[w.cHead+i]
 		var wrote uint32
@@ -393,6 +394,10 @@ func (w *rxWorker) place(hdr []byte, frame [][]byte, frameLen int) (bool, error)
 				k := copy(dst, src)
 				src, dst = src[k:], dst[k:]
 				wrote += uint32(k)
+			}
+			if dlog != nil {
+				b := c.Bufs[j].B
+				dlog.MarkHost(b[:len(b)-len(dst)])
 			}
 		}
 		w.used = append(w.used, virtqueue.UsedElem{ID: uint32(c.Head), Len: wrote})

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,6 +38,10 @@ const maxTxFrameLen = 14 + 8 + 65535
 // used entry arrives.
 type txWorker struct {
 	workerCtl
+	// inject is a packet vhostd itself sends on this port (the RARP
+	// announce after a migration), handed to the worker so that the
+	// backend keeps one writer.
+	inject atomic.Pointer[injectReq]
 	qp     *QueuePair
 	q      *vhostuser.Queue
 	hdrLen int
@@ -128,6 +133,19 @@ func newTxWorker(qp *QueuePair, q *vhostuser.Queue, hdrLen int, acked uint64) *t
 	return w
 }
 
+// injectReq is one packet to inject and where to report the result.
+type injectReq struct {
+	pkt  [][]byte
+	done chan error
+}
+
+// writeInjected writes a packet vhostd made itself (not from the guest's
+// ring, so it is not in the TX accounting).
+func (w *txWorker) writeInjected(pkt [][]byte) error {
+	_, err := w.qp.be.WritePackets([][][]byte{pkt})
+	return err
+}
+
 // readCaps loads the backend's offloads and limits (one atomic load for a
 // tap) into the decision inputs.
 func (w *txWorker) readCaps() {
@@ -162,6 +180,9 @@ func (w *txWorker) run() {
 	var idle time.Duration
 	q.VQ.DisableNotify()
 	for !w.stopping.Load() {
+		if r := w.inject.Swap(nil); r != nil {
+			r.done <- w.writeInjected(r.pkt)
+		}
 		seen := time.Now()
 		n, err := q.VQ.Pop(w.chains)
 		if err != nil {

@@ -637,9 +637,64 @@ func abuseCases() []abuseCase {
 			}
 			expectClosed(t, fe)
 		}},
+		// --- dirty log (live migration) ---
+		// A log that cannot be mapped closes the connection: SET_LOG_BASE's
+		// reply carries no status QEMU looks at, and a migration must not
+		// run on with no pages logged.
+		{"log_base_without_fd", func(t *testing.T, s *server) {
+			fe := s.negotiated(t)
+			_, err := fe.Request(vhostuser.ReqSetLogBase, vhostuser.Log{Size: 64}.Encode(nil), nil)
+			if err == nil {
+				t.Fatal("SET_LOG_BASE without its fd answered")
+			}
+			expectClosed(t, fe)
+		}},
+		{"log_base_larger_than_its_file", func(t *testing.T, s *server) {
+			fe := s.negotiated(t)
+			_, err := fe.Request(vhostuser.ReqSetLogBase, vhostuser.Log{Size: 8192}.Encode(nil), []int{memfdOf(t, 4096)})
+			if err == nil {
+				t.Fatal("a log past the end of its file was accepted")
+			}
+			expectClosed(t, fe)
+		}},
+		{"log_base_offset_past_end", func(t *testing.T, s *server) {
+			fe := s.negotiated(t)
+			_, err := fe.Request(vhostuser.ReqSetLogBase, vhostuser.Log{Size: 16, Offset: 1 << 40}.Encode(nil), []int{memfdOf(t, 4096)})
+			if err == nil {
+				t.Fatal("a log offset past the end of its file was accepted")
+			}
+			expectClosed(t, fe)
+		}},
+		{"log_base_without_log_shmfd", func(t *testing.T, s *server) {
+			fe, err := s.dial()
+			must(t, err)
+			defer fe.Close()
+			must(t, fe.SetU64(vhostuser.ReqSetProtocolFeatures, uint64(vhostuser.ProtoReplyAck|vhostuser.ProtoMQ)))
+			if _, err := fe.Request(vhostuser.ReqSetLogBase, vhostuser.Log{Size: 16}.Encode(nil), []int{memfdOf(t, 4096)}); err == nil {
+				t.Fatal("SET_LOG_BASE answered without LOG_SHMFD negotiated")
+			}
+			expectClosed(t, fe)
+		}},
+		{"log_all_without_a_log", func(t *testing.T, s *server) {
+			fe := s.running(t)
+			must(t, fe.Queues[1].Kick())
+			must(t, fe.SetU64(vhostuser.ReqSetFeatures, fe.Offered&^(1<<29)|vhostuser.FeatureLogAll))
+			expectServing(t, fe)
+		}},
+		{"log_base_replaced_while_running", func(t *testing.T, s *server) {
+			fe := s.running(t)
+			must(t, fe.Queues[1].Kick())
+			must(t, fe.SetU64(vhostuser.ReqSetFeatures, fe.Offered&^(1<<29)|vhostuser.FeatureLogAll))
+			for i := 0; i < 20; i++ {
+				_, err := fe.Request(vhostuser.ReqSetLogBase, vhostuser.Log{Size: uint64(64 + i)}.Encode(nil), []int{memfdOf(t, 4096)})
+				must(t, err)
+			}
+			expectServing(t, fe)
+		}},
+
 		{"unsupported_request_with_fd", func(t *testing.T, s *server) {
 			fe := s.negotiated(t)
-			_, err := fe.Request(vhostuser.ReqSetLogBase, make([]byte, 16), []int{memfdOf(t, 4096)})
+			_, err := fe.Request(vhostuser.ReqSetInflightFd, make([]byte, vhostuser.InflightSize), []int{memfdOf(t, 4096)})
 			expectNack(t, err)
 			expectServing(t, fe)
 		}},

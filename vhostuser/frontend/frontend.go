@@ -491,7 +491,9 @@ func (f *Frontend) negotiateFeatures() error {
 	}
 	want := f.Opts.Features
 	if want == 0 {
-		want = ^uint64(0)
+		// Everything but LOG_ALL, which a front-end acks only while it
+		// migrates (StartLogging).
+		want = ^uint64(0) &^ vhostuser.FeatureLogAll
 	}
 	f.Acked = f.Offered & want &^ vhostuser.FeatureProtocolFeatures
 	if f.Opts.Legacy {
@@ -730,7 +732,7 @@ func (f *Frontend) Reconfigure(features uint64) error {
 		bases[q.Index] = b
 	}
 	if features == 0 {
-		features = ^uint64(0)
+		features = ^uint64(0) &^ vhostuser.FeatureLogAll
 	}
 	f.Acked = f.Offered&features&^vhostuser.FeatureProtocolFeatures | f.Acked&vhostuser.FeatureProtocolFeatures
 	return f.virtioUserStart(bases)
@@ -760,4 +762,64 @@ func (f *Frontend) Stop() ([]uint16, error) {
 func (f *Frontend) Buffer(off, n uint64) []byte {
 	start := f.DataOffset + off
 	return f.Mem.Regions[0].B[start : start+n : start+n]
+}
+
+// DirtyLog is a dirty-page log the front-end gave the back-end (QEMU's
+// vhost log: a memfd, one bit per 4 KiB guest page).
+type DirtyLog struct {
+	Fd     int
+	Bitmap []byte // mapped MAP_SHARED: what the back-end marks
+}
+
+// Marked reports whether the page holding gpa is marked.
+func (l *DirtyLog) Marked(gpa uint64) bool {
+	p := gpa / vhostuser.LogPageSize
+	return p/8 < uint64(len(l.Bitmap)) && l.Bitmap[p/8]&(1<<(p%8)) != 0
+}
+
+// Close unmaps and closes the log.
+func (l *DirtyLog) Close() {
+	if l.Bitmap != nil {
+		unix.Munmap(l.Bitmap)
+		l.Bitmap = nil
+	}
+	if l.Fd >= 0 {
+		unix.Close(l.Fd)
+		l.Fd = -1
+	}
+}
+
+// StartLogging does what QEMU does when a migration starts: SET_LOG_BASE
+// with a memfd log of logBytes bytes (LOG_SHMFD, whose reply it waits for),
+// then SET_FEATURES with VHOST_F_LOG_ALL added.
+func (f *Frontend) StartLogging(logBytes uint64) (*DirtyLog, error) {
+	fd, err := unix.MemfdCreate("vhostd-frontend-log", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	l := &DirtyLog{Fd: fd}
+	if err := unix.Ftruncate(fd, int64(logBytes)); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if l.Bitmap, err = unix.Mmap(fd, 0, int(logBytes), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if _, err := f.Request(vhostuser.ReqSetLogBase, vhostuser.Log{Size: logBytes}.Encode(nil), []int{fd}); err != nil {
+		l.Close()
+		return nil, err
+	}
+	f.Acked |= vhostuser.FeatureLogAll
+	if err := f.SetU64(vhostuser.ReqSetFeatures, f.Acked); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// StopLogging acks the features again without VHOST_F_LOG_ALL.
+func (f *Frontend) StopLogging() error {
+	f.Acked &^= vhostuser.FeatureLogAll
+	return f.SetU64(vhostuser.ReqSetFeatures, f.Acked)
 }

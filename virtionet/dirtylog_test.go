@@ -1,0 +1,227 @@
+package virtionet_test
+
+import (
+	"bytes"
+	"testing"
+	"unsafe"
+
+	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/virtqueue"
+)
+
+const page = vhostuser.LogPageSize
+
+// pagesOf adds the pages of [gpa, gpa+n) to set.
+func pagesOf(set map[uint64]bool, gpa, n uint64) {
+	if n == 0 {
+		return
+	}
+	for p := gpa / page; p <= (gpa+n-1)/page; p++ {
+		set[p] = true
+	}
+}
+
+// gpaOf returns the guest-physical address of b inside region 0.
+func (r *rig) gpaOf(b []byte) uint64 {
+	reg := r.fe.Mem.Regions[0]
+	return reg.GPA + uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b)))-uintptr(unsafe.Pointer(unsafe.SliceData(reg.B))))
+}
+
+// alignNext moves the bump allocator to the next page boundary (in GPA) and
+// one page further, so the next buffers share no page with earlier ones.
+func (r *rig) alignNext() {
+	gpa := r.fe.Mem.Regions[0].GPA + r.fe.DataOffset + r.next
+	r.next += (gpa+2*page)&^(page-1) - gpa
+}
+
+// TestDirtyLogMarksEveryWrite drives TX and RX traffic with dirty logging on
+// and holds the log against what really changed in guest memory: every page
+// vhostd wrote (RX buffers with their virtio_net_hdr and num_buffers, used
+// rings) is marked, and no page it only read (TX buffers, descriptor tables,
+// avail rings) is. Pages the front-end itself wrote are left out of the
+// comparison: QEMU tracks its own writes.
+func TestDirtyLogMarksEveryWrite(t *testing.T) {
+	pipe := backend.NewPipe(backend.Capabilities{Offloads: backend.DefaultNullCaps.Offloads, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
+	r := newRig(t, pipe, rigOpts{memSize: 16 << 20})
+	mem := r.fe.Mem.Regions[0].B
+	if r.fe.Mem.Regions[0].GPA != 0 {
+		t.Fatal("the test assumes region 0 at GPA 0")
+	}
+
+	// Warm up with logging off: nothing may be marked later for it.
+	warm := r.postRx(4, 2048) // posted now, filled later with logging on
+	r.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(200, false))
+	r.reap(r.tx, 1)
+	if _, ok := pipe.WaitWritten(1, 5e9); !ok {
+		t.Fatal("warm-up packet not written")
+	}
+
+	log, err := r.fe.StartLogging((16 << 20) / page / 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	if st := r.sess.LogStats(); !st.Active || st.Size != 512 {
+		t.Fatalf("log stats %+v, want active with 512 bytes", st)
+	}
+	// Restarting the rings for logging may already write their used rings
+	// (avail_event, flags): nothing else may be marked yet.
+	usedPages := map[uint64]bool{}
+	for _, q := range r.fe.Queues[:2] {
+		_, _, used := q.Driver.RingAddrs()
+		pagesOf(usedPages, used, virtqueue.UsedRingSize(q.Driver.Size()))
+	}
+	for p := uint64(0); p < uint64(len(log.Bitmap))*8; p++ {
+		if log.Marked(p*page) && !usedPages[p] {
+			t.Fatalf("page %#x marked before any traffic", p*page)
+		}
+	}
+
+	// Front-end writes from here on: RX buffers are fresh (post), TX
+	// buffers get the frames, descriptors and avail rings are the driver's.
+	r.alignNext() // RX buffers on pages of their own
+	before := bytes.Clone(mem)
+	frontWrites := map[uint64]bool{}
+	rxPages := map[uint64]bool{}
+	for _, b := range warm {
+		pagesOf(rxPages, r.gpaOf(b), uint64(len(b)))
+	}
+	var rxBufs [][]byte
+	for i := 0; i < 8; i++ {
+		b := r.buf(3000)
+		rxBufs = append(rxBufs, b)
+		pagesOf(rxPages, r.gpaOf(b), uint64(len(b)))
+		if _, err := r.rx.Driver.Add(nil, [][]byte{b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.alignNext() // TX buffers on other pages
+	txStart := r.gpaOf(r.fe.Buffer(r.next, 1))
+	var txFrames [][]byte
+	for i := 0; i < 6; i++ {
+		txFrames = append(txFrames, r.copyIn(udpFrame(1000+100*i, false)))
+	}
+	txEnd := r.gpaOf(r.fe.Buffer(r.next, 1))
+	pagesOf(frontWrites, txStart, txEnd-txStart)
+	txPages := map[uint64]bool{}
+	pagesOf(txPages, txStart, txEnd-txStart)
+	for _, q := range r.fe.Queues[:2] {
+		desc, avail, _ := q.Driver.RingAddrs()
+		n := q.Driver.Size()
+		pagesOf(frontWrites, desc, virtqueue.DescTableSize(n))
+		pagesOf(frontWrites, avail, virtqueue.AvailRingSize(n))
+	}
+	r.publishKick(r.rx)
+	hdr := r.copyIn(vnetHdr(0, 0, 0, 0, 0))
+	pagesOf(frontWrites, r.gpaOf(hdr), uint64(len(hdr)))
+	for _, f := range txFrames {
+		if _, err := r.tx.Driver.Add([][]byte{hdr, f}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.publishKick(r.tx)
+	r.reap(r.tx, 6)
+	if _, ok := pipe.WaitWritten(7, 5e9); !ok {
+		t.Fatal("TX packets not written")
+	}
+	// RX: packets from the backend into the guest's buffers.
+	for i := 0; i < 5; i++ {
+		if err := pipe.Inject(append(make([]byte, 12), udpFrame(600+200*i, false)...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.reap(r.rx, 5)
+
+	changed := map[uint64]bool{}
+	for p := uint64(0); p < uint64(len(mem))/page; p++ {
+		if !bytes.Equal(mem[p*page:(p+1)*page], before[p*page:(p+1)*page]) {
+			changed[p] = true
+		}
+	}
+	nChanged, nMarked := 0, 0
+	for p := range changed {
+		if frontWrites[p] {
+			continue
+		}
+		nChanged++
+		if !log.Marked(p * page) {
+			t.Errorf("page %#x changed by vhostd but not marked (rx buffer %v, used ring %v)", p*page, rxPages[p], usedPages[p])
+		}
+	}
+	for p := uint64(0); p < uint64(len(log.Bitmap))*8; p++ {
+		if !log.Marked(p * page) {
+			continue
+		}
+		nMarked++
+		if !rxPages[p] && !usedPages[p] {
+			t.Errorf("page %#x marked but vhostd never writes it (tx buffer page: %v)", p*page, txPages[p])
+		}
+	}
+	if nChanged == 0 || nMarked == 0 {
+		t.Fatalf("test drove no logged writes: %d changed, %d marked", nChanged, nMarked)
+	}
+	if st := r.sess.LogStats(); st.Pages != uint64(nMarked) || st.Overflows != 0 {
+		t.Errorf("log stats %+v, want %d pages marked, no overflow", st, nMarked)
+	}
+	t.Logf("%d pages changed by vhostd, %d marked (RX buffers and used rings)", nChanged, nMarked)
+
+	// Logging off: RX goes on and marks nothing more.
+	if err := r.fe.StopLogging(); err != nil {
+		t.Fatal(err)
+	}
+	r.reap(r.rx, 0)
+	clear(log.Bitmap)
+	if err := pipe.Inject(append(make([]byte, 12), udpFrame(300, false)...)); err != nil {
+		t.Fatal(err)
+	}
+	r.reap(r.rx, 1)
+	for i, b := range log.Bitmap {
+		if b != 0 {
+			t.Fatalf("log byte %d = %#x after logging stopped", i, b)
+		}
+	}
+	if st := r.sess.LogStats(); st.Active {
+		t.Errorf("log still active after LOG_ALL was cleared")
+	}
+}
+
+// TestSendRARPAnnounces: QEMU's SEND_RARP after a migration makes vhostd
+// inject a RARP broadcast from the guest's MAC into the backend, written by
+// the TX worker (the backend's one writer) while it runs, and counted.
+func TestSendRARPAnnounces(t *testing.T) {
+	pipe := backend.NewPipe(backend.Capabilities{Offloads: backend.DefaultNullCaps.Offloads, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
+	r := newRig(t, pipe, rigOpts{})
+	// Start the TX worker with one guest packet.
+	r.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(100, false))
+	r.reap(r.tx, 1)
+	if _, ok := pipe.WaitWritten(1, 5e9); !ok {
+		t.Fatal("guest packet not written")
+	}
+	mac := [6]byte{0x52, 0x54, 0x00, 0xab, 0xcd, 0xef}
+	var payload [8]byte
+	copy(payload[:], mac[:])
+	if _, err := r.fe.Request(vhostuser.ReqSendRARP, payload[:], nil); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := pipe.WaitWritten(2, 5e9)
+	if !ok {
+		t.Fatal("no RARP written")
+	}
+	pkt := got[1]
+	if len(pkt) != 12+60 {
+		t.Fatalf("RARP packet is %d bytes, want 12+60", len(pkt))
+	}
+	f := pkt[12:]
+	if !bytes.Equal(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) || !bytes.Equal(f[6:12], mac[:]) ||
+		f[12] != 0x80 || f[13] != 0x35 || f[21] != 3 || !bytes.Equal(f[22:28], mac[:]) || !bytes.Equal(f[32:38], mac[:]) {
+		t.Errorf("not a RARP request from %x: % x", mac, f)
+	}
+	if n := r.dev.RARPsSent(); n != 1 {
+		t.Errorf("RARPs counted %d, want 1", n)
+	}
+	// The TX accounting is the guest's: the announce is not in it.
+	if st := r.stats(); st.TxPosted.Load() != 1 || st.TxWritten() != 1 {
+		t.Errorf("TX accounting changed: posted %d written %d", st.TxPosted.Load(), st.TxWritten())
+	}
+}
