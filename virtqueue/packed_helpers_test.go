@@ -35,7 +35,7 @@ func newPackedTestRing(t testing.TB, o packedOpts) *packedTestRing {
 		imax = 4
 	}
 	data := max(dataArea, int(alignUp(uint64(ind)+IndirectAreaSize(o.size, imax), 4096)))
-	mem := make([]byte, max(testMemSize, data+0x30000))
+	mem := make([]byte, max(testMemSize, data+max(0x30000, 16*(int(o.size)+1))))
 	cfg := PackedDriverConfig{Size: o.size, Mem: mem, Base: testBase, Rings: l, EventIdx: o.eventIdx, InOrder: o.inOrder}
 	if imax > 0 {
 		cfg.IndirectMax, cfg.IndirectOff = imax, uint64(ind)
