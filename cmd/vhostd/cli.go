@@ -29,6 +29,8 @@ func init() {
 		"stats":   cmdStats,
 		"policy":  cmdPolicy,
 		"capture": cmdCapture,
+		"port":    cmdPort,
+		"reload":  cmdReload,
 	}
 }
 
@@ -46,20 +48,81 @@ const requestTimeout = 10 * time.Second
 
 // clientFlags are the flags every subcommand takes.
 type clientFlags struct {
-	addr string
-	port string
+	addr       string // --admin-addr: the read-only TCP listener
+	control    string // --control-socket
+	port       string
+	fs         *flag.FlagSet
+	addrSet    bool
+	controlSet bool
 }
 
 func newClientFlagSet(name, usage string, stderr io.Writer, cf *clientFlags) *flag.FlagSet {
+	fs := newControlFlagSet(name, usage, stderr, cf)
+	fs.StringVar(&cf.addr, "admin-addr", admin.DefaultAddr, "read-only TCP listener of the running vhostd (GET /status only); by default the control socket is tried first")
+	fs.StringVar(&cf.port, "port", "", "port name (default: the only port; required when vhostd serves several)")
+	return fs
+}
+
+// newControlFlagSet is a subcommand's flag set with --control-socket.
+func newControlFlagSet(name, usage string, stderr io.Writer, cf *clientFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("vhostd "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cf.addr, "admin-addr", admin.DefaultAddr, "admin API address of the running vhostd")
-	fs.StringVar(&cf.port, "port", "", "port name (default: the only port; required when vhostd serves several)")
+	fs.StringVar(&cf.control, "control-socket", admin.DefaultControlSocket, "control socket of the running vhostd (root, or a member of its --control-group)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: vhostd %s\n\nFlags:\n", usage)
 		fs.PrintDefaults()
 	}
+	cf.fs = fs
 	return fs
+}
+
+// seen records which connection flags were given; call after parsing.
+func (cf *clientFlags) seen() {
+	cf.fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "admin-addr":
+			cf.addrSet = true
+		case "control-socket":
+			cf.controlSet = true
+		}
+	})
+}
+
+// readClients are the ways to read status, in order: the control socket,
+// then (unless a control socket was named) the read-only TCP listener; or
+// only --admin-addr when it is given.
+func (cf *clientFlags) readClients() []*admin.Client {
+	if cf.addrSet {
+		return []*admin.Client{admin.NewClient(cf.addr)}
+	}
+	cls := []*admin.Client{admin.NewControlClient(cf.control)}
+	if !cf.controlSet {
+		cls = append(cls, admin.NewClient(cf.addr))
+	}
+	return cls
+}
+
+// controlClient is the client for requests that change something: the
+// control socket only.
+func (cf *clientFlags) controlClient(cmd string) (*admin.Client, error) {
+	if cf.addrSet {
+		return nil, fmt.Errorf("--admin-addr is the read-only listener (GET /metrics and /status): %s needs the control socket; drop --admin-addr (and give --control-socket PATH if vhostd uses another one than %s)", cmd, admin.DefaultControlSocket)
+	}
+	return admin.NewControlClient(cf.control), nil
+}
+
+// firstReachable runs fn with each client until one answers (an API error
+// counts as an answer), and returns that client.
+func firstReachable(cls []*admin.Client, fn func(*admin.Client) error) (*admin.Client, error) {
+	var msgs []string
+	for _, cl := range cls {
+		err := fn(cl)
+		if err == nil || !errors.Is(err, admin.ErrUnreachable) {
+			return cl, err
+		}
+		msgs = append(msgs, err.Error())
+	}
+	return nil, errors.New(strings.Join(msgs, "; also "))
 }
 
 // parseClient parses a subcommand's flags; code >= 0 means return it.
@@ -78,6 +141,12 @@ func parseClient(fs *flag.FlagSet, args []string, maxArgs int, stderr io.Writer)
 	return -1
 }
 
+func parseControl(cf *clientFlags, args []string, maxArgs int, stderr io.Writer) (code int) {
+	code = parseClient(cf.fs, args, maxArgs, stderr)
+	cf.seen()
+	return code
+}
+
 func fail(stderr io.Writer, cmd string, err error) int {
 	fmt.Fprintf(stderr, "vhostd %s: %v\n", cmd, err)
 	return 1
@@ -87,14 +156,17 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var cf clientFlags
 	var interval time.Duration
 	var asJSON bool
-	fs := newClientFlagSet("status", "status [--admin-addr ADDR] [--port NAME] [--interval 5s] [--json]", stderr, &cf)
+	fs := newClientFlagSet("status", "status [--control-socket PATH | --admin-addr ADDR] [--port NAME] [--interval 5s] [--json]", stderr, &cf)
 	fs.DurationVar(&interval, "interval", 0, "diagnose only what happens during this interval (two samples) instead of since vhostd started")
 	fs.BoolVar(&asJSON, "json", false, "print the raw GET /status JSON")
-	if code := parseClient(fs, args, 0, stderr); code >= 0 {
+	if code := parseControl(&cf, args, 0, stderr); code >= 0 {
 		return code
 	}
-	cl := admin.NewClient(cf.addr)
-	st, err := fetchStatus(ctx, cl, cf.port)
+	var st metrics.Status
+	cl, err := firstReachable(cf.readClients(), func(cl *admin.Client) (err error) {
+		st, err = fetchStatus(ctx, cl, cf.port)
+		return err
+	})
 	if err != nil {
 		return fail(stderr, "status", err)
 	}
@@ -152,12 +224,16 @@ func fetchStatus(ctx context.Context, cl *admin.Client, port string) (metrics.St
 func cmdStats(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cf clientFlags
 	var all bool
-	fs := newClientFlagSet("stats", "stats [--admin-addr ADDR] [--port NAME] [--all]", stderr, &cf)
+	fs := newClientFlagSet("stats", "stats [--control-socket PATH | --admin-addr ADDR] [--port NAME] [--all]", stderr, &cf)
 	fs.BoolVar(&all, "all", false, "also list reasons, drops and errnos whose count is zero")
-	if code := parseClient(fs, args, 0, stderr); code >= 0 {
+	if code := parseControl(&cf, args, 0, stderr); code >= 0 {
 		return code
 	}
-	st, err := fetchStatus(ctx, admin.NewClient(cf.addr), cf.port)
+	var st metrics.Status
+	_, err := firstReachable(cf.readClients(), func(cl *admin.Client) (err error) {
+		st, err = fetchStatus(ctx, cl, cf.port)
+		return err
+	})
 	if err != nil {
 		return fail(stderr, "stats", err)
 	}
@@ -191,18 +267,30 @@ func resolvePort(ctx context.Context, cl *admin.Client, port string) (string, er
 
 func cmdPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cf clientFlags
-	fs := newClientFlagSet("policy", "policy [--admin-addr ADDR] [--port NAME] [auto|defer|software]\n\n"+
+	fs := newClientFlagSet("policy", "policy [--control-socket PATH] [--port NAME] [auto|defer|software]\n\n"+
 		"Without a policy it prints the current one. The switch takes effect on the next packet:\n"+
 		"  auto      the capability check decides per packet (pass whole, re-segment or segment)\n"+
 		"  defer     pass every super-packet whole; the kernel segments what the backend cannot take\n"+
-		"  software  segment every super-packet in vhostd", stderr, &cf)
-	if code := parseClient(fs, args, 1, stderr); code >= 0 {
+		"  software  segment every super-packet in vhostd\n"+
+		"Reading the policy also works over --admin-addr; switching it needs the control socket.", stderr, &cf)
+	if code := parseControl(&cf, args, 1, stderr); code >= 0 {
 		return code
 	}
-	cl := admin.NewClient(cf.addr)
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	port, err := resolvePort(ctx, cl, cf.port)
+	var port string
+	cls := cf.readClients()
+	if fs.NArg() > 0 {
+		cl, err := cf.controlClient("switching the GSO policy")
+		if err != nil {
+			return fail(stderr, "policy", err)
+		}
+		cls = []*admin.Client{cl}
+	}
+	cl, err := firstReachable(cls, func(cl *admin.Client) (err error) {
+		port, err = resolvePort(ctx, cl, cf.port)
+		return err
+	})
 	if err != nil {
 		return fail(stderr, "policy", err)
 	}
@@ -229,34 +317,35 @@ func cmdPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) int
 func cmdCapture(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cf clientFlags
 	var req admin.CaptureRequest
-	fs := newClientFlagSet("capture", "capture [--admin-addr ADDR] [--port NAME] [--dir tx|rx|both] --count N [--file PATH] [--format pcap|pcapng] [--snaplen N] [--timeout 60s]\n\n"+
+	fs := newClientFlagSet("capture", "capture [--control-socket PATH] [--port NAME] [--dir tx|rx|both] --count N [--file NAME] [--format pcap|pcapng] [--snaplen N] [--timeout 60s]\n\n"+
 		"Records N packets into a pcap file (Ethernet frames as the guest sent or received them) and\n"+
-		"PATH.decisions.tsv: per packet its virtio_net_hdr and, for TX, the path vhostd chose and why.\n"+
+		"NAME.decisions.tsv: per packet its virtio_net_hdr and, for TX, the path vhostd chose and why.\n"+
+		"Both are written by the daemon in its capture directory (vhostd --capture-dir, default\n"+
+		admin.DefaultCaptureDir+"), mode 0600; the answer gives their full paths.\n"+
 		"The datapath never waits for the capture: packets it cannot keep up with are skipped and counted.\n"+
 		"Ctrl-C ends the capture early and keeps what was written.", stderr, &cf)
 	fs.StringVar(&req.Dir, "dir", "both", "direction: tx (guest to backend), rx (backend to guest) or both")
 	fs.Int64Var(&req.Count, "count", 0, "packets to record (required)")
-	fs.StringVar(&req.File, "file", "", "pcap file to write on the vhostd host (default: vhostd-PORT-TIME.pcap in vhostd's temp dir); never overwritten")
+	fs.StringVar(&req.File, "file", "", "pcap file name in the daemon's capture directory (default: vhostd-PORT-TIME.pcap); a plain name, never overwritten")
 	fs.StringVar(&req.Format, "format", "pcap", "pcap, or pcapng to also carry each packet's decision as a comment Wireshark shows")
 	fs.IntVar(&req.Snaplen, "snaplen", 0, "bytes kept per packet (default: whole packets up to 64 KiB)")
 	fs.DurationVar(&req.Timeout, "timeout", admin.DefaultCaptureTimeout, "give up waiting for packets after this long")
-	if code := parseClient(fs, args, 0, stderr); code >= 0 {
+	if code := parseControl(&cf, args, 0, stderr); code >= 0 {
 		return code
 	}
 	if req.Count <= 0 {
 		fmt.Fprintln(stderr, "vhostd capture: give --count N, the number of packets to record")
 		return 2
 	}
-	if req.File != "" {
-		// The admin API is on loopback: the daemon shares our file system,
-		// but not our working directory.
-		abs, err := filepath.Abs(req.File)
-		if err != nil {
-			return fail(stderr, "capture", err)
-		}
-		req.File = abs
+	if req.File != "" && strings.ContainsRune(req.File, filepath.Separator) {
+		fmt.Fprintf(stderr, "vhostd capture: --file %s: give a file name (e.g. --file %s): the daemon writes captures only in its capture directory (vhostd --capture-dir, default %s) and prints where\n",
+			req.File, filepath.Base(req.File), admin.DefaultCaptureDir)
+		return 2
 	}
-	cl := admin.NewClient(cf.addr)
+	cl, err := cf.controlClient("capture")
+	if err != nil {
+		return fail(stderr, "capture", err)
+	}
 	port, err := resolvePort(ctx, cl, cf.port)
 	if err != nil {
 		return fail(stderr, "capture", err)

@@ -51,7 +51,9 @@ func freeAddr(t *testing.T) string {
 // daemon runs `vhostd` in-process with a null backend and the admin API on
 // a free port, and connects the Go front-end to it.
 type daemon struct {
-	addr   string
+	addr   string // read-only TCP listener
+	ctl    string // control socket
+	caps   string // capture directory
 	fe     *frontend.Frontend
 	log    *syncBuffer
 	cancel context.CancelFunc
@@ -61,11 +63,13 @@ type daemon struct {
 
 func startDaemon(t *testing.T, extra ...string) *daemon {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "vhost.sock")
-	d := &daemon{addr: freeAddr(t), log: &syncBuffer{}, done: make(chan int, 1)}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "vhost.sock")
+	d := &daemon{addr: freeAddr(t), ctl: filepath.Join(dir, "control.sock"), caps: filepath.Join(dir, "captures"), log: &syncBuffer{}, done: make(chan int, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	args := append([]string{"--socket-path", sock, "--backend", "null", "--name", "vm0", "--admin-addr", d.addr}, extra...)
+	args := append([]string{"--socket-path", sock, "--backend", "null", "--name", "vm0", "--admin-addr", d.addr,
+		"--control-socket", d.ctl, "--capture-dir", d.caps}, extra...)
 	go func() { d.done <- runDaemon(ctx, args, &syncBuffer{}, d.log) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -100,14 +104,21 @@ func startDaemon(t *testing.T, extra ...string) *daemon {
 // send posts n copies of one packet on the transmitq and waits for them.
 func (d *daemon) send(t *testing.T, n int, hdr, frame []byte) {
 	t.Helper()
+	sendPackets(t, d.fe, &d.next, n, hdr, frame)
+}
+
+// sendPackets posts n copies of one packet on fe's transmitq and waits for
+// them; next is the guest memory allocation cursor.
+func sendPackets(t *testing.T, fe *frontend.Frontend, next *uint64, n int, hdr, frame []byte) {
+	t.Helper()
 	stage := func(b []byte) []byte {
-		g := d.fe.Buffer(d.next, uint64(len(b)))
-		d.next += uint64(len(b)+63) &^ 63
+		g := fe.Buffer(*next, uint64(len(b)))
+		*next += uint64(len(b)+63) &^ 63
 		copy(g, b)
 		return g
 	}
 	pkt := [][]byte{stage(hdr), stage(frame)}
-	tx := d.fe.Queues[1]
+	tx := fe.Queues[1]
 	used := make([]virtqueue.UsedElem, 256)
 	got := 0
 	deadline := time.Now().Add(10 * time.Second)
@@ -168,9 +179,14 @@ func TestSubcommandsAgainstARunningDaemon(t *testing.T) {
 	hdr, frame := tso4(30000)
 	d.send(t, 300, hdr, frame)
 
-	code, out, errs := vhostd("status", "--admin-addr", d.addr)
+	// status over the control socket, and over the read-only TCP
+	// listener as before.
+	code, out, errs := vhostd("status", "--control-socket", d.ctl)
 	if code != 0 {
 		t.Fatalf("status: %d %s", code, errs)
+	}
+	if code, out2, errs := vhostd("status", "--admin-addr", d.addr); code != 0 || out2 != out {
+		t.Errorf("status over TCP: %d %s\n%s\nwant\n%s", code, errs, out2, out)
 	}
 	for _, want := range []string{
 		"Port vm0 (null)\n",
@@ -193,7 +209,7 @@ func TestSubcommandsAgainstARunningDaemon(t *testing.T) {
 		}
 	}
 
-	code, out, errs = vhostd("stats", "--admin-addr", d.addr)
+	code, out, errs = vhostd("stats", "--control-socket", d.ctl)
 	if code != 0 {
 		t.Fatalf("stats: %d %s", code, errs)
 	}
@@ -207,29 +223,37 @@ func TestSubcommandsAgainstARunningDaemon(t *testing.T) {
 	if code != 0 || out != "vm0: auto\n" {
 		t.Errorf("policy: %d %q", code, out)
 	}
-	code, out, _ = vhostd("policy", "--admin-addr", d.addr, "--port", "vm0", "software")
+	// TCP is read-only: the client says so, and so does the server.
+	code, _, errs = vhostd("policy", "--admin-addr", d.addr, "software")
+	if code != 1 || !strings.Contains(errs, "--admin-addr is the read-only listener (GET /metrics and /status): switching the GSO policy needs the control socket") {
+		t.Errorf("policy over TCP: %d %q", code, errs)
+	}
+	if resp, err := http.Post("http://"+d.addr+"/ports/vm0/policy?policy=software", "text/plain", nil); err != nil || resp.StatusCode != 405 && resp.StatusCode != 403 {
+		t.Errorf("PUT policy over TCP: %v %v", resp, err)
+	}
+	code, out, _ = vhostd("policy", "--control-socket", d.ctl, "--port", "vm0", "software")
 	if code != 0 || out != "vm0: policy software (was auto), from the next packet on\n" {
 		t.Errorf("policy software: %d %q", code, out)
 	}
-	code, _, errs = vhostd("policy", "--admin-addr", d.addr, "sideways")
+	code, _, errs = vhostd("policy", "--control-socket", d.ctl, "sideways")
 	if code != 1 || !strings.Contains(errs, `unknown GSO policy "sideways": use auto, defer or software`) {
 		t.Errorf("bad policy: %d %q", code, errs)
 	}
 	d.send(t, 10, hdr, frame)
-	_, out, _ = vhostd("stats", "--admin-addr", d.addr)
+	_, out, _ = vhostd("stats", "--control-socket", d.ctl)
 	if !strings.Contains(out, "     tx_segmented_packets: 10\n") {
 		t.Errorf("after the switch to software:\n%s", out)
 	}
 
 	// Capture TX while the guest sends.
-	file := filepath.Join(t.TempDir(), "c.pcap")
+	file := filepath.Join(d.caps, "c.pcap")
 	type res struct {
 		code      int
 		out, errs string
 	}
 	rc := make(chan res, 1)
 	go func() {
-		c, o, e := vhostd("capture", "--admin-addr", d.addr, "--dir", "tx", "--count", "5", "--file", file, "--timeout", "20s")
+		c, o, e := vhostd("capture", "--control-socket", d.ctl, "--dir", "tx", "--count", "5", "--file", "c.pcap", "--timeout", "20s")
 		rc <- res{c, o, e}
 	}()
 	stop := time.After(20 * time.Second)
@@ -248,7 +272,7 @@ wait:
 	if r.code != 0 || !strings.Contains(r.out, "5 packets written to "+file+"\ndecisions: "+file+".decisions.tsv\n") {
 		t.Fatalf("capture: %d %q %q", r.code, r.out, r.errs)
 	}
-	if st, err := os.Stat(file); err != nil || st.Size() < 5*1000 {
+	if st, err := os.Stat(file); err != nil || st.Size() < 5*1000 || st.Mode().Perm() != 0o600 {
 		t.Errorf("pcap file: %v %v", st, err)
 	}
 	tsv, err := os.ReadFile(file + ".decisions.tsv")
@@ -289,7 +313,7 @@ func TestSubcommandErrors(t *testing.T) {
 		t.Errorf("stats extra: %d %q", code, errs)
 	}
 	code, _, errs = vhostd("statuss")
-	if code != 2 || !strings.Contains(errs, "subcommands are capture, policy, stats, status") {
+	if code != 2 || !strings.Contains(errs, "subcommands are capture, policy, port, reload, stats, status") {
 		t.Errorf("typo: %d %q", code, errs)
 	}
 	if code, _, _ := vhostd("status", "-h"); code != 0 {

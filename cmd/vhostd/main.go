@@ -3,7 +3,9 @@
 // super-packets through whole.
 //
 // Without a subcommand it runs the daemon. The subcommands status, stats,
-// policy and capture talk to a running daemon's admin API (--admin-addr).
+// policy, capture, port and reload talk to a running daemon over its control
+// socket (--control-socket; status and stats also over the read-only
+// --admin-addr listener).
 package main
 
 import (
@@ -17,13 +19,13 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 
-	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
-	"github.com/vhostd/vhostd/metrics"
+	"github.com/vhostd/vhostd/internal/portspec"
 	"github.com/vhostd/vhostd/metrics/admin"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/virtionet"
@@ -48,10 +50,23 @@ type options struct {
 	showFeatures bool
 	nullRxSize   int
 	policy       gso.Policy
-	// adminAddr is where the admin API listens ("" turns it off);
-	// adminAddrSet says the user chose it, so failing to bind is fatal.
+	// adminAddr is where the read-only TCP listener (/metrics, /status)
+	// listens ("" turns it off); adminAddrSet says the user chose it, so
+	// failing to bind is fatal.
 	adminAddr    string
 	adminAddrSet bool
+	// controlSocket is the control API's unix socket ("" turns it off);
+	// controlSet says the user chose it. controlGroup may use it too.
+	controlSocket   string
+	controlSet      bool
+	controlGroup    int
+	hasControlGroup bool
+	// captureDir is the only directory captures are written to.
+	captureDir string
+	// configPath is the config file listing the ports (--config), read at
+	// start and on SIGHUP; ports added or removed at run time are written
+	// back to it.
+	configPath string
 
 	// ports are the vhost-user ports to serve: from --port, or one port
 	// made of the single-port flags above.
@@ -59,7 +74,7 @@ type options struct {
 	socketGroup string
 	listenOpts  vhostuser.ListenOptions
 
-	ports        []portSpec
+	ports        []portspec.Spec
 	useSwitch    bool
 	macvtap      string
 	macvtapLower string
@@ -139,6 +154,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.macvtapMode, "macvtap-mode", "bridge", "macvtap mode: bridge, vepa, private or passthru")
 	fs.StringVar(&o.macvtapMAC, "macvtap-mac", "", "MAC of a created macvtap; give the guest the same MAC (QEMU mac=), a macvtap only passes unicast to its own address")
 	fs.Var(portFlag{&o.ports}, "port", "serve one more port: name=N,socket=PATH[,client][,queues=Q][,tap=IF | ,macvtap=NAME,lower=DEV[,mode=M][,mac=MAC] | ,null]; ports without a backend are connected guest to guest (repeat the flag)")
+	fs.StringVar(&o.configPath, "config", "", "config file listing the ports, one --port spec per line ('#' comments); read at start and on SIGHUP, and vhostd port add/del write to it")
 	fs.BoolVar(&o.useSwitch, "switch", false, "join the guest-to-guest ports with a learning L2 switch (default with two such ports: a cross-connect)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.UintVar(&o.gsoMaxSize, "gso-max-size", 0, "override the backend's gso_max_size (0: read it from the link)")
@@ -150,7 +166,17 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.policy = p
 		return err
 	})
-	fs.StringVar(&o.adminAddr, "admin-addr", admin.DefaultAddr, "admin API address (/metrics, /status, policy switching, capture; used by vhostd status|stats|policy|capture); empty turns it off")
+	fs.StringVar(&o.adminAddr, "admin-addr", admin.DefaultAddr, "read-only TCP listener: GET /metrics and GET /status only (everything else is on --control-socket); empty turns it off")
+	fs.StringVar(&o.controlSocket, "control-socket", admin.DefaultControlSocket, "control API unix socket (policy, capture, ports, pprof; used by vhostd status|stats|policy|capture|port|reload), mode 0600 (0660 with --control-group); only root, vhostd's own user and --control-group members get in; empty turns it off")
+	fs.Func("control-group", "group (name or id) that may use the control socket too (the socket becomes 0660)", func(v string) error {
+		gid, err := lookupGroup(v)
+		if err != nil {
+			return fmt.Errorf("--control-group: %w", err)
+		}
+		o.controlGroup, o.hasControlGroup = gid, true
+		return nil
+	})
+	fs.StringVar(&o.captureDir, "capture-dir", admin.DefaultCaptureDir, "directory captures are written to (created 0700); vhostd capture --file names a file in it")
 	fs.BoolVar(&o.showFeatures, "list-offloads", false, "list the --offload-NAME toggles and exit")
 	for _, name := range virtionet.ToggleNames() {
 		name := name
@@ -164,7 +190,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: vhostd [flags]            run the daemon\n"+
-			"       vhostd status|stats|policy|capture [flags]   ask a running vhostd (vhostd SUBCOMMAND -h for details)\n\nDaemon flags:\n")
+			"       vhostd status|stats|policy|capture|port|reload [flags]   ask a running vhostd (vhostd SUBCOMMAND -h for details)\n\nDaemon flags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -173,11 +199,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with --; subcommands are %s and come first)", fs.Arg(0), subcommandList())
 	}
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "admin-addr" {
-			o.adminAddrSet = true
-		}
-	})
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.adminAddrSet, o.controlSet = set["admin-addr"], set["control-socket"]
 	if o.showFeatures {
 		fmt.Fprintln(stderr, strings.Join(virtionet.ToggleNames(), "\n"))
 		return nil, flag.ErrHelp
@@ -189,24 +213,42 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.socketGroup != "" {
 		gid, err := lookupGroup(o.socketGroup)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--socket-group: %w", err)
 		}
 		o.listenOpts.Group, o.listenOpts.SetGroup = gid, true
 	}
+	if o.controlSocket != "" && !filepath.IsAbs(o.controlSocket) {
+		return nil, fmt.Errorf("--control-socket %s: give an absolute path", o.controlSocket)
+	}
+	if !filepath.IsAbs(o.captureDir) {
+		return nil, fmt.Errorf("--capture-dir %s: give an absolute path", o.captureDir)
+	}
+	singlePort := set["socket-path"] || set["fd"] || set["tap"] || set["macvtap"] || set["client"] ||
+		set["backend"] || set["name"] || set["queues"] || set["macvtap-lower"] || set["macvtap-mode"] || set["macvtap-mac"]
+	if o.configPath != "" {
+		if len(o.ports) > 0 || singlePort {
+			return nil, errors.New("--config lists every port; do not mix it with --port, --socket-path, --fd, --tap or --macvtap (put those ports in the file)")
+		}
+		return o, nil
+	}
 	if len(o.ports) > 0 {
-		if o.socketPath != "" || o.fd >= 0 || o.tap != "" || o.macvtap != "" {
-			return nil, errors.New("--port describes every port; do not mix it with --socket-path, --fd, --tap or --macvtap")
+		if singlePort {
+			return nil, errors.New("--port describes every port; do not mix it with --socket-path, --fd, --tap, --macvtap, --client, --backend, --name or --queues")
 		}
 		if err := checkPorts(o.ports, o.useSwitch); err != nil {
 			return nil, err
 		}
 		return o, nil
 	}
+	if !singlePort {
+		// No port yet: they come with vhostd port add.
+		return o, nil
+	}
 	switch {
 	case o.fd >= 0 && o.socketPath != "":
 		return nil, errors.New("give either --socket-path or --fd, not both")
 	case o.fd < 0 && o.socketPath == "":
-		return nil, errors.New("no socket: give --socket-path PATH (or --fd N for an inherited listening socket, or --port for several ports)")
+		return nil, errors.New("no socket for the port: give --socket-path PATH (or --fd N for an inherited listening socket, or --port for several ports)")
 	case o.client && o.fd >= 0:
 		return nil, errors.New("--client connects to --socket-path; it cannot be used with --fd")
 	}
@@ -247,11 +289,25 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			o.name = "port0"
 		}
 	}
-	o.ports = []portSpec{{
-		name: o.name, socketPath: o.socketPath, client: o.client, fd: o.fd, queues: o.queuePairs,
-		kind: o.backendKind, tap: o.tap, macvtap: o.macvtap, macvtapLower: o.macvtapLower,
-		macvtapMode: o.macvtapMode, macvtapMAC: o.macvtapMAC,
-	}}
+	spec := portspec.Spec{Name: o.name, Socket: o.socketPath, Client: o.client, Queues: o.queuePairs}
+	if o.fd >= 0 {
+		spec.FD, spec.HasFD = o.fd, true
+	}
+	switch o.backendKind {
+	case "tap":
+		spec.Tap = o.tap
+	case "macvtap":
+		spec.Macvtap, spec.Lower, spec.MAC = o.macvtap, o.macvtapLower, o.macvtapMAC
+		if o.macvtapMode != "bridge" {
+			spec.Mode = o.macvtapMode
+		}
+	case "null":
+		spec.Null = true
+	}
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	o.ports = []portspec.Spec{spec}
 	return o, nil
 }
 
@@ -261,163 +317,6 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
-
-// port is one running vhost-user port.
-type port struct {
-	spec portSpec
-	bes  []backend.Backend
-	dev  *virtionet.Device
-	srv  *vhostuser.Server
-}
-
-func serve(ctx context.Context, o *options, log *slog.Logger) error {
-	ports := make([]*port, len(o.ports))
-	bes := make([][]backend.Backend, len(o.ports))
-	uso := make([]bool, len(o.ports))
-	defer func() {
-		for _, list := range bes {
-			for _, be := range list {
-				be.Close()
-			}
-		}
-	}()
-	for i, spec := range o.ports {
-		if spec.kind == "peer" {
-			continue
-		}
-		var err error
-		if bes[i], uso[i], err = openPortBackends(spec, o); err != nil {
-			return fmt.Errorf("port %s: %w", spec.name, err)
-		}
-	}
-	wirePeers(o.ports, bes, o.useSwitch)
-
-	for i, spec := range o.ports {
-		caps := bes[i][0].Caps()
-		offer, dropped := virtionet.Offer(virtionet.BackendOffloads{RxUSO: uso[i], TxUSO: caps.Offloads&backend.OffloadUSO != 0}, o.toggles)
-		attrs := []any{"port", spec.name, "backend", spec.kind, "name", spec.backendName(), "queues", len(bes[i]),
-			"offloads", caps.Offloads.String(), "gso_max_size", caps.GSOMaxSize, "gso_max_segs", caps.GSOMaxSegs,
-			"mtu", caps.MTU, "limits_from", caps.LimitsFrom, "policy", o.policy.String(), "offer", fmt.Sprintf("0x%x", uint64(offer))}
-		if m, ok := bes[i][0].(*backend.Macvtap); ok {
-			attrs = append(attrs, "macvtap_mac", m.HardwareAddr().String(), "lower", spec.macvtapLower)
-			log.Info("macvtap passes only unicast to its own MAC: start the guest with this MAC (QEMU -device virtio-net-pci,mac=...)",
-				"port", spec.name, "mac", m.HardwareAddr().String())
-		}
-		log.Info("backend ready", attrs...)
-		if dropped != 0 {
-			log.Info("features not offered (a dependency is off, or the backend lacks them)", "port", spec.name, "features", dropped.String())
-		}
-		dev, err := virtionet.New(virtionet.Config{
-			Name: spec.name, Offer: uint64(offer), MTU: o.mtu, Backends: bes[i], Logger: log, Policy: o.policy,
-		})
-		if err != nil {
-			return err
-		}
-		var srv *vhostuser.Server
-		switch {
-		case spec.fd >= 0:
-			srv, err = vhostuser.FromFD(spec.fd, log)
-		case spec.client:
-			srv = vhostuser.Dial(spec.socketPath, log)
-		default:
-			srv, err = vhostuser.ListenWith(spec.socketPath, o.listenOpts, log)
-		}
-		if err != nil {
-			return fmt.Errorf("port %s: %w", spec.name, err)
-		}
-		defer srv.Close()
-		ports[i] = &port{spec: spec, bes: bes[i], dev: dev, srv: srv}
-	}
-
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-usr1:
-				for _, p := range ports {
-					logStats(log, p.dev)
-				}
-			}
-		}
-	}()
-
-	mports := make([]metrics.Port, len(ports))
-	for i, p := range ports {
-		mports[i] = metrics.Port{
-			Device: p.dev, Session: metrics.NewServerSource(p.srv),
-			BackendKind: p.spec.kind, BackendName: p.spec.backendName(),
-			LimitsFromFlags: o.gsoMaxSize > 0 || o.gsoMaxSegs > 0,
-		}
-	}
-	stopAdmin, err := startAdmin(ctx, o, log, mports...)
-	if err != nil {
-		return err
-	}
-	defer stopAdmin()
-
-	// A port whose server fails for good stops the daemon, so a supervisor
-	// sees it rather than a half-working vhostd.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, len(ports))
-	for _, p := range ports {
-		p := p
-		log.Info("vhostd serving", "port", p.spec.name, "socket", p.spec.socketPath, "client", p.spec.client, "fd", p.spec.fd)
-		go func() { errs <- p.srv.Serve(ctx, func() vhostuser.Device { return p.dev }) }()
-	}
-	var first error
-	for range ports {
-		if err := <-errs; err != nil && !errors.Is(err, context.Canceled) && first == nil {
-			first = err
-			cancel()
-		}
-	}
-	for _, p := range ports {
-		logStats(log, p.dev)
-	}
-	if first != nil {
-		return first
-	}
-	log.Info("vhostd stopped cleanly")
-	return nil
-}
-
-// startAdmin serves the admin API until ctx ends or the returned stop
-// function is called (which waits for it). The default address failing
-// (another vhostd has it, or lo is down in a fresh network namespace) only
-// costs a warning: the datapath matters more. An address the user chose
-// must work.
-func startAdmin(ctx context.Context, o *options, log *slog.Logger, ports ...metrics.Port) (stop func(), err error) {
-	if o.adminAddr == "" {
-		return func() {}, nil
-	}
-	s, err := admin.New(admin.Config{Ports: ports, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	ln, err := admin.Listen(o.adminAddr)
-	if err != nil {
-		if o.adminAddrSet {
-			return nil, err
-		}
-		log.Warn("admin API not started", "err", err)
-		return func() {}, nil
-	}
-	log.Info("admin API listening", "addr", ln.Addr().String(), "metrics", "http://"+ln.Addr().String()+"/metrics")
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := s.Serve(ctx, ln); err != nil {
-			log.Error("admin API stopped", "err", err)
-		}
-	}()
-	return func() { cancel(); <-done }, nil
 }
 
 // logStats logs one "port stats" line per queue pair, in key=value form so
@@ -509,7 +408,7 @@ func lookupGroup(g string) (int, error) {
 	}
 	grp, err := user.LookupGroup(g)
 	if err != nil {
-		return 0, fmt.Errorf("--socket-group %q: %w", g, err)
+		return 0, fmt.Errorf("group %q: %w", g, err)
 	}
 	return strconv.Atoi(grp.Gid)
 }

@@ -455,10 +455,10 @@ func DecodeJSON(data []byte) (Spec, error) {
 	dec := json.NewDecoder(strings.NewReader(string(data)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
-		return s, fmt.Errorf("port spec JSON: %v: send an object with the fields %s", err, jsonFields())
+		return s, &Error{Msg: fmt.Sprintf("port spec JSON: %v: send an object with the fields %s", err, jsonFields())}
 	}
 	if dec.More() {
-		return s, errors.New("port spec JSON: more than one value: send one object")
+		return s, &Error{Msg: "port spec JSON: more than one value: send one object"}
 	}
 	return s, s.Validate()
 }

@@ -296,7 +296,7 @@ func TestServeStopsOnCancel(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ctx, ln) }()
+	go func() { errc <- s.ServeReadOnly(ctx, ln) }()
 	if _, err := admin.NewClient(ln.Addr().String()).Status(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +370,7 @@ func readTSV(t *testing.T, path string) [][]string {
 
 func TestCaptureTxWritesPcapAndDecisions(t *testing.T) {
 	r := testrig.New(t, "cap", backend.NewNull(backend.NullConfig{Caps: testrig.CapsLow}), gso.PolicyAuto)
-	ts, _ := serve(t, r.Port("null"))
+	ts, srv := serve(t, r.Port("null"))
 	pkts := []testrig.Packet{
 		r.StagePacket(testrig.HdrTSO4, testrig.TSO4_8K),    // passthrough
 		r.StagePacket(testrig.HdrTSO4, testrig.TSO4_30K),   // resegmented (gso_max_size)
@@ -390,9 +390,9 @@ func TestCaptureTxWritesPcapAndDecisions(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	file := filepath.Join(t.TempDir(), "tx.pcap")
+	file := filepath.Join(srv.CaptureDir(), "tx.pcap")
 	res, err := admin.NewClient(ts.URL).Capture(context.Background(), "cap",
-		admin.CaptureRequest{Dir: "tx", Count: 200, File: file, Timeout: 20 * time.Second})
+		admin.CaptureRequest{Dir: "tx", Count: 200, File: "tx.pcap", Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,11 +442,11 @@ func TestCaptureTxWritesPcapAndDecisions(t *testing.T) {
 func TestCaptureRxAndPcapng(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{})
 	r := testrig.New(t, "rx", pipe, gso.PolicyAuto)
-	ts, _ := serve(t, r.Port("pipe"))
+	ts, srv := serve(t, r.Port("pipe"))
 	if err := r.PostRx(32, 2048); err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(t.TempDir(), "rx.pcapng")
+	file := filepath.Join(srv.CaptureDir(), "rx.pcapng")
 	type out struct {
 		res admin.CaptureResult
 		err error
@@ -454,7 +454,7 @@ func TestCaptureRxAndPcapng(t *testing.T) {
 	resc := make(chan out, 1)
 	go func() {
 		res, err := admin.NewClient(ts.URL).Capture(context.Background(), "rx",
-			admin.CaptureRequest{Dir: "both", Count: 5, File: file, Format: "pcapng", Timeout: 20 * time.Second})
+			admin.CaptureRequest{Dir: "both", Count: 5, File: "rx.pcapng", Format: "pcapng", Timeout: 20 * time.Second})
 		resc <- out{res, err}
 	}()
 	// Inject only once the capture is attached.
@@ -520,9 +520,9 @@ func TestCaptureRxAndPcapng(t *testing.T) {
 
 func TestCaptureConflictStopAndErrors(t *testing.T) {
 	r := testrig.New(t, "cc", backend.NewNull(backend.NullConfig{}), gso.PolicyAuto)
-	ts, _ := serve(t, r.Port("null"))
+	ts, srv := serve(t, r.Port("null"))
 	base := ts.URL + "/ports/cc/capture"
-	dir := t.TempDir()
+	dir := srv.CaptureDir()
 
 	if code, body := call(t, "GET", base, ""); code != 404 || !strings.Contains(body, "no capture has run on port cc yet") {
 		t.Errorf("GET before any capture: %d %s", code, body)
@@ -535,14 +535,14 @@ func TestCaptureConflictStopAndErrors(t *testing.T) {
 	}
 	resc := make(chan out, 1)
 	go func() {
-		code, body := call(t, "PUT", base+"?dir=tx&count=1000&timeout=30s&file="+first, "")
+		code, body := call(t, "PUT", base+"?dir=tx&count=1000&timeout=30s&file=long.pcap", "")
 		resc <- out{code, body}
 	}()
 	waitFor(t, func() bool {
 		code, body := call(t, "GET", base, "")
 		return code == 200 && strings.Contains(body, `"state": "running"`)
 	})
-	code, body := call(t, "PUT", base+"?dir=tx&count=5&file="+filepath.Join(dir, "second.pcap"), "")
+	code, body := call(t, "PUT", base+"?dir=tx&count=5&file=second.pcap", "")
 	if code != http.StatusConflict || !strings.Contains(body, "a capture is already running on port cc") {
 		t.Errorf("second capture: %d %s", code, body)
 	}
@@ -571,14 +571,16 @@ func TestCaptureConflictStopAndErrors(t *testing.T) {
 		{"?dir=tx&count=5&snaplen=10", "snaplen="},
 		{"?dir=tx&count=5&format=json", "use pcap or pcapng"},
 		{"?dir=tx&count=5&timeout=forever", "give a duration such as 30s"},
-		{"?dir=tx&count=5&file=" + first, "already exists: choose another file= or remove it"},
-		{"?dir=tx&count=5&file=/nonexistent-dir/x.pcap", "does the directory exist"},
+		{"?dir=tx&count=5&file=/nonexistent-dir/x.pcap", "give a plain file name such as vm0.pcap"},
 	}
 	for _, b := range bad {
 		code, body := call(t, "PUT", base+b.query, "")
 		if code != 400 || !strings.Contains(body, b.want) {
 			t.Errorf("PUT %s: %d %s; want 400 with %q", b.query, code, body, b.want)
 		}
+	}
+	if code, body := call(t, "PUT", base+"?dir=tx&count=5&file=long.pcap", ""); code != http.StatusConflict || !strings.Contains(body, "already exists: choose another file= or remove it") {
+		t.Errorf("PUT over an existing capture: %d %s", code, body)
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
@@ -42,9 +44,12 @@ const (
 // CaptureOptions describe one capture.
 type CaptureOptions struct {
 	Dir     virtionet.CaptureDir
-	Count   int64  // packets to record, 1..MaxCaptureCount
-	Snaplen int    // bytes kept per packet; 0: DefaultSnaplen
-	File    string // pcap path; the decisions go to File + ".decisions.tsv"
+	Count   int64 // packets to record, 1..MaxCaptureCount
+	Snaplen int   // bytes kept per packet; 0: DefaultSnaplen
+	// File is the pcap path; the decisions go to File + ".decisions.tsv".
+	// Through the API it is always a plain name joined to the capture
+	// directory.
+	File string
 	// Format is "pcap" (default) or "pcapng"; pcapng also carries each
 	// TX packet's decision as a packet comment, shown by Wireshark.
 	Format  string
@@ -126,13 +131,13 @@ func (s *Server) parseCaptureQuery(port string, r *http.Request) (CaptureOptions
 			return o, fmt.Errorf("timeout=%q: give a duration such as 30s, at most %v", v, MaxCaptureTimeout)
 		}
 	}
-	o.File = q.Get("file")
-	if o.File == "" {
-		o.File = filepath.Join(s.captureDir, fmt.Sprintf("vhostd-%s-%s.%s", port, time.Now().Format("20060102-150405.000"), o.Format))
+	name := q.Get("file")
+	if name == "" {
+		name = fmt.Sprintf("vhostd-%s-%s.%s", port, time.Now().Format("20060102-150405.000"), o.Format)
+	} else if err := CheckCaptureName(name); err != nil {
+		return o, fmt.Errorf("%v; captures are written only under the capture directory %s (--capture-dir)", err, s.captureDir)
 	}
-	if o.File, err = filepath.Abs(o.File); err != nil {
-		return o, fmt.Errorf("file: %v", err)
-	}
+	o.File = filepath.Join(s.captureDir, name)
 	return o, nil
 }
 
@@ -164,14 +169,19 @@ func (s *Server) handlePutCapture(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}()
 
-	s.log.Info("capture started", "port", p.Name(), "dir", opt.Dir.String(), "count", opt.Count, "file", opt.File)
-	res, err := runCapture(ctx, p.Device, opt, run)
+	pf, tf, err := s.createCaptureFiles(filepath.Base(opt.File))
 	if err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, fs.ErrExist) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
-			code = http.StatusBadRequest
+		if errors.Is(err, fs.ErrExist) {
+			code = http.StatusConflict
 		}
 		writeError(w, code, "%v", err)
+		return
+	}
+	s.log.Info("capture started", "port", p.Name(), "dir", opt.Dir.String(), "count", opt.Count, "file", opt.File)
+	res, err := runCapture(ctx, p.Device, opt, run, pf, tf)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	if run.stopped.Load() && !res.Complete {
@@ -226,13 +236,101 @@ func (s *Server) handleDeleteCapture(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"port": p.Name(), "stopping": true, "file": cur.result.File})
 }
 
-// createNew creates path for writing, refusing to replace an existing file:
-// the admin API runs as root and must not clobber what a path happens to
-// name.
+// decisionsSuffix names the side file of a capture.
+const decisionsSuffix = ".decisions.tsv"
+
+// maxCaptureName bounds a capture file name (the side file adds 14 bytes).
+const maxCaptureName = 200
+
+// CheckCaptureName accepts a plain file name for a capture: no directory
+// part, no "..", not hidden, printable, at most 200 bytes.
+func CheckCaptureName(name string) error {
+	bad := name == "" || len(name) > maxCaptureName || strings.HasPrefix(name, ".") ||
+		strings.ContainsAny(name, "/\\")
+	for _, c := range name {
+		if c < ' ' || c == 0x7f {
+			bad = true
+		}
+	}
+	if bad {
+		return fmt.Errorf("file=%q: give a plain file name such as vm0.pcap (no directory, no '..', not starting with '.', at most %d bytes)", name, maxCaptureName)
+	}
+	return nil
+}
+
+// createCaptureFiles creates the pcap file name and its decisions file in
+// the capture directory, 0600, refusing to replace anything and never
+// following a symlink: the directory is opened with O_NOFOLLOW|O_DIRECTORY
+// and the files with openat(O_CREAT|O_EXCL|O_NOFOLLOW) relative to it.
+func (s *Server) createCaptureFiles(name string) (pcap, tsv *os.File, err error) {
+	if err := CheckCaptureName(name); err != nil {
+		return nil, nil, err
+	}
+	dfd, err := openCaptureDir(s.captureDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unix.Close(dfd)
+	create := func(n string) (*os.File, error) {
+		fd, err := unix.Openat(dfd, n, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			path := filepath.Join(s.captureDir, n)
+			if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ELOOP) {
+				return nil, fmt.Errorf("capture file %s already exists: choose another file= or remove it (captures never overwrite): %w", path, fs.ErrExist)
+			}
+			return nil, fmt.Errorf("creating capture file %s: %w", path, err)
+		}
+		return os.NewFile(uintptr(fd), filepath.Join(s.captureDir, n)), nil
+	}
+	pcap, err = create(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	tsv, err = create(name + decisionsSuffix)
+	if err != nil {
+		pcap.Close()
+		unix.Unlinkat(dfd, name, 0)
+		return nil, nil, err
+	}
+	return pcap, tsv, nil
+}
+
+// openCaptureDir creates dir (0700) if missing and opens it without
+// following a symlink. A directory others may write to is refused: they
+// could swap names under vhostd.
+func openCaptureDir(dir string) (int, error) {
+	if !filepath.IsAbs(dir) {
+		return -1, fmt.Errorf("capture directory %s: give an absolute --capture-dir", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return -1, fmt.Errorf("creating the capture directory %s: %w (choose another with --capture-dir)", dir, err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			return -1, fmt.Errorf("capture directory %s is a symlink or not a directory: give the real directory with --capture-dir", dir)
+		}
+		return -1, fmt.Errorf("opening the capture directory %s: %w", dir, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("capture directory %s: %w", dir, err)
+	}
+	if st.Uid != uint32(os.Geteuid()) || st.Mode&0o022 != 0 {
+		unix.Close(fd)
+		return -1, fmt.Errorf("capture directory %s is owned by uid %d with mode %04o: it must belong to vhostd's user (uid %d) and not be writable by group or others (chown %d %s; chmod 0700 %s)",
+			dir, st.Uid, st.Mode&0o7777, os.Geteuid(), os.Geteuid(), dir, dir)
+	}
+	return fd, nil
+}
+
+// createNew creates path for RunCapture, 0600, refusing to replace an
+// existing file or to follow a symlink.
 func createNew(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("capture file %s already exists: choose another file= or remove it (captures never overwrite): %w", path, fs.ErrExist)
+		return nil, fmt.Errorf("capture file %s already exists: choose another file or remove it (captures never overwrite): %w", path, fs.ErrExist)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating capture file: %w (does the directory exist and is it writable?)", err)
@@ -243,7 +341,7 @@ func createNew(path string) (*os.File, error) {
 func newResult(port string, opt CaptureOptions) CaptureResult {
 	return CaptureResult{
 		Port: port, Dir: opt.Dir.String(), Format: opt.Format, File: opt.File,
-		DecisionsFile: opt.File + ".decisions.tsv", Requested: opt.Count, Started: time.Now().UTC(),
+		DecisionsFile: opt.File + decisionsSuffix, Requested: opt.Count, Started: time.Now().UTC(),
 	}
 }
 
@@ -255,12 +353,29 @@ type packetWriter func(p *virtionet.CapturedPacket) error
 // passes or ctx ends. The datapath only ever copies into free slots of a
 // bounded queue (virtionet.Capture); when the writer lags, packets are
 // skipped and counted, never waited for.
+//
+// The files are created 0600 at opt.File and opt.File + ".decisions.tsv"
+// and never replace anything. (The API writes only under its capture
+// directory; this is for callers that chose the path themselves.)
 func RunCapture(ctx context.Context, dev *virtionet.Device, opt CaptureOptions) (CaptureResult, error) {
-	return runCapture(ctx, dev, opt, nil)
+	pf, err := createNew(opt.File)
+	if err != nil {
+		return newResult(dev.Name(), opt), err
+	}
+	tf, err := createNew(opt.File + decisionsSuffix)
+	if err != nil {
+		pf.Close()
+		os.Remove(opt.File)
+		return newResult(dev.Name(), opt), err
+	}
+	return runCapture(ctx, dev, opt, nil, pf, tf)
 }
 
-// runCapture is RunCapture reporting progress to run (may be nil).
-func runCapture(ctx context.Context, dev *virtionet.Device, opt CaptureOptions, run *captureRun) (CaptureResult, error) {
+// runCapture is RunCapture into files already created, reporting progress
+// to run (may be nil). It closes pf and tf.
+func runCapture(ctx context.Context, dev *virtionet.Device, opt CaptureOptions, run *captureRun, pf, tf *os.File) (CaptureResult, error) {
+	defer pf.Close()
+	defer tf.Close()
 	if opt.Snaplen <= 0 {
 		opt.Snaplen = DefaultSnaplen
 	}
@@ -274,17 +389,6 @@ func runCapture(ctx context.Context, dev *virtionet.Device, opt CaptureOptions, 
 		return CaptureResult{}, errors.New("capture count must be at least 1")
 	}
 	res := newResult(dev.Name(), opt)
-	pf, err := createNew(res.File)
-	if err != nil {
-		return res, err
-	}
-	defer pf.Close()
-	tf, err := createNew(res.DecisionsFile)
-	if err != nil {
-		os.Remove(res.File)
-		return res, err
-	}
-	defer tf.Close()
 	pb := bufio.NewWriterSize(pf, 1<<20)
 	tb := bufio.NewWriterSize(tf, 64<<10)
 

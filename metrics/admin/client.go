@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,23 +15,81 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vhostd/vhostd/internal/portspec"
 	"github.com/vhostd/vhostd/metrics"
 )
 
-// Client talks to a running vhostd's admin API (the subcommands use it).
+// Client talks to a running vhostd's API (the subcommands use it): over the
+// control socket (NewControlClient), or over the read-only TCP listener
+// (NewClient), which answers only Status.
 type Client struct {
-	base string // http://host:port
-	addr string // as the user gave it, for error messages
-	http *http.Client
+	base   string // http://host:port, or http://vhostd for the control socket
+	addr   string // as the user gave it, for error messages
+	socket string // control socket path, "" for TCP
+	http   *http.Client
 }
 
-// NewClient returns a client for addr: "host:port" or an http:// URL.
+// NewClient returns a client for the TCP listener at addr: "host:port" or
+// an http:// URL. Only Status (and Policy, read from it) work there.
 func NewClient(addr string) *Client {
 	base := addr
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
 	return &Client{base: strings.TrimRight(base, "/"), addr: addr, http: &http.Client{}}
+}
+
+// NewControlClient returns a client for the control socket at path.
+func NewControlClient(path string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		DisableKeepAlives: true,
+	}
+	return &Client{base: "http://vhostd", addr: path, socket: path, http: &http.Client{Transport: tr}}
+}
+
+// ErrUnreachable marks errors where nothing answered at the address (no
+// socket, no permission to connect, connection refused): the caller may try
+// another way in.
+var ErrUnreachable = errors.New("vhostd unreachable")
+
+type unreachableError struct{ msg string }
+
+func (e *unreachableError) Error() string        { return e.msg }
+func (e *unreachableError) Is(target error) bool { return target == ErrUnreachable }
+
+// transportError turns a failed request into a message that says what to do.
+func (c *Client) transportError(err error) error {
+	if c.socket != "" {
+		switch {
+		case errors.Is(err, syscall.ENOENT):
+			return &unreachableError{fmt.Sprintf("no control socket at %s: is vhostd running, and with --control-socket %s? (pass --control-socket to reach another one)", c.socket, c.socket)}
+		case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+			return &unreachableError{fmt.Sprintf("permission denied on the control socket %s: it is for root (run the command with sudo) or members of vhostd's --control-group", c.socket)}
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return &unreachableError{fmt.Sprintf("nothing answers on the control socket %s: vhostd is not running (a stale socket file)", c.socket)}
+		}
+		return fmt.Errorf("control socket %s: %w", c.socket, err)
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return &unreachableError{fmt.Sprintf("nothing answers at %s: is vhostd running, and with --admin-addr %s? (pass --admin-addr to reach another address)", c.addr, c.addr)}
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return fmt.Errorf("admin API address %q: %w", c.addr, err)
+	}
+	return fmt.Errorf("admin API at %s: %w", c.addr, err)
+}
+
+// where names the endpoint in messages.
+func (c *Client) where() string {
+	if c.socket != "" {
+		return "control socket " + c.socket
+	}
+	return "admin API at " + c.addr
 }
 
 // do sends one request and decodes a JSON answer into out, turning
@@ -42,32 +101,25 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ou
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("nothing answers at %s: is vhostd running, and with --admin-addr %s? (pass --admin-addr to reach another address)", c.addr, c.addr)
-		}
-		var dnsErr *net.DNSError
-		if errors.As(err, &dnsErr) {
-			return fmt.Errorf("admin API address %q: %w", c.addr, err)
-		}
-		return fmt.Errorf("admin API at %s: %w", c.addr, err)
+		return c.transportError(err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("admin API at %s: reading the answer: %w", c.addr, err)
+		return fmt.Errorf("%s: reading the answer: %w", c.where(), err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e apiError
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return errors.New(e.Error)
 		}
-		return fmt.Errorf("admin API at %s answered %s to %s %s", c.addr, resp.Status, method, path)
+		return fmt.Errorf("%s answered %s to %s %s", c.where(), resp.Status, method, path)
 	}
 	if out == nil {
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("admin API at %s: unexpected answer to %s %s (is it a vhostd?): %w", c.addr, method, path, err)
+		return fmt.Errorf("%s: unexpected answer to %s %s (is it a vhostd?): %w", c.where(), method, path, err)
 	}
 	return nil
 }
@@ -90,10 +142,50 @@ func (c *Client) SetPolicy(ctx context.Context, port, policy string) (PolicyResu
 	return res, err
 }
 
-// Policy reads a port's GSO policy.
+// Policy reads a port's GSO policy (from GET /status, so it works on the
+// read-only listener too).
 func (c *Client) Policy(ctx context.Context, port string) (PolicyResult, error) {
-	var res PolicyResult
-	err := c.do(ctx, http.MethodGet, "/ports/"+url.PathEscape(port)+"/policy", nil, &res)
+	st, err := c.Status(ctx, port)
+	if err != nil {
+		return PolicyResult{}, err
+	}
+	for _, p := range st.Ports {
+		if p.Name == port {
+			return PolicyResult{Port: p.Name, Policy: p.Policy}, nil
+		}
+	}
+	return PolicyResult{}, fmt.Errorf("no port %q in the status answer", port)
+}
+
+// Ports lists the daemon's ports (control socket only).
+func (c *Client) Ports(ctx context.Context) ([]PortInfo, error) {
+	var res []PortInfo
+	err := c.do(ctx, http.MethodGet, "/ports", nil, &res)
+	return res, err
+}
+
+// AddPort adds a port (control socket only).
+func (c *Client) AddPort(ctx context.Context, spec portspec.Spec) (PortInfo, error) {
+	body, err := json.Marshal(spec)
+	if err != nil {
+		return PortInfo{}, err
+	}
+	var res PortInfo
+	err = c.do(ctx, http.MethodPut, "/ports/"+url.PathEscape(spec.Name), bytes.NewReader(body), &res)
+	return res, err
+}
+
+// RemovePort removes a port (control socket only).
+func (c *Client) RemovePort(ctx context.Context, name string) (PortChange, error) {
+	var res PortChange
+	err := c.do(ctx, http.MethodDelete, "/ports/"+url.PathEscape(name), nil, &res)
+	return res, err
+}
+
+// Reload asks the daemon to re-read its config file (control socket only).
+func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
+	var res ReloadResult
+	err := c.do(ctx, http.MethodPost, "/reload", nil, &res)
 	return res, err
 }
 
@@ -103,7 +195,7 @@ type CaptureRequest struct {
 	Dir     string // tx, rx or both
 	Count   int64
 	Snaplen int
-	File    string // absolute path on the vhostd host; "" for the server's default
+	File    string // a plain file name in the daemon's capture directory; "" for the server's default
 	Format  string // pcap or pcapng
 	Timeout time.Duration
 }

@@ -35,7 +35,7 @@ func fuzzServer(t testing.TB) (*Server, *virtionet.Device) {
 func FuzzCaptureQuery(f *testing.F) {
 	for _, q := range []string{
 		"dir=tx&count=10", "dir=both&count=1&snaplen=64&format=pcapng&timeout=1s&file=/tmp/x.pcap",
-		"dir=rx&count=99999999999999999999", "count=-1", "dir=%zz", "timeout=-5s&count=3", "file=rel/x&count=1",
+		"dir=rx&count=99999999999999999999", "count=-1", "dir=%zz", "timeout=-5s&count=3", "file=rel/x&count=1", "file=../../etc/passwd&count=1", "file=..&count=1", "file=a%2Fb&count=1",
 	} {
 		f.Add(q)
 	}
@@ -52,7 +52,8 @@ func FuzzCaptureQuery(f *testing.F) {
 		if o.Snaplen != 0 && (o.Snaplen < 64 || o.Snaplen > DefaultSnaplen) {
 			t.Fatalf("accepted snaplen %d", o.Snaplen)
 		}
-		if o.Timeout < 0 || o.Timeout > MaxCaptureTimeout || (o.Format != "pcap" && o.Format != "pcapng") || !filepath.IsAbs(o.File) {
+		if o.Timeout < 0 || o.Timeout > MaxCaptureTimeout || (o.Format != "pcap" && o.Format != "pcapng") || !filepath.IsAbs(o.File) ||
+			filepath.Dir(o.File) != "/nonexistent" || CheckCaptureName(filepath.Base(o.File)) != nil {
 			t.Fatalf("accepted %q as %+v", raw, o)
 		}
 	})

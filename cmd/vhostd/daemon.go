@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/vhostd/vhostd/internal/portspec"
+	"github.com/vhostd/vhostd/metrics/admin"
+)
+
+// serve runs the daemon until ctx ends: the control socket and the
+// read-only TCP listener, the ports (from the flags or the config file),
+// SIGHUP (reload the config file) and SIGUSR1 (log the counters).
+func serve(ctx context.Context, o *options, log *slog.Logger) error {
+	inherited, err := systemdSockets()
+	if err != nil {
+		return err
+	}
+	m := newPortManager(ctx, o, log, inherited)
+	hint := "use the control socket"
+	if o.controlSocket != "" {
+		hint += " " + o.controlSocket + " (vhostd status|stats|policy|capture|port --control-socket " + o.controlSocket + ") as root"
+	} else {
+		hint += " (this vhostd runs with --control-socket '': none)"
+	}
+	adm, err := admin.New(admin.Config{Logger: log, CaptureDir: o.captureDir, Control: m, ReadOnlyHint: hint})
+	if err != nil {
+		return err
+	}
+	m.adm = adm
+
+	actx, stopAPI := context.WithCancel(context.Background())
+	apiDone := make(chan struct{}, 2)
+	running := 0
+	defer func() {
+		stopAPI()
+		for ; running > 0; running-- {
+			<-apiDone
+		}
+	}()
+	ctl, err := controlListener(o, inherited, log)
+	if err != nil {
+		return err
+	}
+	if ctl != nil {
+		running++
+		go func() {
+			defer func() { apiDone <- struct{}{} }()
+			if err := adm.ServeControl(actx, ctl, admin.AllowPeers(o.controlGroup, o.hasControlGroup)); err != nil {
+				log.Error("control socket stopped", "err", err)
+			}
+		}()
+	}
+	ro, err := readOnlyListener(o, log)
+	if err != nil {
+		return err
+	}
+	if ro != nil {
+		running++
+		go func() {
+			defer func() { apiDone <- struct{}{} }()
+			if err := adm.ServeReadOnly(actx, ro); err != nil {
+				log.Error("read-only admin listener stopped", "err", err)
+			}
+		}()
+	}
+
+	switch {
+	case o.configPath != "":
+		specs, err := portspec.ReadConfig(o.configPath)
+		if err == nil {
+			err = checkPorts(specs, o.useSwitch)
+		}
+		if err != nil {
+			return err
+		}
+		log.Info("config file read", "config", o.configPath, "ports", len(specs))
+		_ = m.startSet(specs, sourceConfig, false) // a port that fails is listed as failed; reload tries again
+	case len(o.ports) > 0:
+		if err := m.startSet(o.ports, sourceFlags, true); err != nil {
+			return err
+		}
+	default:
+		log.Info("no ports yet: add one with vhostd port add NAME --socket PATH --tap IF (or start vhostd with --config FILE or --port)",
+			"control_socket", o.controlSocket)
+	}
+	m.unusedInherited()
+	defer m.stopAll()
+
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(signals)
+	n := len(m.Ports())
+	if err := sdNotify(fmt.Sprintf("READY=1\nSTATUS=serving %d ports\nMAINPID=%d", n, os.Getpid())); err != nil {
+		log.Warn("readiness notification failed", "err", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			_ = sdNotify("STOPPING=1")
+			log.Info("vhostd stopping")
+			m.stopAll()
+			log.Info("vhostd stopped cleanly")
+			return nil
+		case sig := <-signals:
+			switch sig {
+			case syscall.SIGUSR1:
+				m.each(func(p *runningPort) { logStats(log, p.dev) })
+			case syscall.SIGHUP:
+				if o.configPath == "" {
+					log.Warn("SIGHUP: vhostd runs without --config, there is no config file to reload")
+					continue
+				}
+				_ = sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+				if _, err := m.Reload(ctx); err != nil {
+					log.Error("SIGHUP: reload failed", "err", err)
+				}
+				_ = sdNotify(fmt.Sprintf("READY=1\nSTATUS=serving %d ports", len(m.Ports())))
+			}
+		}
+	}
+}
+
+// controlListener opens the control socket: the one systemd passed (named
+// "control", or bound to --control-socket), else a new one. The default
+// path failing (another vhostd has it, or no permission to create
+// /run/vhostd) only costs a warning; a path the user chose must work.
+func controlListener(o *options, inherited []*inheritedSocket, log *slog.Logger) (net.Listener, error) {
+	if s := findInherited(inherited, "control", o.controlSocket); s != nil {
+		s.used = true
+		ln, err := s.listener()
+		if err != nil {
+			return nil, fmt.Errorf("control socket from systemd: %w", err)
+		}
+		log.Info("control socket listening (from systemd)", "socket", s.describe())
+		return ln, nil
+	}
+	if o.controlSocket == "" {
+		return nil, nil
+	}
+	ln, err := admin.ListenControl(o.controlSocket, admin.ControlSocketOptions{Group: o.controlGroup, SetGroup: o.hasControlGroup})
+	if err != nil {
+		if o.controlSet {
+			return nil, err
+		}
+		log.Warn("control socket not started: vhostd port/policy/capture cannot reach this vhostd (give it its own --control-socket)", "err", err)
+		return nil, nil
+	}
+	mode := "0600"
+	if o.hasControlGroup {
+		mode = fmt.Sprintf("0660 group %d", o.controlGroup)
+	}
+	log.Info("control socket listening", "socket", o.controlSocket, "mode", mode)
+	return ln, nil
+}
+
+// readOnlyListener opens --admin-addr. The default address failing (another
+// vhostd has it, or lo is down in a fresh network namespace) only costs a
+// warning: the datapath matters more. An address the user chose must work.
+func readOnlyListener(o *options, log *slog.Logger) (net.Listener, error) {
+	if o.adminAddr == "" {
+		return nil, nil
+	}
+	ln, err := admin.Listen(o.adminAddr)
+	if err != nil {
+		if o.adminAddrSet {
+			return nil, err
+		}
+		log.Warn("read-only admin listener not started", "err", err)
+		return nil, nil
+	}
+	addr := ln.Addr().String()
+	log.Info("read-only admin listener (GET /metrics, GET /status)", "addr", addr, "metrics", "http://"+addr+"/metrics")
+	return ln, nil
+}
