@@ -25,7 +25,7 @@
 E2E_NAME=mq-attach
 . "$(dirname "$0")/lib.sh"
 e2e_preflight
-command -v curl >/dev/null || fail "curl missing (apt-get install curl)"
+command -v curl >/dev/null || { say "curl missing: apt-get install curl"; [ -n "${CI:-}" ] && exit 1; exit 77; }
 
 NS=vhd-mqa-$$ TAP=vtapma HOST_IP=169.254.111.1 GUEST_IP=169.254.111.2 PORT=8080
 NCONN=${E2E_MQA_CONNS:-32}
