@@ -49,13 +49,13 @@
 # <host csum='off'/><guest csum='off'/>, the configuration of issue 10.
 #
 # Environment: MATRIX_ONLY="d0 p3" runs only those configurations;
-# E2E_IPERF_SECS (default 3) and E2E_IPERF6_SECS (default 2) per direction.
+# MATRIX_IPERF_SECS (default 3) and MATRIX_IPERF6_SECS (default 2) per direction.
 E2E_NAME=matrix
 . "$(dirname "$0")/lib.sh"
 e2e_preflight
 
 TAP=vtapmx HOST_IP=169.254.110.1 GUEST_IP=169.254.110.2
-SECS=${E2E_IPERF_SECS:-3} SECS6=${E2E_IPERF6_SECS:-2}
+SECS=${MATRIX_IPERF_SECS:-3} SECS6=${MATRIX_IPERF6_SECS:-2}
 
 FACTORS=(csum guest_csum guest_tso4 guest_tso6 guest_ecn guest_ufo host_tso4 host_tso6 host_ecn
          mrg_rxbuf event_idx indirect_desc queue_size packed disable_modern)
