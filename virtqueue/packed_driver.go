@@ -276,7 +276,7 @@ func (d *PackedDriver) AddIndirectSegs(out, in []Seg) (id uint16, err error) {
 	})
 }
 
-func (d *PackedDriver) descWord(pos uint16) *uint32 { return wordAt(d.desc, int(pos)*DescSize+12) }
+func (d *PackedDriver) descWord(pos uint16) *uint32 { return wordPtr(d.desc, int(pos)*DescSize+12) }
 
 // takeID allocates a buffer id.
 func (d *PackedDriver) takeID() uint16 {
