@@ -31,7 +31,8 @@
 #
 # What it does (everything inside a private network namespace, removed on exit):
 #   - starts ONE vhostd: --tap T (in netns NS, 169.254.100.1/24 + fd00::1/64),
-#     --gso-max-size GSO_MAX_SIZE, admin API on 127.0.0.1:9637 inside NS;
+#     --gso-max-size GSO_MAX_SIZE, read-only /metrics on 127.0.0.1:9637 inside
+#     NS, control socket WORK/control.sock;
 #   - boots ONE guestlab guest (TCG under this machine's PVM /dev/kvm) on it:
 #     169.254.100.2/24 + fd00::2/64, running an iperf3 server for all runs;
 #   - runs iperf3 clients from NS against the guest. Tests (direction g2h =
@@ -43,7 +44,7 @@
 #       tcp4-rx  TCP over IPv4, host -> guest (RX path; the policy does not
 #                apply: a control)
 #   - for each test runs the three policies back to back, switching the port's
-#     policy live (PUT /ports/ab/policy) between runs: defer, software, auto
+#     policy live (PUT /ports/ab/policy on the control socket) between runs: defer, software, auto
 #     in odd rounds and auto, software, defer in even rounds (ABC CBA), so that
 #     a linear drift of the shared machine's speed cancels out in the medians;
 #   - around each run: scrapes /metrics (before and after), and reads
@@ -129,6 +130,7 @@ NS="vhab$$" TAP="vhabt$$" PORT=ab ADMIN=127.0.0.1:9637
 HOST4=169.254.100.1 GUEST4=169.254.100.2 HOST6=fd00::1 GUEST6=fd00::2 STOP_PORT=5399
 WORK="$(mktemp -d /tmp/vhostd-ab.XXXXXX)"
 RES="$WORK/results.txt" VLOG="$WORK/vhostd.log" GLOG="$WORK/guest.log" SOCK="$WORK/vhostd.sock"
+CTL="$WORK/control.sock"   # policy switches go through the control socket (TCP is read-only)
 VHOSTD="$WORK/vhostd"   # a private copy: others may rebuild bin/vhostd meanwhile
 VPID="" GPGID="" QPID="" CPID="" NS_MADE=0 OK=0
 
@@ -151,7 +153,7 @@ cleanup() {
   fi
   stop_pid "$VPID"
   [ "$NS_MADE" = 0 ] || ip netns del "$NS" 2>/dev/null   # takes the tap and the iperf3 clients' netns with it
-  rm -f "$VHOSTD" "$SOCK"
+  rm -f "$VHOSTD" "$SOCK" "$CTL"
   if [ "$rc" = 0 ] && [ "$KEEP" = 0 ] && [ "$OK" = 1 ]; then rm -rf "$WORK"
   else ab_say "logs, scrapes and raw rows kept in $WORK"; fi
   exit "$rc"
@@ -176,7 +178,7 @@ T0=$(date +%s)
 ip netns add "$NS"; NS_MADE=1
 ip -n "$NS" link set lo up
 ip netns exec "$NS" "$VHOSTD" --socket-path "$SOCK" --tap "$TAP" --name "$PORT" --policy auto \
-  --gso-max-size "$GSO_MAX" --admin-addr "$ADMIN" --log-level info > "$VLOG" 2>&1 &
+  --gso-max-size "$GSO_MAX" --admin-addr "$ADMIN" --control-socket "$CTL" --log-level info > "$VLOG" 2>&1 &
 VPID=$!
 for ((i = 0; i < 50; i++)); do ip -n "$NS" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.1; done
 ip -n "$NS" link show "$TAP" >/dev/null 2>&1 || ab_die "vhostd did not create tap $TAP (see $VLOG)"
@@ -245,7 +247,7 @@ done
 # set_policy P: switch the port live and check the answer.
 set_policy() {
   local ans
-  ans="$(admin -X PUT --data-binary "$1" "http://$ADMIN/ports/$PORT/policy")" \
+  ans="$(curl -sS --max-time 10 --unix-socket "$CTL" -X PUT --data-binary "$1" "http://vhostd/ports/$PORT/policy")" \
     || ab_die "PUT /ports/$PORT/policy failed (see $VLOG)"
   grep -q "\"policy\": *\"$1\"" <<< "$ans" || ab_die "policy switch to $1 not confirmed: $ans"
 }
