@@ -29,6 +29,7 @@ type packedSlot struct {
 	ndesc    uint16 // ring descriptors the buffer took; 0: not in flight
 	ok       bool   // the chain was well formed (PushInOrder may skip it)
 	writeLen uint32 // its writable bytes (PushInOrder may skip it if fully written)
+	pop      uint32 // Pop serial number, so Unpop recognises the buffers it gives back
 }
 
 // Packed is the device side of one packed virtqueue (virtio 1.2 §2.8). It
@@ -56,6 +57,7 @@ type Packed struct {
 	slots     []packedSlot // by buffer id
 	order     []uint16     // ids in pop order, circular; for Unpop
 	orderNext int          // next order slot to write
+	pops      uint32       // serial number of the next popped buffer
 	unpushed  int          // buffers popped and not pushed
 	inflight  int          // ring descriptors popped and not pushed
 
@@ -309,16 +311,18 @@ func (q *Packed) walk(c *Chain, id, flags uint16) error {
 		q.orderNext = 0
 	}
 	c.Head = id
+	pop := q.pops
+	q.pops++
 	if cerr != nil {
 		clear(bufs) // drop references into guest memory
 		c.Bufs = bufs[:0]
 		c.ReadLen, c.WriteLen, c.Err = 0, 0, cerr
-		*s = packedSlot{ndesc: uint16(ndesc)}
+		*s = packedSlot{ndesc: uint16(ndesc), pop: pop}
 		return nil
 	}
 	c.Bufs = bufs
 	c.ReadLen, c.WriteLen, c.Err = uint32(readLen), uint32(writeLen), nil
-	*s = packedSlot{ndesc: uint16(ndesc), ok: true, writeLen: uint32(writeLen)}
+	*s = packedSlot{ndesc: uint16(ndesc), ok: true, writeLen: uint32(writeLen), pop: pop}
 	return nil
 }
 
@@ -599,11 +603,13 @@ func (q *Packed) Unpop(n int) {
 		if k--; k < 0 {
 			k = len(q.order) - 1
 		}
-		nd := int(q.slots[q.order[k]].ndesc)
-		if nd == 0 {
+		// Still in flight, and from the i-th most recent Pop rather than
+		// an earlier one under a reused id.
+		s := q.slots[q.order[k]]
+		if s.ndesc == 0 || s.pop != q.pops-1-uint32(i) {
 			return
 		}
-		descs += nd
+		descs += int(s.ndesc)
 	}
 	if descs > q.inflight {
 		return
@@ -622,4 +628,5 @@ func (q *Packed) Unpop(n int) {
 	q.availIdx = uint16(p)
 	q.unpushed -= n
 	q.inflight -= descs
+	q.pops -= uint32(n)
 }
