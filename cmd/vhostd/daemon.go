@@ -17,6 +17,10 @@ import (
 // read-only TCP listener, the ports (from the flags or the config file),
 // SIGHUP (reload the config file) and SIGUSR1 (log the counters).
 func serve(ctx context.Context, o *options, log *slog.Logger) error {
+	// Signals first: SIGHUP's default action would end the daemon.
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(signals)
 	inherited, err := systemdSockets()
 	if err != nil {
 		return err
@@ -92,9 +96,6 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	m.unusedInherited()
 	defer m.stopAll()
 
-	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1)
-	defer signal.Stop(signals)
 	n := len(m.Ports())
 	if err := sdNotify(fmt.Sprintf("READY=1\nSTATUS=serving %d ports\nMAINPID=%d", n, os.Getpid())); err != nil {
 		log.Warn("readiness notification failed", "err", err)

@@ -65,6 +65,7 @@ type portManager struct {
 	inherited []*inheritedSocket
 
 	mu     sync.Mutex
+	closed bool // stopAll ran: no more ports
 	ports  map[string]*runningPort
 	failed map[string]*failedPort
 	order  []string // names of ports and failed ports, in the order they came
@@ -299,6 +300,7 @@ func (m *portManager) forget(name string) {
 func (m *portManager) stopAll() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.closed = true
 	for i := len(m.order) - 1; i >= 0; i-- {
 		if p := m.ports[m.order[i]]; p != nil {
 			m.stop(p)
@@ -347,6 +349,9 @@ func portInfo(s portspec.Spec, source string) admin.PortInfo {
 	}
 }
 
+// errStopping refuses changes once the daemon is shutting down.
+var errStopping = admin.Errorf(http.StatusServiceUnavailable, "vhostd is stopping: no port changes now")
+
 // errPeerAtRuntime explains why guest-to-guest ports cannot come and go.
 func errPeerAtRuntime(name string) error {
 	return admin.Errorf(http.StatusBadRequest, "port %s has no backend (a guest-to-guest port): those are joined by a cross-connect or switch built when vhostd starts, so they cannot be added, changed or removed at run time; give the port a backend (--tap IF, --macvtap NAME --lower DEV, or --null), or list guest-to-guest ports with --port or in the config file and restart vhostd", name)
@@ -364,6 +369,9 @@ func (m *portManager) AddPort(ctx context.Context, spec portspec.Spec) (admin.Po
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return admin.PortInfo{}, errStopping
+	}
 	if err := m.checkNew(spec); err != nil {
 		return admin.PortInfo{}, err
 	}
@@ -467,6 +475,9 @@ func (m *portManager) Reload(ctx context.Context) (admin.ReloadResult, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return res, errStopping
+	}
 	fail := func(name string, err error) {
 		if res.Failed == nil {
 			res.Failed = map[string]string{}

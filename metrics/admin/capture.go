@@ -163,6 +163,18 @@ func (s *Server) handlePutCapture(w http.ResponseWriter, r *http.Request) {
 	}
 	s.captures[p.Name()] = run
 	s.mu.Unlock()
+	// The port may have been removed since it was looked up; RemovePort
+	// only ends the captures it sees.
+	s.pmu.RLock()
+	_, still := s.ports[p.Name()]
+	s.pmu.RUnlock()
+	if !still {
+		s.mu.Lock()
+		delete(s.captures, p.Name())
+		s.mu.Unlock()
+		writeError(w, http.StatusNotFound, "port %s was removed", p.Name())
+		return
+	}
 	defer func() {
 		s.mu.Lock()
 		delete(s.captures, p.Name())
