@@ -16,4 +16,12 @@
 //
 // A Split is used by one goroutine at a time (the queue worker); it does no
 // locking.
+//
+// Packed virtqueues (virtio 1.2 §2.8, VIRTIO_F_RING_PACKED) have their own
+// device side, Packed, built by NewPacked over the descriptor ring and the
+// driver and device event suppression areas, and a driver side for tests,
+// PackedDriver. Ring is the interface both *Split and *Packed implement, so
+// a queue worker need not know which one it drives. PushInOrder returns
+// chains in the order they were popped and, with VIRTIO_F_IN_ORDER, writes
+// one used entry per run of them, on both kinds of ring.
 package virtqueue

@@ -1011,3 +1011,90 @@ func TestRingInterface(t *testing.T) {
 		})
 	}
 }
+
+// TestInOrderSplitStream runs more than 2^16 chains through split rings
+// with IN_ORDER, completing random prefixes with random lengths, so that
+// batched used entries straddle the ring end and the 16-bit index wrap.
+func TestInOrderSplitStream(t *testing.T) {
+	for _, o := range []ringOpts{{size: 8}, {size: 16, eventIdx: true, indirect: true}, {size: 2, availOdd: true}} {
+		t.Run(fmt.Sprintf("%+v", o), func(t *testing.T) {
+			r := newTestRing(t, o)
+			cfg := r.drv.DeviceConfig()
+			cfg.Indirect, cfg.InOrder = o.indirect, true
+			dev, err := NewSplit(cfg, r.drv.Memory())
+			if err != nil {
+				t.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(5, uint64(o.size)))
+			type want struct {
+				seq       uint32
+				head      uint16
+				wlen, got uint32
+			}
+			var posted, held []want
+			chains := make([]Chain, o.size)
+			reaped := make([]UsedElem, o.size)
+			var seq uint32
+			reapedN := 0
+			for reapedN < 70000 {
+				for r.drv.NumFree() >= 2 && rng.IntN(4) != 0 {
+					b := r.mem[dataArea+16*int(seq%64) : dataArea+16*int(seq%64)+16]
+					binary.LittleEndian.PutUint32(b, seq)
+					var h uint16
+					if o.indirect && seq%2 == 0 {
+						h, err = r.drv.AddIndirect([][]byte{b[:4]}, [][]byte{b[4:16]})
+					} else {
+						h, err = r.drv.Add([][]byte{b[:4]}, [][]byte{b[4:16]})
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					posted = append(posted, want{seq: seq, head: h, wlen: 12})
+					seq++
+				}
+				r.drv.Publish()
+				n, err := dev.Pop(chains)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, c := range chains[:n] {
+					w := posted[0]
+					posted = posted[1:]
+					if c.Head != w.head || c.WriteLen != 12 || binary.LittleEndian.Uint32(c.Bufs[0].B) != w.seq {
+						t.Fatalf("popped head %d, want %d (seq %d)", c.Head, w.head, w.seq)
+					}
+					held = append(held, w)
+				}
+				if len(held) == 0 {
+					continue
+				}
+				k := 1 + rng.IntN(len(held))
+				used := make([]UsedElem, k)
+				for i := range used {
+					held[i].got = 12
+					if rng.IntN(4) == 0 {
+						held[i].got = uint32(rng.IntN(12))
+					}
+					used[i] = UsedElem{ID: uint32(held[i].head), Len: held[i].got}
+				}
+				dev.PushInOrder(used)
+				done := held[:k]
+				m := r.drv.ReapInOrder(reaped)
+				if m != k {
+					t.Fatalf("reaped %d of %d", m, k)
+				}
+				for i, e := range reaped[:m] {
+					if e.ID != uint32(done[i].head) || e.Len != done[i].got {
+						t.Fatalf("reaped %+v, want head %d len %d", e, done[i].head, done[i].got)
+					}
+				}
+				held = append([]want(nil), held[k:]...)
+				reapedN += m
+				dev.NeedNotify()
+			}
+			if dev.UsedIdx() != r.drv.UsedIdx() || r.drv.LastUsed() != r.drv.UsedIdx() {
+				t.Errorf("used idx %d/%d, last used %d", dev.UsedIdx(), r.drv.UsedIdx(), r.drv.LastUsed())
+			}
+		})
+	}
+}
