@@ -319,8 +319,13 @@ func (s Spec) check() error {
 	if s.Socket == "" && !s.HasFD {
 		return errors.New("socket=PATH is missing: the vhost-user socket QEMU connects to (or listens on, with client)")
 	}
-	if strings.ContainsRune(s.Socket, 0) {
-		return errors.New("socket= contains a NUL byte")
+	for _, c := range s.Socket {
+		if c < ' ' || c == 0x7f {
+			return fmt.Errorf("socket=%q contains a control character: give a plain path", s.Socket)
+		}
+	}
+	if strings.TrimSpace(s.Socket) != s.Socket {
+		return fmt.Errorf("socket=%q starts or ends with a space: write the path without them", s.Socket)
 	}
 	if s.Queues < 0 || s.Queues > MaxQueues {
 		return fmt.Errorf("queues=%d: give the number of queue pairs, 1..%d", s.Queues, MaxQueues)

@@ -68,6 +68,8 @@ func TestParse(t *testing.T) {
 		{in: "name=a b,socket=/s,null", err: "name=a b"},
 		{in: "name=-a,socket=/s,null", err: "starting with a letter or digit"},
 		{in: "name=" + strings.Repeat("x", 65) + ",socket=/s,null", err: "use 1..64"},
+		{in: "name=a,socket=/s\nname=b,null", err: "contains a control character"},
+		{in: "name=a,socket=/s ,null", err: "starts or ends with a space"},
 	}
 	for _, c := range cases {
 		got, err := Parse(c.in)
