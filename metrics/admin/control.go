@@ -322,7 +322,8 @@ func (s *Server) ServeControl(ctx context.Context, ln net.Listener, check PeerCh
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			s.log.Debug("control socket request", "method", r.Method, "path", r.URL.Path, "uid", cr.cred.UID, "pid", cr.cred.PID)
+			// Who changed what: every change is logged with its caller.
+			s.log.Info("control request", "method", r.Method, "path", r.URL.Path, "uid", cr.cred.UID, "pid", cr.cred.PID)
 		}
 		s.mux.ServeHTTP(w, r)
 	})
