@@ -223,42 +223,54 @@ func (q *Packed) Pop(chains []Chain) (n int, err error) {
 	if q.broken != nil {
 		return 0, q.broken
 	}
+	// The positions and counters live in locals for the batch.
+	pos, wrap := q.availIdx, q.availWrap
+	descs := 0
 	for n < len(chains) {
-		id, flags, ok := q.headAvail()
-		if !ok {
+		id, flags := loadWord(q.descWord(pos)) // acquire: the list is complete
+		if !isAvail(flags, wrap) {
 			break
 		}
-		if err := q.walk(&chains[n], id, flags); err != nil {
+		nd, err := q.walk(&chains[n], pos, wrap, id, flags)
+		if err != nil {
 			q.broken = err
 			c := &chains[n]
 			clear(c.Bufs)
 			c.Bufs = c.Bufs[:0]
 			c.ReadLen, c.WriteLen, c.Err = 0, 0, nil
-			return n, err
+			break
 		}
+		if pos += uint16(nd); pos >= q.size {
+			pos -= q.size
+			wrap = !wrap
+		}
+		descs += nd
 		n++
 	}
-	return n, nil
+	q.availIdx, q.availWrap = pos, wrap
+	q.inflight += descs
+	q.unpushed += n
+	return n, q.broken
 }
 
-// walk reads the list starting at availIdx, whose first {id, flags} word
-// was already loaded, into c (virtio 1.2 §2.8: NEXT-linked descriptors are
-// consecutive in the ring; the buffer id is in the last). A malformed
-// element sets c.Err and the rest of the list is only scanned for its end.
-// It returns a ring-fatal error without consuming anything, or nil after
-// consuming the list and recording its id as in flight.
-func (q *Packed) walk(c *Chain, id, flags uint16) error {
+// walk reads the list starting at pos (driver wrap counter wrap), whose
+// first {id, flags} word was already loaded, into c (virtio 1.2 §2.8:
+// NEXT-linked descriptors are consecutive in the ring; the buffer id is in
+// the last). A malformed element sets c.Err and the rest of the list is only
+// scanned for its end. It returns a ring-fatal error, or the number of
+// descriptors the list takes after recording its id as in flight; the
+// caller moves the avail position.
+func (q *Packed) walk(c *Chain, pos uint16, wrap bool, id, flags uint16) (int, error) {
 	bufs := c.Bufs[:0]
 	var readLen, writeLen uint64
 	var cerr error
-	pos, wrap := q.availIdx, q.availWrap
 	ndesc := 0
 	for {
 		if ndesc > 0 {
 			id, flags = loadWord(q.descWord(pos))
 			if !isAvail(flags, wrap) {
 				c.Bufs = bufs
-				return ErrChainUnterminated
+				return 0, ErrChainUnterminated
 			}
 		}
 		ndesc++
@@ -306,26 +318,23 @@ func (q *Packed) walk(c *Chain, id, flags uint16) error {
 		}
 		if ndesc == int(q.size) {
 			c.Bufs = bufs
-			return ErrChainUnterminated
+			return 0, ErrChainUnterminated
 		}
 	}
 	if id >= q.size {
 		c.Bufs = bufs
-		return ErrBufferID
+		return 0, ErrBufferID
 	}
 	s := &q.slots[id]
 	if s.ndesc != 0 {
 		c.Bufs = bufs
-		return ErrBufferIDInUse
+		return 0, ErrBufferIDInUse
 	}
 	// As for split rings (virtio 1.x §2.7.5.2): no buffer longer than
 	// 2^32-1 bytes, which a 32-bit used length could not describe.
 	if cerr == nil && readLen+writeLen > math.MaxUint32 {
 		cerr = ErrChainTooLong
 	}
-	q.availIdx, q.availWrap = pos, wrap
-	q.unpushed++
-	q.inflight += ndesc
 	q.order[q.orderNext] = id
 	if q.orderNext++; q.orderNext == len(q.order) {
 		q.orderNext = 0
@@ -338,12 +347,12 @@ func (q *Packed) walk(c *Chain, id, flags uint16) error {
 		c.Bufs = bufs[:0]
 		c.ReadLen, c.WriteLen, c.Err = 0, 0, cerr
 		*s = packedSlot{ndesc: uint16(ndesc), pop: pop}
-		return nil
+		return ndesc, nil
 	}
 	c.Bufs = bufs
 	c.ReadLen, c.WriteLen, c.Err = uint32(readLen), uint32(writeLen), nil
 	*s = packedSlot{ndesc: uint16(ndesc), ok: true, writeLen: uint32(writeLen), pop: pop}
-	return nil
+	return ndesc, nil
 }
 
 // element appends one buffer element after checking it.
@@ -396,22 +405,10 @@ func (q *Packed) indirectTable(bufs []Buffer, addr uint64, length uint32, readLe
 	return bufs, nil
 }
 
-// usedFlags are the flags of a used descriptor under our wrap counter:
-// AVAIL and USED both equal to it, WRITE if the device wrote anything.
-func (q *Packed) usedFlags(length uint32) uint16 {
-	var f uint16
-	if q.usedWrap {
-		f = DescFAvail | DescFUsed
-	}
-	if length != 0 {
-		f |= DescFWrite
-	}
-	return f
-}
-
 // usedWriter writes a batch of used descriptors, holding back the flags of
 // the first until the end so the driver, which polls that position, sees the
-// batch complete or not at all (virtio 1.2 §2.8, Multi-buffer requests).
+// batch complete or not at all (virtio 1.2 §2.8, Multi-buffer requests). It
+// keeps the used position in locals and hands it back to the ring in finish.
 //
 // Only that last store needs to be atomic (a release): the driver reads the
 // used descriptors in ring order, so it reads any other descriptor of the
@@ -423,31 +420,48 @@ func (q *Packed) usedFlags(length uint32) uint16 {
 // amd64) per used descriptor; the race detector checks the argument in
 // TestPackedConcurrentDriverDevice.
 type usedWriter struct {
+	q          *Packed
+	pos        uint16
+	wrap       bool
+	descs      int // descriptors skipped past
+	bufs       int // buffers returned
 	first      *uint32
 	firstID    uint16
 	firstFlags uint16
 }
 
-// put writes one used descriptor for id at usedIdx and moves usedIdx past
-// skip descriptors.
-func (q *Packed) put(w *usedWriter, id uint16, length uint32, skip int) {
-	off := int(q.usedIdx) * DescSize
-	le.PutUint32(q.desc[off+8:off+12:off+12], length)
-	flags := q.usedFlags(length)
-	word := q.descWord(q.usedIdx)
+func (q *Packed) usedWriter() usedWriter {
+	return usedWriter{q: q, pos: q.usedIdx, wrap: q.usedWrap}
+}
+
+// put writes one used descriptor for id at the used position and moves the
+// position past skip descriptors. Its flags have AVAIL and USED both equal
+// to the device wrap counter, and WRITE if the device wrote anything.
+func (w *usedWriter) put(id uint16, length uint32, skip int) {
+	q := w.q
+	off := int(w.pos) * DescSize
+	d := q.desc[off : off+DescSize : off+DescSize]
+	le.PutUint32(d[8:12], length)
+	var flags uint16
+	if w.wrap {
+		flags = DescFAvail | DescFUsed
+	}
+	if length != 0 {
+		flags |= DescFWrite
+	}
+	word := (*uint32)(unsafe.Pointer(&d[12]))
 	if w.first == nil {
 		w.first, w.firstID, w.firstFlags = word, id, flags
 	} else {
 		storePlain(word, id, flags) // published by the first one's store
 	}
-	p := int(q.usedIdx) + skip
+	p := int(w.pos) + skip
 	if p >= int(q.size) {
 		p -= int(q.size)
-		q.usedWrap = !q.usedWrap
+		w.wrap = !w.wrap
 	}
-	q.usedIdx = uint16(p)
-	q.usedSince += skip
-	q.inflight -= skip
+	w.pos = uint16(p)
+	w.descs += skip
 }
 
 // storePlain stores the two little-endian halves of the aligned word at p
@@ -460,10 +474,16 @@ func storePlain(p *uint32, lo, hi uint16) {
 	*p = v
 }
 
+// finish publishes the batch and the new used position.
 func (w *usedWriter) finish() {
+	q := w.q
 	if w.first != nil {
-		storeWord(w.first, w.firstID, w.firstFlags)
+		storeWord(w.first, w.firstID, w.firstFlags) // release: the whole batch
 	}
+	q.usedIdx, q.usedWrap = w.pos, w.wrap
+	q.usedSince += w.descs
+	q.inflight -= w.descs
+	q.unpushed -= w.bufs
 }
 
 // take looks up a buffer id the caller returns and marks it no longer in
@@ -488,14 +508,14 @@ func (q *Packed) take(id uint32) (s packedSlot, ok bool) {
 // is the number of bytes written into the buffer (0 for a device-readable
 // one).
 func (q *Packed) Push(used []UsedElem) {
-	var w usedWriter
+	w := q.usedWriter()
 	for _, e := range used {
 		s, ok := q.take(e.ID)
 		if !ok {
 			continue
 		}
-		q.unpushed--
-		q.put(&w, uint16(e.ID), e.Len, int(s.ndesc))
+		w.bufs++
+		w.put(uint16(e.ID), e.Len, int(s.ndesc))
 	}
 	w.finish()
 }
@@ -513,7 +533,7 @@ func (q *Packed) PushInOrder(used []UsedElem) {
 		q.Push(used)
 		return
 	}
-	var w usedWriter
+	w := q.usedWriter()
 	run, pending := 0, false
 	var lastID uint16
 	var lastLen uint32
@@ -522,18 +542,18 @@ func (q *Packed) PushInOrder(used []UsedElem) {
 		if !ok {
 			continue
 		}
-		q.unpushed--
+		w.bufs++
 		run += int(s.ndesc)
 		lastID, lastLen = uint16(e.ID), e.Len
 		if s.ok && s.writeLen == e.Len {
 			pending = true // the run may go on past this buffer
 			continue
 		}
-		q.put(&w, lastID, lastLen, run)
+		w.put(lastID, lastLen, run)
 		run, pending = 0, false
 	}
 	if pending {
-		q.put(&w, lastID, lastLen, run)
+		w.put(lastID, lastLen, run)
 	}
 	w.finish()
 }

@@ -201,6 +201,7 @@ func BenchmarkRingDevice(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			r.drv.Publish()
 			snap := append([]byte(nil), r.drv.desc[:batch*DescSize]...)
 			chains := make([]Chain, batch)
 			used := make([]UsedElem, batch)

@@ -345,7 +345,7 @@ func TestPackedListAcrossRingEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		r.dev.Push(usedOf(popPacked(t, r.dev, 3)))
+		r.dev.Push(usedOf(r.pop(t, 3)))
 		if n := r.drv.Reap(make([]UsedElem, 4)); n != 3 {
 			t.Fatalf("reaped %d", n)
 		}
@@ -364,7 +364,7 @@ func TestPackedListAcrossRingEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := popPacked(t, r.dev, 1)[0]
+		c := r.pop(t, 1)[0]
 		if c.Err != nil || c.Head != id || len(c.Bufs) != 4 || c.ReadLen != 8 || c.WriteLen != 8 {
 			t.Fatalf("list across the ring end: %+v", c)
 		}
@@ -405,7 +405,7 @@ func TestPackedWrapFlags(t *testing.T) {
 	if !r.dev.EnableNotify() {
 		t.Error("EnableNotify misses an available descriptor")
 	}
-	c := popPacked(t, r.dev, 1)[0]
+	c := r.pop(t, 1)[0]
 	r.dev.Push([]UsedElem{{ID: uint32(c.Head), Len: 0}})
 	// The used descriptor must not look available to the device again, in
 	// this lap or the next.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 )
 
 // PackedDriver is the driver side of a packed ring (what a guest's virtio
@@ -22,9 +23,13 @@ import (
 //	if d.Publish() { kick.Signal() }
 //	n := d.Reap(used)
 //
-// A buffer is visible to the device as soon as Add returns (its first
-// descriptor's flags are stored last); Publish only decides the kick for the
-// buffers added since the previous Publish.
+// As with Driver, buffers added become visible to the device at the next
+// Publish: Add writes every descriptor but the first one's flags, and
+// Publish stores those with one release store. The device polls the ring in
+// order, so the flags of later buffers, written with plain stores, are
+// visible to it once it has seen that first one (the same argument as for
+// the device's used batches, see usedWriter). PostRaw makes its
+// descriptors available at once.
 //
 // A PackedDriver is not safe for concurrent use, but it may run in a
 // different goroutine from the device it talks to (see access.go).
@@ -48,6 +53,9 @@ type PackedDriver struct {
 	usedWrap  bool   // device wrap counter expected there
 	numFree   int    // free ring descriptors
 	published int    // descriptors made available since the last Publish
+
+	pend             *uint32 // first head not yet made available; Publish stores it
+	pendID, pendFlag uint16
 
 	freeIDs []uint16 // stack of free buffer ids
 	ndesc   []uint16 // by id: ring descriptors of the buffer in flight, 0 if free
@@ -285,30 +293,65 @@ func (d *PackedDriver) takeID() uint16 {
 	return id
 }
 
-// write fills ring descriptors from availIdx on and makes them available,
-// the first one last (virtio 1.2 §2.8, Next Flag: the device never sees a
-// partial list). elem(k) gives descriptor k; its AVAIL/USED bits are
-// replaced by those of the driver wrap counter.
-func (d *PackedDriver) write(n int, elem func(k int) PackedDesc) {
+// write fills ring descriptors from availIdx on, the first one's flags last
+// (virtio 1.2 §2.8, Next Flag: the device never sees a partial list).
+// elem(k) gives descriptor k; its AVAIL/USED bits are replaced by those of
+// the driver wrap counter. The list becomes available at the next Publish,
+// or now if immediate.
+func (d *PackedDriver) write(n int, immediate bool, elem func(k int) PackedDesc) {
 	head := d.availIdx
 	var headID, headFlags uint16
 	for k := 0; k < n; k++ {
 		e := elem(k)
-		flags := e.Flags&^(DescFAvail|DescFUsed) | availBits(d.availWrap)
-		off := int(d.availIdx) * DescSize
-		le.PutUint64(d.desc[off:], e.Addr)
-		le.PutUint32(d.desc[off+8:], e.Len)
+		f := d.putDesc(e.Addr, e.Len, e.ID, e.Flags, k == 0)
 		if k == 0 {
-			headID, headFlags = e.ID, flags
-		} else {
-			storeWord(d.descWord(d.availIdx), e.ID, flags)
-		}
-		if d.availIdx++; d.availIdx == d.size {
-			d.availIdx, d.availWrap = 0, !d.availWrap
+			headID, headFlags = e.ID, f
 		}
 	}
-	storeWord(d.descWord(head), headID, headFlags) // release: the whole list
+	d.endList(head, headID, headFlags, n, immediate)
+}
+
+// putDesc writes one descriptor at availIdx and moves past it. Its flags
+// (returned) get the AVAIL/USED bits of the driver wrap counter; they are
+// stored now unless it heads a list (endList stores those).
+func (d *PackedDriver) putDesc(addr uint64, length uint32, id, flags uint16, head bool) uint16 {
+	flags = flags&^(DescFAvail|DescFUsed) | availBits(d.availWrap)
+	off := int(d.availIdx) * DescSize
+	b := d.desc[off : off+DescSize : off+DescSize]
+	le.PutUint64(b[0:8], addr)
+	le.PutUint32(b[8:12], length)
+	if !head {
+		storePlain((*uint32)(unsafe.Pointer(&b[12])), id, flags)
+	}
+	if d.availIdx++; d.availIdx == d.size {
+		d.availIdx, d.availWrap = 0, !d.availWrap
+	}
+	return flags
+}
+
+// endList stores the flags of a list's head at position head: now (a
+// release) if immediate, at the next Publish if it is the first list since
+// the last one, or with a plain store published by that first list's.
+func (d *PackedDriver) endList(head, id, flags uint16, n int, immediate bool) {
+	switch {
+	case immediate:
+		d.flush()
+		storeWord(d.descWord(head), id, flags) // release: the whole list
+	case d.pend == nil:
+		d.pend, d.pendID, d.pendFlag = d.descWord(head), id, flags
+	default:
+		storePlain(d.descWord(head), id, flags) // published with d.pend
+	}
 	d.published += n
+}
+
+// flush makes the lists written since the last Publish available: one
+// release store of the first one's head flags.
+func (d *PackedDriver) flush() {
+	if d.pend != nil {
+		storeWord(d.pend, d.pendID, d.pendFlag)
+		d.pend = nil
+	}
 }
 
 func (d *PackedDriver) track(id uint16, n int, wlen uint32) {
@@ -330,14 +373,20 @@ func (d *PackedDriver) addDirect(nOut, nIn int, seg func(k int) (uint64, uint32)
 		return 0, ErrDriverFull
 	}
 	id := d.takeID()
+	head := d.availIdx
+	var headFlags uint16
 	var wlen uint32
-	d.write(n, func(k int) PackedDesc {
+	for k := 0; k < n; k++ {
 		addr, length := seg(k)
 		if k >= nOut {
 			wlen += length
 		}
-		return PackedDesc{Addr: addr, Len: length, ID: id, Flags: chainFlags(k, nOut, n)}
-	})
+		f := d.putDesc(addr, length, id, chainFlags(k, nOut, n), k == 0)
+		if k == 0 {
+			headFlags = f
+		}
+	}
+	d.endList(head, id, headFlags, n, false)
 	d.track(id, n, wlen)
 	return id, nil
 }
@@ -367,20 +416,21 @@ func (d *PackedDriver) addIndirect(nOut, nIn int, seg func(k int) (uint64, uint3
 		}
 		PutPackedDesc(table[k*DescSize:], PackedDesc{Addr: addr, Len: length, Flags: flags})
 	}
-	d.write(1, func(int) PackedDesc {
-		return PackedDesc{Addr: d.base + off, Len: uint32(n) * DescSize, ID: id, Flags: DescFIndirect}
-	})
+	head := d.availIdx
+	f := d.putDesc(d.base+off, uint32(n)*DescSize, id, DescFIndirect, true)
+	d.endList(head, id, f, 1, false)
 	d.track(id, 1, wlen)
 	return id, nil
 }
 
-// Publish reports whether the device wants an available buffer
-// notification for the descriptors made available since the last Publish
-// (virtio 1.2 §2.8, Sending Available Buffer Notifications): not with
+// Publish makes the buffers added since the last Publish available and
+// reports whether the device wants an available buffer notification for
+// them (virtio 1.2 §2.8, Sending Available Buffer Notifications): not with
 // RING_EVENT_FLAGS_DISABLE in the device area; with DESC (EVENT_IDX) only if
 // the descriptor at the device's event offset was among them. It returns
-// false if nothing was made available.
+// false if nothing was added.
 func (d *PackedDriver) Publish() (kick bool) {
+	d.flush()
 	n := d.published
 	if n == 0 {
 		return false
@@ -552,13 +602,14 @@ func (d *PackedDriver) NextUsed() (pos uint16, wrap bool) { return d.usedIdx, d.
 
 // PostRaw writes descs from the next avail position on, each with the
 // AVAIL/USED bits of its position's wrap counter replacing those in its
-// Flags, the first one's flags last, and moves the avail position past them.
-// It does no id or descriptor accounting: Reap will not recognise their ids.
+// Flags, the first one's flags last, makes them (and anything added before)
+// available at once, and moves the avail position past them. It does no id
+// or descriptor accounting: Reap will not recognise their ids.
 func (d *PackedDriver) PostRaw(descs ...PackedDesc) {
 	if len(descs) == 0 {
 		return
 	}
-	d.write(len(descs), func(k int) PackedDesc { return descs[k] })
+	d.write(len(descs), true, func(k int) PackedDesc { return descs[k] })
 	d.numFree -= len(descs)
 }
 

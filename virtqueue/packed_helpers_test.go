@@ -59,7 +59,14 @@ func (r *packedTestRing) buf(off, n int) []byte { return r.mem[r.data+off : r.da
 // addr is the guest address of data offset off.
 func (r *packedTestRing) addr(off int) uint64 { return gaddr(r.data + off) }
 
-// popN pops exactly want buffers.
+// pop publishes what the driver added and pops exactly want buffers.
+func (r *packedTestRing) pop(t testing.TB, want int) []Chain {
+	t.Helper()
+	r.drv.Publish()
+	return popPacked(t, r.dev, want)
+}
+
+// popPacked pops exactly want buffers.
 func popPacked(t testing.TB, q *Packed, want int) []Chain {
 	t.Helper()
 	chains := make([]Chain, want+1)

@@ -243,6 +243,7 @@ func FuzzPackedProtocol(f *testing.F) {
 			if round > 4*size+8 {
 				t.Fatalf("drain stuck: %d in flight, %d held, %d pushed", len(inflight), len(held), len(pushed))
 			}
+			r.drv.Publish()
 			n, err := r.dev.Pop(chains)
 			if err != nil {
 				t.Fatal(err)

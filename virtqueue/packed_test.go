@@ -150,7 +150,7 @@ func TestPackedOutOfOrder(t *testing.T) {
 	if r.drv.NumFree() != 1 {
 		t.Fatalf("NumFree = %d", r.drv.NumFree())
 	}
-	chains := popPacked(t, r.dev, 3)
+	chains := r.pop(t, 3)
 	if chains[0].Head != a || chains[1].Head != b || chains[2].Head != c {
 		t.Fatalf("popped ids %d %d %d", chains[0].Head, chains[1].Head, chains[2].Head)
 	}
@@ -176,7 +176,7 @@ func TestPackedOutOfOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chains = popPacked(t, r.dev, 2)
+	chains = r.pop(t, 2)
 	if chains[0].Head != d || chains[1].Head != e || len(chains[1].Bufs) != 2 {
 		t.Fatalf("second lap: %+v", chains)
 	}
@@ -195,7 +195,7 @@ func TestPackedOutOfOrder(t *testing.T) {
 func TestPackedPushUnknownID(t *testing.T) {
 	r := newPackedTestRing(t, packedOpts{size: 4, inOrder: true})
 	id, _ := r.drv.Add([][]byte{r.buf(0, 4)}, nil)
-	popPacked(t, r.dev, 1)
+	r.pop(t, 1)
 	before := r.dev.State()
 	for _, push := range []func([]UsedElem){r.dev.Push, r.dev.PushInOrder} {
 		push([]UsedElem{{ID: 4}, {ID: 0xffffffff}, {ID: uint32(id) + 1}})
@@ -220,13 +220,18 @@ func TestPackedPending(t *testing.T) {
 	r.drv.Add([][]byte{r.buf(0, 4)}, [][]byte{r.buf(8, 4)})
 	r.drv.Add([][]byte{r.buf(0, 4)}, nil)
 	r.drv.Add([][]byte{r.buf(0, 4)}, [][]byte{r.buf(8, 4)})
+	if p, err := r.dev.Pending(); p != 0 || err != nil {
+		t.Fatalf("Pending before Publish = %d, %v", p, err)
+	}
+	r.drv.Publish()
 	if p, err := r.dev.Pending(); p != 3 || err != nil {
 		t.Fatalf("Pending = %d, %v; want 3 buffers in 5 descriptors", p, err)
 	}
-	chains := popPacked(t, r.dev, 3)
+	chains := r.pop(t, 3)
 	r.dev.Push(usedOf(chains[1:2]))
 	r.drv.Reap(make([]UsedElem, 4))
 	r.drv.Add([][]byte{r.buf(0, 4)}, nil) // position 0 of lap 2
+	r.drv.Publish()
 	if p, err := r.dev.Pending(); p != 1 || err != nil {
 		t.Errorf("Pending across the wrap = %d, %v", p, err)
 	}
@@ -260,7 +265,7 @@ func TestInOrderPacked(t *testing.T) {
 	add([][]byte{r.buf(0, 4)}, [][]byte{r.buf(600, 10)}, false) // ids[5]: 10 writable
 	r.drv.PostRaw(PackedDesc{Addr: 0, Len: 4, ID: 9})           // malformed, unknown to the driver
 	add([][]byte{r.buf(0, 4)}, nil, false)                      // ids[6]
-	chains := popPacked(t, r.dev, 8)
+	chains := r.pop(t, 8)
 	if chains[6].Err != ErrDescAddress || chains[6].Head != 9 {
 		t.Fatalf("raw buffer: id %d %v", chains[6].Head, chains[6].Err)
 	}
@@ -310,7 +315,7 @@ func TestInOrderPacked(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		r2.drv.Add([][]byte{r2.buf(0, 4)}, nil)
 	}
-	r2.dev.PushInOrder(usedOf(popPacked(t, r2.dev, 5)))
+	r2.dev.PushInOrder(usedOf(r2.pop(t, 5)))
 	var all []UsedElem
 	for k := 0; k < 5; k++ {
 		small := make([]UsedElem, 2)
@@ -327,7 +332,7 @@ func TestInOrderPacked(t *testing.T) {
 	r3 := newPackedTestRing(t, packedOpts{size: 4})
 	r3.drv.Add([][]byte{r3.buf(0, 4)}, nil)
 	r3.drv.Add([][]byte{r3.buf(0, 4)}, nil)
-	r3.dev.PushInOrder(usedOf(popPacked(t, r3.dev, 2)))
+	r3.dev.PushInOrder(usedOf(r3.pop(t, 2)))
 	if r3.drv.Desc(0).Flags&DescFUsed == 0 || r3.drv.Desc(1).Flags&DescFUsed == 0 {
 		t.Error("PushInOrder without IN_ORDER must write every used descriptor")
 	}
@@ -467,7 +472,7 @@ func TestPackedNeedNotify(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		r.dev.Push(usedOf(popPacked(t, r.dev, n)))
+		r.dev.Push(usedOf(r.pop(t, n)))
 		if m := r.drv.Reap(make([]UsedElem, 8)); m != n {
 			t.Fatalf("reaped %d of %d", m, n)
 		}
@@ -518,7 +523,7 @@ func TestPackedNeedNotifyEventIdx(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		r.dev.Push(usedOf(popPacked(t, r.dev, n)))
+		r.dev.Push(usedOf(r.pop(t, n)))
 		if m := r.drv.Reap(make([]UsedElem, 8)); m != n {
 			t.Fatalf("reaped %d of %d", m, n)
 		}
@@ -643,7 +648,7 @@ func TestPackedUnpop(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		r.drv.Add([][]byte{r.buf(0, 4)}, nil)
 	}
-	r.dev.Push(usedOf(popPacked(t, r.dev, 3)))
+	r.dev.Push(usedOf(r.pop(t, 3)))
 	r.drv.Reap(make([]UsedElem, 4))
 	a, _ := r.drv.Add([][]byte{r.buf(0, 4)}, nil)                   // position 3
 	b, _ := r.drv.Add([][]byte{r.buf(0, 4)}, [][]byte{r.buf(8, 4)}) // 4, 0
@@ -652,7 +657,7 @@ func TestPackedUnpop(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.dev.Unpop(1) // nothing popped and unpushed: no-op
-	chains := popPacked(t, r.dev, 3)
+	chains := r.pop(t, 3)
 	afterPop := r.dev.State()
 	r.dev.Unpop(4) // more than popped: no-op
 	if r.dev.State() != afterPop {
@@ -662,7 +667,7 @@ func TestPackedUnpop(t *testing.T) {
 	if st := r.dev.State(); st.AvailIdx != 4 || !st.AvailWrap || r.dev.VringBase() != (PackedState{4, true, 3, true}).Encode() {
 		t.Fatalf("state after Unpop(2) %+v", st)
 	}
-	again := popPacked(t, r.dev, 2)
+	again := r.pop(t, 2)
 	if again[0].Head != b || again[1].Head != c || len(again[0].Bufs) != 2 || len(again[1].Bufs) != 2 {
 		t.Fatalf("re-popped %d %d", again[0].Head, again[1].Head)
 	}
@@ -673,7 +678,7 @@ func TestPackedUnpop(t *testing.T) {
 	if st := r.dev.State(); st.AvailIdx != 3 || !st.AvailWrap {
 		t.Errorf("state after Unpop(3) %+v", st)
 	}
-	again = popPacked(t, r.dev, 3)
+	again = r.pop(t, 3)
 	if again[0].Head != a || again[1].Head != b || again[2].Head != c {
 		t.Errorf("re-popped %d %d %d, want %d %d %d", again[0].Head, again[1].Head, again[2].Head, a, b, c)
 	}
@@ -706,7 +711,7 @@ func TestPackedRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		r.dev.Push(usedOf(popPacked(t, r.dev, k)))
+		r.dev.Push(usedOf(r.pop(t, k)))
 		if n := r.drv.Reap(make([]UsedElem, 8)); n != k {
 			t.Fatalf("reaped %d of %d", n, k)
 		}
