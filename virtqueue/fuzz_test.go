@@ -14,7 +14,8 @@ import (
 //
 //	[0]      log2 of the queue size (mod 6: sizes 1..32)
 //	[1]      bit 0 EVENT_IDX, bit 1 INDIRECT_DESC, bit 2 avail ring only
-//	         2-aligned, bits 4-5 Pop batch size - 1
+//	         2-aligned, bit 3 IN_ORDER (completions through PushInOrder),
+//	         bits 4-5 Pop batch size - 1
 //	[2:4]    LastAvail
 //	[4:12]   guest address of region 0
 //	[12:20]  guest address of region 1
@@ -94,6 +95,7 @@ func FuzzChainWalk(f *testing.F) {
 			EventIdx:  s.flags&1 != 0,
 			Indirect:  s.flags&2 != 0,
 			LastAvail: s.lastAvail,
+			InOrder:   s.flags&8 != 0,
 		}, mem)
 		if err != nil {
 			t.Fatalf("NewSplit: %v", err)
@@ -107,8 +109,19 @@ func FuzzChainWalk(f *testing.F) {
 			}
 			for i, c := range chains[:n] {
 				usedElems[i] = UsedElem{ID: uint32(c.Head)}
+				if i%2 == 0 {
+					usedElems[i].Len = c.WriteLen
+				}
 			}
-			q.Push(usedElems[:n])
+			before := q.UsedIdx()
+			if s.flags&8 != 0 {
+				q.PushInOrder(usedElems[:n])
+			} else {
+				q.Push(usedElems[:n])
+			}
+			if q.UsedIdx()-before != uint16(n) {
+				t.Fatalf("used index moved by %d for %d chains", q.UsedIdx()-before, n)
+			}
 			q.NeedNotify()
 			if err != nil {
 				if err != ErrAvailIdxJump && err != ErrHeadIndex {
