@@ -256,6 +256,12 @@ func fuzzSeeds() map[string]fuzzSetup {
 			[]descAt{{0, Desc{Addr: b0 + 512, Len: 0}},
 				{1, Desc{Addr: b0 + 512, Len: 4, Flags: DescFWrite | DescFNext, Next: 2}},
 				{2, Desc{Addr: b0 + 512, Len: 4}}}, nil),
+		"inorder-mixed-lengths": build(3, 0x08|0x30, b0, b1, 64, []uint16{0, 2, 3, 5}, 4,
+			[]descAt{{0, Desc{Addr: b0 + 512, Len: 12, Flags: DescFNext, Next: 1}},
+				{1, Desc{Addr: b1, Len: 32, Flags: DescFWrite}},
+				{2, Desc{Addr: b0 + 600, Len: 8, Flags: DescFWrite}},
+				{3, Desc{Addr: b0 + 700, Len: 0}},
+				{5, Desc{Addr: b0 + 800, Len: 16, Flags: DescFWrite}}}, nil),
 		"avail-jump":        build(2, 0, b0, b1, 0, nil, 5, nil, nil),
 		"head-out-of-range": build(2, 0, b0, b1, 0, []uint16{7}, 1, nil, nil),
 	}
