@@ -23,6 +23,10 @@ type PackedConfig struct {
 	// State is where the ring resumes: InitialPackedState for a fresh ring,
 	// DecodePackedState(num) after SET_VRING_BASE.
 	State PackedState
+	// Log, when non-nil, is told about every device write to the ring (used
+	// descriptors, the device event suppression area) after it is made, as
+	// Config.Log for a split ring. nil costs one compare per write.
+	Log DirtyLogger
 }
 
 // packedSlot is the device's record of one buffer id while it is in flight.
@@ -48,6 +52,8 @@ type Packed struct {
 	desc     []byte
 	drvEvent *uint32 // {off_wrap, flags} written by the driver
 	devEvent *uint32 // {off_wrap, flags} written by us
+	devArea  []byte  // the 4 bytes behind devEvent, for log
+	log      DirtyLogger
 	mem      Memory
 
 	availIdx  uint16 // next descriptor to read
@@ -109,6 +115,8 @@ func NewPacked(cfg PackedConfig, mem Memory) (*Packed, error) {
 		desc:      cfg.Desc[:PackedRingSize(s):PackedRingSize(s)],
 		drvEvent:  wordAt(cfg.Driver, 0),
 		devEvent:  wordAt(cfg.Device, 0),
+		devArea:   cfg.Device[:EventSuppressSize:EventSuppressSize],
+		log:       cfg.Log,
 		mem:       mem,
 		availIdx:  st.AvailIdx,
 		availWrap: st.AvailWrap,
@@ -426,6 +434,7 @@ type usedWriter struct {
 	descs      int // descriptors skipped past
 	bufs       int // buffers returned
 	first      *uint32
+	firstDesc  []byte
 	firstID    uint16
 	firstFlags uint16
 }
@@ -451,9 +460,12 @@ func (w *usedWriter) put(id uint16, length uint32, skip int) {
 	}
 	word := (*uint32)(unsafe.Pointer(&d[12]))
 	if w.first == nil {
-		w.first, w.firstID, w.firstFlags = word, id, flags
+		w.first, w.firstDesc, w.firstID, w.firstFlags = word, d, id, flags
 	} else {
 		storePlain(word, id, flags) // published by the first one's store
+		if q.log != nil {
+			q.log.MarkHost(d)
+		}
 	}
 	p := int(w.pos) + skip
 	if p >= int(q.size) {
@@ -479,6 +491,9 @@ func (w *usedWriter) finish() {
 	q := w.q
 	if w.first != nil {
 		storeWord(w.first, w.firstID, w.firstFlags) // release: the whole batch
+		if q.log != nil {
+			q.log.MarkHost(w.firstDesc)
+		}
 	}
 	q.usedIdx, q.usedWrap = w.pos, w.wrap
 	q.usedSince += w.descs
@@ -618,6 +633,14 @@ func (q *Packed) DisableNotify() {
 	}
 	q.devFlags = RingEventFlagsDisable
 	storeWord(q.devEvent, q.devOffWrap, q.devFlags)
+	q.logDevArea()
+}
+
+// logDevArea marks the device event suppression area dirty after a write.
+func (q *Packed) logDevArea() {
+	if q.log != nil {
+		q.log.MarkHost(q.devArea)
+	}
 }
 
 // EnableNotify asks for notifications again before the worker sleeps:
@@ -640,6 +663,7 @@ func (q *Packed) EnableNotify() (more bool) {
 		q.devFlags = RingEventFlagsEnable
 	}
 	storeWord(q.devEvent, q.devOffWrap, q.devFlags)
+	q.logDevArea()
 	// Order the device area store before re-reading the next descriptor;
 	// pairs with the driver's fence between making a descriptor available
 	// and reading the device area.

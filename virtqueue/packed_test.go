@@ -1103,3 +1103,79 @@ func TestInOrderSplitStream(t *testing.T) {
 		})
 	}
 }
+
+// markLog records the host ranges a ring reports as written.
+type markLog struct{ ranges [][2]uintptr }
+
+func (l *markLog) MarkHost(b []byte) {
+	l.ranges = append(l.ranges, [2]uintptr{addrOf(b), addrOf(b) + uintptr(len(b))})
+}
+
+// covers reports whether b lies inside one marked range.
+func (l *markLog) covers(b []byte) bool {
+	for _, r := range l.ranges {
+		if addrOf(b) >= r[0] && addrOf(b)+uintptr(len(b)) <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPackedDirtyLog checks that every device write to the ring is marked:
+// used descriptors (out of order, and in-order runs) and the device event
+// suppression area.
+func TestPackedDirtyLog(t *testing.T) {
+	for _, inOrder := range []bool{false, true} {
+		r := newPackedTestRing(t, packedOpts{size: 7, inOrder: inOrder, eventIdx: true})
+		var l markLog
+		cfg := r.drv.DeviceConfig()
+		cfg.Log = &l
+		dev, err := NewPacked(cfg, r.drv.Memory())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.dev = dev
+		if len(l.ranges) != 0 {
+			t.Fatal("NewPacked marked something: it writes nothing")
+		}
+		r.dev.DisableNotify()
+		if !l.covers(cfg.Device) {
+			t.Error("DisableNotify's write not marked")
+		}
+		for lap := 0; lap < 4; lap++ {
+			for i := 0; i < 3; i++ {
+				r.drv.Add([][]byte{r.buf(0, 4)}, [][]byte{r.buf(16, 4)})
+			}
+			chains := r.pop(t, 3)
+			used := usedOf(chains)
+			used[0].Len, used[1].Len = 4, 4 // whole: an in-order run of three
+			if !inOrder {
+				used[0], used[2] = used[2], used[0]
+			}
+			before := append([]byte(nil), r.drv.desc...)
+			l.ranges = nil
+			r.dev.PushInOrder(used)
+			changed := 0
+			for p := 0; p < 7; p++ {
+				d := r.drv.desc[p*DescSize : p*DescSize+DescSize]
+				if string(d) == string(before[p*DescSize:p*DescSize+DescSize]) {
+					continue
+				}
+				changed++
+				if !l.covers(d) {
+					t.Errorf("in order %v, lap %d: used descriptor at %d written but not marked", inOrder, lap, p)
+				}
+			}
+			if want := map[bool]int{false: 3, true: 1}[inOrder]; changed != want {
+				t.Errorf("in order %v: %d used descriptors written, want %d", inOrder, changed, want)
+			}
+			if m := r.drv.Reap(make([]UsedElem, 4)); m != 3 {
+				t.Fatalf("reaped %d", m)
+			}
+		}
+		l.ranges = nil
+		if r.dev.EnableNotify() || !l.covers(cfg.Device) {
+			t.Error("EnableNotify's write not marked")
+		}
+	}
+}
