@@ -45,6 +45,7 @@ type Collector struct {
 	rxPackets, rxBytes, rxGSOPackets, rxBuffers, rxCsumDone *prometheus.Desc
 	rxNotifications, rxInterrupts, rxInterruptsSuppressed   *prometheus.Desc
 	rxStalls, rxReadErrors, rxBatch                         *prometheus.Desc
+	rxBuffersUnused                                         *prometheus.Desc
 	drops, ringBroken                                       *prometheus.Desc
 	backendGSOMaxSize, backendGSOMaxSegs, backendMTU        *prometheus.Desc
 	backendAttached, backendAttachChanges                   *prometheus.Desc
@@ -113,6 +114,8 @@ func NewCollector(p Port) *Collector {
 	c.rxStalls = d("rx_stalls_total",
 		"Times receive waited because the guest had posted no (or too few) buffers; packets wait in vhostd meanwhile rather than being dropped.", q...)
 	c.rxReadErrors = d("rx_read_errors_total", "Failed backend reads.", q...)
+	c.rxBuffersUnused = d("rx_buffers_unused_total",
+		"Good receive buffers given back unused (length 0) because a malformed chain followed them while VIRTIO_F_IN_ORDER is negotiated (buffers must go back in order).", q...)
 	c.rxBatch = d("rx_batch_size", "Packets per backend read.", q...)
 
 	c.drops = d("drops_total",
@@ -150,7 +153,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.txDecisions, c.txHeaderErrors, c.txWriteErrors,
 		c.txNotifications, c.txInterrupts, c.txInterruptsSuppressed, c.txLatency, c.txBatch,
 		c.rxPackets, c.rxBytes, c.rxGSOPackets, c.rxBuffers, c.rxCsumDone,
-		c.rxNotifications, c.rxInterrupts, c.rxInterruptsSuppressed, c.rxStalls, c.rxReadErrors, c.rxBatch,
+		c.rxNotifications, c.rxInterrupts, c.rxInterruptsSuppressed, c.rxStalls, c.rxReadErrors, c.rxBatch, c.rxBuffersUnused,
 		c.drops, c.ringBroken, c.backendGSOMaxSize, c.backendGSOMaxSegs, c.backendMTU,
 		c.backendAttached, c.backendAttachChanges, c.guestMTU, c.guestMTUApplied,
 		c.dirtyLogging, c.dirtyPages, c.rarps,
@@ -263,6 +266,7 @@ func (c *Collector) collectQueue(ch chan<- prometheus.Metric, qp *virtionet.Queu
 	counter(ch, c.rxInterruptsSuppressed, s.RxCallsSupp.Load(), q)
 	counter(ch, c.rxStalls, s.RxStalls.Load(), q)
 	counter(ch, c.rxReadErrors, s.RxReadErrors.Load(), q)
+	counter(ch, c.rxBuffersUnused, s.RxBuffersUnused.Load(), q)
 	ch <- constHistogram(c.rxBatch, &s.RxBatch, c.batchBounds, 1, q)
 
 	gauge(ch, c.ringBroken, b2f(s.TxBroken.Load()), q, "tx")

@@ -95,7 +95,8 @@ type RingStatus struct {
 	Started   bool   `json:"started"`
 	Enabled   bool   `json:"enabled"`
 	Size      uint16 `json:"size"`
-	LastAvail uint16 `json:"last_avail"`
+	Layout    string `json:"layout"`     // "split" or "packed" (VIRTIO_F_RING_PACKED)
+	LastAvail uint16 `json:"last_avail"` // next avail index it starts from (packed: avail wrap counter in bit 15)
 	Broken    bool   `json:"broken"`
 }
 
@@ -129,6 +130,7 @@ type QueueCounters struct {
 	RxCallsSuppressed uint64            `json:"rx_calls_suppressed"`
 	RxStalls          uint64            `json:"rx_stalls"`
 	RxReadErrors      uint64            `json:"rx_read_errors"`
+	RxBuffersUnused   uint64            `json:"rx_buffers_unused,omitempty"`
 	RxDrops           map[string]uint64 `json:"rx_drops,omitempty"`
 	RxBatch           Histogram         `json:"rx_batch_size"`
 	RxBroken          bool              `json:"rx_broken,omitempty"`
@@ -315,7 +317,7 @@ func SnapshotPort(p Port) PortStatus {
 				ps.DeviceStatus = deviceStatusNames(status)
 			}
 			for _, r := range d.Rings() {
-				rings = append(rings, ringStateView{r.Index, r.Started, r.Enabled, r.Num, r.LastAvail})
+				rings = append(rings, ringStateView{r.Index, r.Started, r.Enabled, r.Packed, r.Num, r.LastAvail})
 			}
 		}
 	}
@@ -340,7 +342,10 @@ func SnapshotPort(p Port) PortStatus {
 			if r.index/2 != qp.Index() {
 				continue
 			}
-			rs := RingStatus{Vring: r.index, Kind: "rx", Started: r.started, Enabled: r.enabled, Size: r.num, LastAvail: r.lastAvail}
+			rs := RingStatus{Vring: r.index, Kind: "rx", Started: r.started, Enabled: r.enabled, Size: r.num, Layout: "split", LastAvail: r.lastAvail}
+			if r.packed {
+				rs.Layout = "packed"
+			}
 			if r.index%2 == 1 {
 				rs.Kind = "tx"
 				rs.Broken = qs.Counters.TxBroken
@@ -358,6 +363,7 @@ func SnapshotPort(p Port) PortStatus {
 type ringStateView struct {
 	index            int
 	started, enabled bool
+	packed           bool
 	num, lastAvail   uint16
 }
 
@@ -403,6 +409,7 @@ func countersOf(s *virtionet.QueueStats, latBounds, batchBounds []float64) Queue
 	c.RxCallsSuppressed = s.RxCallsSupp.Load()
 	c.RxStalls = s.RxStalls.Load()
 	c.RxReadErrors = s.RxReadErrors.Load()
+	c.RxBuffersUnused = s.RxBuffersUnused.Load()
 	c.RxDrops = nonZero(len(s.RxDrops), func(i int) (string, uint64) {
 		return virtionet.Drop(i).String(), s.RxDrops[i].Load()
 	})
@@ -519,6 +526,7 @@ func (c QueueCounters) add(o *QueueCounters) QueueCounters {
 		RxCallsSuppressed: c.RxCallsSuppressed + o.RxCallsSuppressed,
 		RxStalls:          c.RxStalls + o.RxStalls,
 		RxReadErrors:      c.RxReadErrors + o.RxReadErrors,
+		RxBuffersUnused:   c.RxBuffersUnused + o.RxBuffersUnused,
 		RxDrops:           addMap(c.RxDrops, o.RxDrops),
 		RxBatch:           c.RxBatch.add(o.RxBatch),
 		RxBroken:          c.RxBroken || o.RxBroken,
@@ -554,6 +562,7 @@ func (c QueueCounters) Since(before *QueueCounters) QueueCounters {
 		RxCallsSuppressed: sub(c.RxCallsSuppressed, before.RxCallsSuppressed),
 		RxStalls:          sub(c.RxStalls, before.RxStalls),
 		RxReadErrors:      sub(c.RxReadErrors, before.RxReadErrors),
+		RxBuffersUnused:   sub(c.RxBuffersUnused, before.RxBuffersUnused),
 		RxDrops:           subMap(c.RxDrops, before.RxDrops),
 		RxBatch:           c.RxBatch.sub(before.RxBatch),
 		RxBroken:          c.RxBroken,

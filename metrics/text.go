@@ -86,6 +86,7 @@ func StatLines(c *QueueCounters, all bool) []Stat {
 	u("rx_calls_suppressed", c.RxCallsSuppressed)
 	u("rx_stalls", c.RxStalls)
 	u("rx_read_errors", c.RxReadErrors)
+	u("rx_buffers_unused", c.RxBuffersUnused)
 	labelled("rx_drop_", c.RxDrops, dropNames("rx"))
 	f("rx_batch_mean", c.RxBatch.Mean())
 	b("rx_ring_broken", c.RxBroken)
@@ -230,6 +231,9 @@ func writePortStatus(ew *errWriter, ps *PortStatus) {
 				state = append(state, "BROKEN")
 			}
 			line := fmt.Sprintf("vring %d, %s, size %d", r.Vring, strings.Join(state, ", "), r.Size)
+			if r.Layout == "packed" {
+				line += ", packed"
+			}
 			if !r.Started {
 				// While a ring runs the session only knows the index it
 				// started from, which says nothing about the live ring.

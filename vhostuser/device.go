@@ -45,8 +45,12 @@ type Announcer interface {
 
 // Queue is a started ring handed to Device.StartQueue.
 type Queue struct {
-	Index   int
-	VQ      *virtqueue.Split
+	Index int
+	// VQ is the device side of the ring: a *virtqueue.Split, or a
+	// *virtqueue.Packed when VIRTIO_F_RING_PACKED was acked. With
+	// VIRTIO_F_IN_ORDER acked the ring was built in-order and the device
+	// must return buffers in the order it popped them.
+	VQ      virtqueue.Ring
 	Kick    *virtqueue.Kick // nil when the front-end polls (NOFD)
 	Call    *virtqueue.Call // nil when NOFD
 	Err     *virtqueue.Call // nil when not configured

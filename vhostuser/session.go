@@ -21,6 +21,8 @@ import (
 const (
 	virtioFIndirectDesc = 1 << 28
 	virtioFEventIdx     = 1 << 29
+	virtioFRingPacked   = 1 << 34
+	virtioFInOrder      = 1 << 35
 )
 
 // maxRings is the most vrings addressable by SET_VRING_KICK/CALL/ERR, whose
@@ -33,9 +35,16 @@ type RingState struct {
 	Started bool // got its first kick (or NOFD kick) and was handed to the device
 	Enabled bool // SET_VRING_ENABLE(1), or SET_FEATURES without PROTOCOL_FEATURES
 	Num     uint16
-	// LastAvail is the next avail index: the SET_VRING_BASE value, the
-	// value recorded when the ring last stopped, or (while started) the
-	// value it was started with.
+	// Packed: VIRTIO_F_RING_PACKED is acked, the ring is a packed one.
+	Packed bool
+	// Base is the vring base: the SET_VRING_BASE value, the value
+	// recorded when the ring last stopped, or (while started) the value it
+	// was started with. Split: the next avail index. Packed: the encoded
+	// virtqueue.PackedState (avail index and wrap in bits 0-15, used index
+	// and wrap in bits 16-31).
+	Base uint32
+	// LastAvail is the low half of Base: the next avail index (packed: with
+	// the avail wrap counter in bit 15).
 	LastAvail uint16
 	// Failed: the device gave up on the ring (Queue.Fail) or the ring
 	// could not be built; GET_STATUS reports StatusNeedsReset.
@@ -47,9 +56,13 @@ type RingState struct {
 type ring struct {
 	index int
 	num   uint16 // SET_VRING_NUM; 0 until set
-	// base is the next avail index: SET_VRING_BASE, or LastAvail recorded
-	// when the ring stopped. A restart continues from it.
-	base    uint16
+	// base is the vring base: SET_VRING_BASE, or VringBase recorded when
+	// the ring stopped. A restart continues from it. Split rings: the next
+	// avail index (bits 0-15). Packed rings: the encoded PackedState, the
+	// form QEMU and DPDK use (bits 0-14 avail index, 15 avail wrap counter,
+	// 16-30 used index, 31 used wrap counter); a packed ring cannot read
+	// its used position back from guest memory, so it lives here too.
+	base    uint32
 	addr    VringAddr // SET_VRING_ADDR, front-end virtual addresses
 	addrSet bool
 
@@ -182,7 +195,8 @@ func (s *Session) publish() {
 	for i := range s.rings {
 		r := &s.rings[i]
 		s.snap.rings = append(s.snap.rings, RingState{
-			Index: i, Started: r.started(), Enabled: r.enabled.Load(), Num: r.num, LastAvail: r.base,
+			Index: i, Started: r.started(), Enabled: r.enabled.Load(), Num: r.num,
+			Packed: s.packed(), Base: r.base, LastAvail: uint16(r.base),
 		})
 	}
 	s.snap.features, s.snap.protocol, s.snap.status = s.acked, s.protocol, s.status
@@ -277,7 +291,7 @@ func (s *Session) shutdown() {
 	for i := range s.rings {
 		r := &s.rings[i]
 		if r.queue != nil {
-			r.base = r.queue.VQ.LastAvail()
+			r.base = r.queue.VQ.VringBase()
 			r.queue = nil
 		}
 		s.closeKick(r)
@@ -373,36 +387,39 @@ func (s *Session) ringMemory(r *ring) (desc, avail, used []byte, err error) {
 	if s.mem.Len() == 0 {
 		return nil, nil, nil, fmt.Errorf("ring %d: no guest memory yet: SET_MEM_TABLE or ADD_MEM_REG must come before SET_VRING_KICK", r.index)
 	}
+	// Packed rings: SET_VRING_ADDR's desc, avail and used addresses are the
+	// descriptor ring (16*num bytes), the driver event suppression area and
+	// the device event suppression area (4 bytes each).
+	packed := s.packed()
+	names := [3]string{"descriptor table", "avail ring", "used ring"}
+	if packed {
+		names = [3]string{"packed descriptor ring", "driver event suppression area", "device event suppression area"}
+	}
+	dn, an, un := virtqueue.RingAreaSizes(r.num, packed)
 	var ok bool
-	if desc, ok = s.mem.UVA(r.addr.Desc, virtqueue.DescTableSize(r.num)); !ok {
-		return nil, nil, nil, fmt.Errorf("ring %d: descriptor table at %#x (%d entries) is outside the front-end's memory regions", r.index, r.addr.Desc, r.num)
+	if desc, ok = s.mem.UVA(r.addr.Desc, dn); !ok {
+		return nil, nil, nil, fmt.Errorf("ring %d: %s at %#x (%d entries) is outside the front-end's memory regions", r.index, names[0], r.addr.Desc, r.num)
 	}
-	if avail, ok = s.mem.UVA(r.addr.Avail, virtqueue.AvailRingSize(r.num)); !ok {
-		return nil, nil, nil, fmt.Errorf("ring %d: avail ring at %#x is outside the front-end's memory regions", r.index, r.addr.Avail)
+	if avail, ok = s.mem.UVA(r.addr.Avail, an); !ok {
+		return nil, nil, nil, fmt.Errorf("ring %d: %s at %#x is outside the front-end's memory regions", r.index, names[1], r.addr.Avail)
 	}
-	if used, ok = s.mem.UVA(r.addr.Used, virtqueue.UsedRingSize(r.num)); !ok {
-		return nil, nil, nil, fmt.Errorf("ring %d: used ring at %#x is outside the front-end's memory regions", r.index, r.addr.Used)
+	if used, ok = s.mem.UVA(r.addr.Used, un); !ok {
+		return nil, nil, nil, fmt.Errorf("ring %d: %s at %#x is outside the front-end's memory regions", r.index, names[2], r.addr.Used)
 	}
 	return desc, avail, used, nil
 }
+
+// packed reports whether VIRTIO_F_RING_PACKED is acked: rings are packed.
+func (s *Session) packed() bool { return s.acked&virtioFRingPacked != 0 }
 
 // startRing builds the ring over the current memory, continuing from
 // r.base, and hands it to the device. On failure the ring stays stopped,
 // the error is logged and the ring's error eventfd (if any) is signalled.
 func (s *Session) startRing(r *ring) error {
 	desc, avail, used, err := s.ringMemory(r)
-	var vq *virtqueue.Split
+	var vq virtqueue.Ring
 	if err == nil {
-		vq, err = newSplitGuarded(virtqueue.Config{
-			Size:      r.num,
-			Desc:      desc,
-			Avail:     avail,
-			Used:      used,
-			EventIdx:  s.acked&virtioFEventIdx != 0,
-			Indirect:  s.acked&virtioFIndirectDesc != 0,
-			LastAvail: r.base,
-			Log:       s.ringLog(),
-		}, s.mem.GPA())
+		vq, err = s.newRing(r, desc, avail, used)
 	}
 	if err == nil {
 		err = s.handOver(r, vq)
@@ -413,30 +430,67 @@ func (s *Session) startRing(r *ring) error {
 		r.errCall.Signal()
 		return err
 	}
-	s.log.Debug("ring started", "ring", r.index, "num", r.num, "last_avail", r.base, "enabled", r.enabled.Load())
+	s.log.Debug("ring started", "ring", r.index, "num", r.num, "packed", s.packed(), "base", fmt.Sprintf("%#x", r.base), "enabled", r.enabled.Load())
 	return nil
 }
 
-// newSplitGuarded is virtqueue.NewSplit, which reads used.idx from guest
-// memory, with a fault on that memory turned into an error: a front-end may
-// shrink the file behind a region after we mapped it, and the SIGBUS would
-// otherwise kill the daemon from the session goroutine.
-func newSplitGuarded(cfg virtqueue.Config, mem virtqueue.Memory) (vq *virtqueue.Split, err error) {
+// newRing builds the device side of ring r over its translated areas: a
+// split ring, or a packed one when RING_PACKED is acked, continuing from
+// r.base either way. Both read guest memory (the split ring its used.idx,
+// the packed ring its device event area), so a fault there is turned into
+// an error: a front-end may shrink the file behind a region after we mapped
+// it, and the SIGBUS would otherwise kill the daemon from the session
+// goroutine.
+func (s *Session) newRing(r *ring, desc, avail, used []byte) (vq virtqueue.Ring, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
-		if r := recover(); r != nil {
-			fault, ok := r.(interface{ Addr() uintptr })
+		if rec := recover(); rec != nil {
+			fault, ok := rec.(interface{ Addr() uintptr })
 			if !ok {
-				panic(r)
+				panic(rec)
 			}
 			vq, err = nil, fmt.Errorf("guest memory at host address %#x faults: the front-end shrank or truncated the file behind its memory region", fault.Addr())
 		}
 	}()
-	return virtqueue.NewSplit(cfg, mem)
+	eventIdx := s.acked&virtioFEventIdx != 0
+	indirect := s.acked&virtioFIndirectDesc != 0
+	inOrder := s.acked&virtioFInOrder != 0
+	if s.packed() {
+		p, err := virtqueue.NewPacked(virtqueue.PackedConfig{
+			Size:     r.num,
+			Desc:     desc,
+			Driver:   avail,
+			Device:   used,
+			EventIdx: eventIdx,
+			Indirect: indirect,
+			InOrder:  inOrder,
+			State:    virtqueue.DecodePackedState(r.base),
+			Log:      s.ringLog(),
+		}, s.mem.GPA())
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+	sp, err := virtqueue.NewSplit(virtqueue.Config{
+		Size:      r.num,
+		Desc:      desc,
+		Avail:     avail,
+		Used:      used,
+		EventIdx:  eventIdx,
+		Indirect:  indirect,
+		InOrder:   inOrder,
+		LastAvail: uint16(r.base),
+		Log:       s.ringLog(),
+	}, s.mem.GPA())
+	if err != nil {
+		return nil, err
+	}
+	return sp, nil
 }
 
 // handOver gives a built ring to the device.
-func (s *Session) handOver(r *ring, vq *virtqueue.Split) error {
+func (s *Session) handOver(r *ring, vq virtqueue.Ring) error {
 	if r.kick != nil {
 		r.kick.SetDeadline(time.Time{}) // a previous worker may have left one set
 	}
@@ -454,9 +508,9 @@ func (s *Session) stopRing(r *ring) {
 	s.cancelFirstKick(r)
 	if r.queue != nil {
 		s.dev.StopQueue(r.index)
-		r.base = r.queue.VQ.LastAvail()
+		r.base = r.queue.VQ.VringBase()
 		r.queue = nil
-		s.log.Debug("ring stopped", "ring", r.index, "last_avail", r.base)
+		s.log.Debug("ring stopped", "ring", r.index, "base", fmt.Sprintf("%#x", r.base))
 	}
 }
 
@@ -505,7 +559,7 @@ func (s *Session) restartWithNewFds(r *ring) {
 	vq := r.queue.VQ
 	s.dev.StopQueue(r.index)
 	r.queue = nil
-	r.base = vq.LastAvail()
+	r.base = vq.VringBase()
 	if err := s.handOver(r, vq); err != nil {
 		s.log.Error("cannot restart ring with its new eventfd; it stays stopped", "ring", r.index, "err", err)
 	}
@@ -566,9 +620,22 @@ func (s *Session) setFeatures(m *Message) ([]byte, error) {
 	if extra := acked &^ offered; extra != 0 {
 		return nil, fmt.Errorf("%w: front-end acked feature bits %#x that were not offered (offered %#x)", ErrPayloadValue, extra, offered)
 	}
-	// Features shape the rings (EVENT_IDX, INDIRECT_DESC), so running rings
-	// are rebuilt. DPDK virtio-user sends SET_FEATURES again on the same
-	// connection when it reconfigures.
+	// RING_PACKED changes what every ring's addresses and base mean: rings
+	// are stopped until the front-end sets them up again, and a base not
+	// set again is the new layout's initial one.
+	if (acked^s.acked)&virtioFRingPacked != 0 {
+		base := uint32(0)
+		if acked&virtioFRingPacked != 0 {
+			base = virtqueue.InitialPackedState.Encode()
+		}
+		for i := range s.rings {
+			s.stopForReconfig(&s.rings[i], m.Header.Request)
+			s.rings[i].base = base
+		}
+	}
+	// Features shape the rings (EVENT_IDX, INDIRECT_DESC, IN_ORDER), so
+	// running rings are rebuilt from their recorded state. DPDK virtio-user
+	// sends SET_FEATURES again on the same connection when it reconfigures.
 	err := s.reconfigure(func() error {
 		if err := s.dev.SetFeatures(acked &^ sessionFeatures); err != nil {
 			return fmt.Errorf("device refused features %#x: %w", acked, err)
@@ -666,8 +733,13 @@ func (s *Session) setVringNum(m *Message) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.Num == 0 || st.Num > virtqueue.MaxSize || st.Num&(st.Num-1) != 0 {
-		return nil, fmt.Errorf("%w: ring %d size %d is not a power of two in 1..%d", ErrPayloadValue, st.Index, st.Num, virtqueue.MaxSize)
+	// A packed ring may have any size (virtio 1.2 §2.8); a split ring's is
+	// a power of two.
+	if st.Num == 0 || st.Num > virtqueue.MaxSize {
+		return nil, fmt.Errorf("%w: ring %d size %d is not in 1..%d", ErrPayloadValue, st.Index, st.Num, virtqueue.MaxSize)
+	}
+	if !s.packed() && st.Num&(st.Num-1) != 0 {
+		return nil, fmt.Errorf("%w: ring %d size %d is not a power of two (split ring; only a packed ring, VIRTIO_F_RING_PACKED, may have any size)", ErrPayloadValue, st.Index, st.Num)
 	}
 	s.stopForReconfig(r, m.Header.Request)
 	r.num = uint16(st.Num)
@@ -679,13 +751,21 @@ func (s *Session) setVringBase(m *Message) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Split rings use bits 0-15; the upper bits only mean something for
-	// packed rings, which this back-end does not serve.
-	if st.Num > 0xffff {
+	if s.packed() {
+		// bits 0-14 avail index, 15 avail wrap, 16-30 used index, 31 used
+		// wrap (QEMU, DPDK); DecodePackedState takes a used half of 0 as
+		// "same as avail", as DPDK's virtio-user sends.
+		ps := virtqueue.DecodePackedState(st.Num)
+		if r.num != 0 && (ps.AvailIdx >= r.num || ps.UsedIdx >= r.num) {
+			return nil, fmt.Errorf("%w: ring %d packed base %#x (avail %d, used %d) is outside a ring of %d descriptors", ErrPayloadValue, st.Index, st.Num, ps.AvailIdx, ps.UsedIdx, r.num)
+		}
+	} else if st.Num > 0xffff {
+		// Split rings use bits 0-15; the upper bits only mean something
+		// for packed rings.
 		return nil, fmt.Errorf("%w: ring %d base %#x does not fit a split ring's 16-bit avail index", ErrPayloadValue, st.Index, st.Num)
 	}
 	s.stopForReconfig(r, m.Header.Request)
-	r.base = uint16(st.Num)
+	r.base = st.Num
 	return nil, nil
 }
 
@@ -718,7 +798,7 @@ func (s *Session) getVringBase(m *Message) ([]byte, error) {
 	s.stopRing(r)
 	s.closeKick(r)
 	r.lostMemory = false
-	return VringState{Index: st.Index, Num: uint32(r.base)}.Encode(s.reply[:0]), nil
+	return VringState{Index: st.Index, Num: r.base}.Encode(s.reply[:0]), nil
 }
 
 // vringFile decodes a SET_VRING_KICK/CALL/ERR payload and checks that an fd

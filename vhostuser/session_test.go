@@ -161,11 +161,11 @@ func post(t *testing.T, fe *frontend.Frontend, q *frontend.Queue, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		buf := fe.Buffer(uint64(q.Index)<<16+uint64(i)*64, 64)
-		if _, err := q.Driver.Add([][]byte{buf}, nil); err != nil {
+		if _, err := q.Ring.Add([][]byte{buf}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if q.Driver.Publish() {
+	if q.Ring.Publish() {
 		if err := q.Kick(); err != nil {
 			t.Fatal(err)
 		}
@@ -179,7 +179,7 @@ func reap(t *testing.T, q *frontend.Queue, n int) {
 	got := 0
 	deadline := time.Now().Add(5 * time.Second)
 	for got < n {
-		got += q.Driver.Reap(used)
+		got += q.Ring.Reap(used)
 		if got >= n {
 			break
 		}

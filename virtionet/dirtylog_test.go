@@ -7,6 +7,7 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -40,10 +41,37 @@ func (r *rig) alignNext() {
 // vhostd wrote (RX buffers with their virtio_net_hdr and num_buffers, used
 // rings) is marked, and no page it only read (TX buffers, descriptor tables,
 // avail rings) is. Pages the front-end itself wrote are left out of the
-// comparison: QEMU tracks its own writes.
+// comparison: QEMU tracks its own writes. It runs over split and packed
+// rings (a packed ring's device writes are its used descriptors, in the
+// descriptor ring, and its device event suppression area).
 func TestDirtyLogMarksEveryWrite(t *testing.T) {
+	t.Run("split", func(t *testing.T) { testDirtyLogMarksEveryWrite(t, false) })
+	t.Run("packed", func(t *testing.T) { testDirtyLogMarksEveryWrite(t, true) })
+}
+
+// ringAreas adds to dev the pages of q's areas the device writes, and to
+// drv those the driver writes.
+func ringAreas(q *frontend.Queue, packed bool, dev, drv map[uint64]bool) {
+	desc, drvArea, devArea := q.Ring.RingAddrs()
+	n := q.Ring.Size()
+	if packed {
+		pagesOf(dev, desc, virtqueue.PackedRingSize(n)) // used descriptors
+		pagesOf(dev, devArea, virtqueue.EventSuppressSize)
+		pagesOf(drv, desc, virtqueue.PackedRingSize(n))
+		pagesOf(drv, drvArea, virtqueue.EventSuppressSize)
+		return
+	}
+	pagesOf(dev, devArea, virtqueue.UsedRingSize(n))
+	pagesOf(drv, desc, virtqueue.DescTableSize(n))
+	pagesOf(drv, drvArea, virtqueue.AvailRingSize(n))
+}
+
+func testDirtyLogMarksEveryWrite(t *testing.T, packed bool) {
 	pipe := backend.NewPipe(backend.Capabilities{Offloads: backend.DefaultNullCaps.Offloads, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
-	r := newRig(t, pipe, rigOpts{memSize: 16 << 20})
+	r := newRig(t, pipe, rigOpts{memSize: 16 << 20, packed: packed})
+	if p, _, _ := r.fe.Layout(); p != packed || r.sess.RingStates()[0].Packed != packed {
+		t.Fatalf("rings packed=%t (session %t), want %t", p, r.sess.RingStates()[0].Packed, packed)
+	}
 	mem := r.fe.Mem.Regions[0].B
 	if r.fe.Mem.Regions[0].GPA != 0 {
 		t.Fatal("the test assumes region 0 at GPA 0")
@@ -69,8 +97,7 @@ func TestDirtyLogMarksEveryWrite(t *testing.T) {
 	// (avail_event, flags): nothing else may be marked yet.
 	usedPages := map[uint64]bool{}
 	for _, q := range r.fe.Queues[:2] {
-		_, _, used := q.Driver.RingAddrs()
-		pagesOf(usedPages, used, virtqueue.UsedRingSize(q.Driver.Size()))
+		ringAreas(q, packed, usedPages, map[uint64]bool{})
 	}
 	for p := uint64(0); p < uint64(len(log.Bitmap))*8; p++ {
 		if log.Marked(p*page) && !usedPages[p] {
@@ -92,7 +119,7 @@ func TestDirtyLogMarksEveryWrite(t *testing.T) {
 		b := r.buf(3000)
 		rxBufs = append(rxBufs, b)
 		pagesOf(rxPages, r.gpaOf(b), uint64(len(b)))
-		if _, err := r.rx.Driver.Add(nil, [][]byte{b}); err != nil {
+		if _, err := r.rx.Ring.Add(nil, [][]byte{b}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -107,16 +134,13 @@ func TestDirtyLogMarksEveryWrite(t *testing.T) {
 	txPages := map[uint64]bool{}
 	pagesOf(txPages, txStart, txEnd-txStart)
 	for _, q := range r.fe.Queues[:2] {
-		desc, avail, _ := q.Driver.RingAddrs()
-		n := q.Driver.Size()
-		pagesOf(frontWrites, desc, virtqueue.DescTableSize(n))
-		pagesOf(frontWrites, avail, virtqueue.AvailRingSize(n))
+		ringAreas(q, packed, map[uint64]bool{}, frontWrites)
 	}
 	r.publishKick(r.rx)
 	hdr := r.copyIn(vnetHdr(0, 0, 0, 0, 0))
 	pagesOf(frontWrites, r.gpaOf(hdr), uint64(len(hdr)))
 	for _, f := range txFrames {
-		if _, err := r.tx.Driver.Add([][]byte{hdr, f}, nil); err != nil {
+		if _, err := r.tx.Ring.Add([][]byte{hdr, f}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -160,6 +184,16 @@ func TestDirtyLogMarksEveryWrite(t *testing.T) {
 	}
 	if nChanged == 0 || nMarked == 0 {
 		t.Fatalf("test drove no logged writes: %d changed, %d marked", nChanged, nMarked)
+	}
+	if packed {
+		// The front-end writes the descriptor ring too, so the check above
+		// skips it; the used descriptors vhostd wrote there must be marked.
+		for _, q := range r.fe.Queues[:2] {
+			desc, _, _ := q.Ring.RingAddrs()
+			if !log.Marked(desc) {
+				t.Errorf("ring %d: packed descriptor ring page %#x not marked after vhostd used descriptors in it", q.Index, desc)
+			}
+		}
 	}
 	if st := r.sess.LogStats(); st.Pages != uint64(nMarked) || st.Overflows != 0 {
 		t.Errorf("log stats %+v, want %d pages marked, no overflow", st, nMarked)

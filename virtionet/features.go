@@ -244,10 +244,16 @@ func CloseDeps(f, provided Feature) Feature {
 // (QEMU raises VIRTIO_NET_S_ANNOUNCE and the guest sends gratuitous ARP and
 // unsolicited neighbour advertisements); QEMU then skips SEND_RARP. Guests
 // without it get vhostd's RARP (SEND_RARP).
+//
+// RING_PACKED: the front-end may pick packed virtqueues (QEMU packed=on,
+// DPDK virtio-user packed_vq=1); vhostd serves either layout. IN_ORDER:
+// vhostd uses buffers in the order they were made available, and returns a
+// TX batch as one used entry; DPDK's virtio-user then picks its in-order
+// datapath.
 const DefaultOffer = FeatureVersion1 | NetMrgRxbuf | FeatureEventIdx |
 	FeatureIndirectDesc | NetCsum | NetGuestCsum | NetHostTSO4 | NetHostTSO6 |
 	NetHostECN | NetHostUSO | NetGuestTSO4 | NetGuestTSO6 | NetGuestECN |
-	NetMTU | NetMQ | NetGuestAnnounce
+	NetMTU | NetMQ | NetGuestAnnounce | FeatureRingPacked | FeatureInOrder
 
 // toggleBits maps the CLI names (--offload-NAME=on|off) to feature bits.
 var toggleBits = map[string]Feature{
@@ -267,6 +273,8 @@ var toggleBits = map[string]Feature{
 	"mtu":            NetMTU,
 	"mq":             NetMQ,
 	"guest-announce": NetGuestAnnounce,
+	"packed":         FeatureRingPacked,
+	"in-order":       FeatureInOrder,
 }
 
 // ToggleNames returns the names accepted by Toggles.Set, sorted, for

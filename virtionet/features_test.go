@@ -190,7 +190,7 @@ func TestTogglesErrors(t *testing.T) {
 			t.Errorf("ToggleBits(%q) = %v, %v", n, f, ok)
 		}
 	}
-	if len(ToggleNames()) != 16 {
+	if len(ToggleNames()) != 18 {
 		t.Errorf("ToggleNames() = %v", ToggleNames())
 	}
 }

@@ -38,6 +38,8 @@ type rigOpts struct {
 	policy    string
 	memSize   uint64
 	order     frontend.Order
+	packed    bool // ack RING_PACKED: packed rings
+	inOrder   bool // ack IN_ORDER
 }
 
 func newRig(t testing.TB, be backend.Backend, o rigOpts) *rig {
@@ -77,6 +79,8 @@ func newRig(t testing.TB, be backend.Backend, o rigOpts) *rig {
 		Order:     o.order,
 		QueueSize: o.queueSize,
 		Features:  o.features,
+		Packed:    o.packed,
+		InOrder:   o.inOrder,
 		Regions:   []frontend.Region{{GPA: 0, Size: o.memSize}},
 	})
 	if err != nil {
@@ -122,7 +126,7 @@ func (r *rig) sendTx(hdr []byte, frameParts ...[]byte) uint16 {
 	for _, p := range frameParts {
 		out = append(out, r.copyIn(p))
 	}
-	head, err := r.tx.Driver.Add(out, nil)
+	head, err := r.tx.Ring.Add(out, nil)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -137,7 +141,7 @@ func (r *rig) copyIn(b []byte) []byte {
 }
 
 func (r *rig) publishKick(q *frontend.Queue) {
-	if q.Driver.Publish() {
+	if q.Ring.Publish() {
 		if err := q.Kick(); err != nil {
 			r.t.Fatal(err)
 		}
@@ -150,7 +154,7 @@ func (r *rig) postRx(n, size int) [][]byte {
 	var bufs [][]byte
 	for i := 0; i < n; i++ {
 		b := r.buf(size)
-		if _, err := r.rx.Driver.Add(nil, [][]byte{b}); err != nil {
+		if _, err := r.rx.Ring.Add(nil, [][]byte{b}); err != nil {
 			r.t.Fatal(err)
 		}
 		bufs = append(bufs, b)
@@ -165,7 +169,7 @@ func (r *rig) reap(q *frontend.Queue, n int) []virtqueue.UsedElem {
 	var got []virtqueue.UsedElem
 	deadline := time.Now().Add(5 * time.Second)
 	for len(got) < n {
-		k := q.Driver.Reap(r.used)
+		k := q.Ring.Reap(r.used)
 		got = append(got, r.used[:k]...)
 		if k == 0 {
 			if time.Now().After(deadline) {

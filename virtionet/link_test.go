@@ -144,7 +144,7 @@ func TestLinkWaitIsPerBatchNotPerPacket(t *testing.T) {
 	// 20 packets in one batch toward a guest with no buffers: one wait, not 20.
 	for i := 0; i < 20; i++ {
 		hdr, frame := a.copyIn(vnetHdr(0, 0, 0, 0, 0)), a.copyIn(udpFrame(100, false))
-		if _, err := a.tx.Driver.Add([][]byte{hdr, frame}, nil); err != nil {
+		if _, err := a.tx.Ring.Add([][]byte{hdr, frame}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -224,7 +224,10 @@ func (c *workerCtl) parkDisabled(q *vhostuser.Queue) bool {
 	return !c.stopping.Load()
 }
 
-func (qp *QueuePair) signal(call *virtqueue.Call, vq *virtqueue.Split, calls, supp *atomic.Uint64) {
+// signal sends a used buffer notification if the driver wants one for what
+// was pushed since the last call (vq.NeedNotify: EVENT_IDX or the
+// NO_INTERRUPT/event suppression flags), else counts it as suppressed.
+func (qp *QueuePair) signal(call *virtqueue.Call, vq virtqueue.Ring, calls, supp *atomic.Uint64) {
 	if call != nil && vq.NeedNotify() {
 		if err := call.Signal(); err == nil {
 			calls.Add(1)

@@ -35,7 +35,11 @@ type rxWorker struct {
 	hdrLen    int
 	mrg       bool // VIRTIO_NET_F_MRG_RXBUF: a packet may span several chains
 	guestCsum bool // VIRTIO_NET_F_GUEST_CSUM: the guest accepts partial checksums
-	acked     uint64
+	// inOrder: VIRTIO_F_IN_ORDER, buffers are used in the order they were
+	// made available, so a malformed chain never goes back ahead of good
+	// chains popped before it (see refill).
+	inOrder bool
+	acked   uint64
 
 	// cache holds chains popped from the avail ring and not yet used, so a
 	// packet that needs several buffers (MRG_RXBUF) is only committed once
@@ -68,6 +72,7 @@ func newRxWorker(qp *QueuePair, q *vhostuser.Queue, hdrLen int, acked uint64) *r
 		qp:        qp, q: q, hdrLen: hdrLen, acked: acked,
 		mrg:       Feature(acked).Has(NetMrgRxbuf),
 		guestCsum: Feature(acked).Has(NetGuestCsum),
+		inOrder:   Feature(acked).Has(FeatureInOrder),
 		cache:     make([]virtqueue.Chain, qs),
 		used:      make([]virtqueue.UsedElem, 0, qs),
 		qsize:     qs,
@@ -142,12 +147,13 @@ func (w *rxWorker) run() {
 		}
 		if held.next == held.n {
 			if w.cLen == 0 {
-				p, err := q.VQ.Pending()
+				// One load on either ring (Pending walks a packed ring).
+				avail, err := q.VQ.HasAvail()
 				if err != nil {
 					w.broken(err)
 					return
 				}
-				if p == 0 {
+				if !avail {
 					if !w.waitBuffers(&idle) {
 						return
 					}
@@ -238,6 +244,15 @@ func (w *rxWorker) waitBuffers(idle *time.Duration) bool {
 }
 
 // flush publishes used entries, signals the guest and folds local counters.
+//
+// The entries are in the order the chains were popped whenever IN_ORDER is
+// negotiated (refill keeps it so), and Push writes one used entry (packed:
+// one used descriptor) per buffer, which IN_ORDER allows. It does not use
+// PushInOrder's batching here: the only RX runs it could fold are the
+// filled buffers of a multi-buffer packet, and DPDK's virtio drivers read
+// every used entry on RX (split in-order reads each entry's len, the packed
+// RX path advances one descriptor per used descriptor), so a folded run
+// would hand them stale lengths or stall them. TX, where they cope, batches.
 func (w *rxWorker) flush() {
 	st := w.qp.stats
 	if len(w.used) > 0 {
@@ -263,6 +278,13 @@ func (w *rxWorker) flush() {
 
 // refill pops more chains into the cache. It returns false when the avail
 // ring has none, and an error when the ring is broken.
+//
+// With IN_ORDER a malformed chain cannot go back while good chains popped
+// before it wait in the cache (the driver takes used entries in order, and
+// would read the malformed chain's id as the end of a batch of the good
+// ones): those good chains go back first, unused (len 0, which a driver
+// drops as a short packet), and the cache starts again after the malformed
+// chain. A packet being gathered (place) then starts again too.
 func (w *rxWorker) refill() (bool, error) {
 	if w.cHead > 0 {
 		// Compact by swapping so each slot keeps its own Bufs array.
@@ -271,6 +293,7 @@ func (w *rxWorker) refill() (bool, error) {
 		}
 		w.cHead = 0
 	}
+	base := w.cLen // free[0] is w.cache[base]
 	free := w.cache[w.cLen:]
 	if len(free) == 0 {
 		return false, nil
@@ -295,7 +318,12 @@ func (w *rxWorker) refill() (bool, error) {
 		}
 		if d != DropNone {
 			if w.cLen+kept > 0 {
-				w.hole = true
+				if w.inOrder {
+					w.returnUnused(free[:kept], base)
+					kept = 0
+				} else {
+					w.hole = true
+				}
 			}
 			w.drops[d]++
 			w.used = append(w.used, virtqueue.UsedElem{ID: uint32(c.Head)})
@@ -308,6 +336,22 @@ func (w *rxWorker) refill() (bool, error) {
 	}
 	w.cLen += kept
 	return n > 0, nil
+}
+
+// returnUnused gives back, with len 0 and in pop order, every cached chain
+// and then the chains of the current refill batch before a malformed one
+// (IN_ORDER; see refill). The cache is empty afterwards and starts at base,
+// the cache slot of the batch's first chain, where refill keeps the good
+// chains after the malformed one.
+func (w *rxWorker) returnUnused(batch []virtqueue.Chain, base int) {
+	for i := 0; i < w.cLen; i++ {
+		w.used = append(w.used, virtqueue.UsedElem{ID: uint32(w.cache[w.cHead+i].Head)})
+	}
+	for i := range batch {
+		w.used = append(w.used, virtqueue.UsedElem{ID: uint32(batch[i].Head)})
+	}
+	w.qp.stats.RxBuffersUnused.Add(uint64(w.cLen + len(batch)))
+	w.cHead, w.cLen = base, 0
 }
 
 // deliver copies one packet (virtio_net_hdr + frame, as the backend gave it)
@@ -353,6 +397,11 @@ func (w *rxWorker) place(hdr []byte, frame [][]byte, frameLen int) (bool, error)
 			got, err := w.refill()
 			if err != nil {
 				return false, err
+			}
+			if w.cLen < cnt {
+				// IN_ORDER: refill gave the cache back (a malformed
+				// chain); gather from the start again.
+				cnt, have = 0, 0
 			}
 			if !got {
 				return false, nil

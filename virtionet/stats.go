@@ -192,6 +192,10 @@ type QueueStats struct {
 	RxReadErrors atomic.Uint64
 	RxBatch      Histogram
 
+	// RxBuffersUnused counts good RX buffers given back unused (len 0)
+	// because a malformed chain followed them under IN_ORDER (see refill).
+	RxBuffersUnused atomic.Uint64
+
 	// Drops by reason, kept apart per direction so TX accounting is exact:
 	// TxPosted == TxWritten() + sum(TxDrops).
 	TxDrops [numDrops]atomic.Uint64

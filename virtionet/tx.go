@@ -32,8 +32,9 @@ const maxTxFrameLen = 14 + 8 + 65535
 // Per batch: pop up to TxBatch chains, validate each header (a copy of it, so
 // the guest cannot change it between our check and the backend's read), hand
 // the frames to the backend as iovecs that point straight into guest memory,
-// then publish all used entries (len 0, nothing was written) at once and
-// signal per EVENT_IDX. Completing TX promptly matters: the guest's TCP Small
+// then publish all used entries (len 0, nothing was written) at once (with
+// VIRTIO_F_IN_ORDER as one used entry for the batch) and signal per
+// EVENT_IDX. Completing TX promptly matters: the guest's TCP Small
 // Queues holds a flow back until its skbs are freed, which happens when the
 // used entry arrives.
 type txWorker struct {
@@ -245,7 +246,10 @@ func (w *txWorker) processBatch(n int, seen time.Time) {
 	}
 	w.flushPkts()
 
-	q.VQ.Push(w.used)
+	// Every chain of the batch goes back, in pop order: with IN_ORDER
+	// that is one used entry (packed: one used descriptor) for the batch,
+	// less where a chain was malformed; without it, Push.
+	q.VQ.PushInOrder(w.used)
 	w.qp.signal(q.Call, q.VQ, &st.TxCalls, &st.TxCallsSupp)
 	st.TxLatency.observeLatency(time.Since(seen), uint64(n))
 	st.TxBatch.observeBatch(n)

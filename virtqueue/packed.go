@@ -217,6 +217,17 @@ func (q *Packed) Pending() (int, error) {
 	return n, nil
 }
 
+// HasAvail reports whether the descriptor at the next avail position is
+// available: one load, where Pending walks every available descriptor. A
+// broken ring reports its error.
+func (q *Packed) HasAvail() (bool, error) {
+	if q.broken != nil {
+		return false, q.broken
+	}
+	_, _, ok := q.headAvail()
+	return ok, nil
+}
+
 // Pop consumes up to len(chains) available buffers into chains[:n], in
 // ring order. Chain.Head is the buffer id (from the last descriptor of each
 // list). A malformed list (one of the chain sentinel errors) is still

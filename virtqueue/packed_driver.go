@@ -613,6 +613,38 @@ func (d *PackedDriver) PostRaw(descs ...PackedDesc) {
 	d.numFree -= len(descs)
 }
 
+// AddRaw makes one buffer of descs available, written exactly as given
+// (addresses, lengths, NEXT/WRITE/INDIRECT flags, however wrong) but with a
+// free buffer id in every descriptor, the AVAIL/USED bits of the driver
+// wrap counter, and the id tracked as in flight over len(descs) descriptors
+// (writable length: the WRITE descriptors' lengths), so Reap recognises the
+// used descriptor the device writes for it. It becomes available at the
+// next Publish, as with Add. For tests that post malformed buffers and then
+// go on using the ring.
+func (d *PackedDriver) AddRaw(descs ...PackedDesc) (id uint16, err error) {
+	n := len(descs)
+	if n == 0 {
+		return 0, ErrDriverEmptyChain
+	}
+	if n > d.numFree || len(d.freeIDs) == 0 {
+		return 0, ErrDriverFull
+	}
+	id = d.takeID()
+	var wlen uint32
+	for _, e := range descs {
+		if e.Flags&DescFWrite != 0 {
+			wlen += e.Len
+		}
+	}
+	d.write(n, false, func(k int) PackedDesc {
+		e := descs[k]
+		e.ID = id
+		return e
+	})
+	d.track(id, n, wlen)
+	return id, nil
+}
+
 // SetDriverEvent stores the driver event suppression area (any values).
 func (d *PackedDriver) SetDriverEvent(offWrap, flags uint16) {
 	d.drvOffWrap, d.drvFlags = offWrap, flags

@@ -29,8 +29,14 @@ type Ring interface {
 	EnableNotify() (more bool)
 	// DisableNotify asks the driver not to notify while the worker polls.
 	DisableNotify()
-	// Pending counts available chains not yet popped.
+	// Pending counts available chains not yet popped. On a packed ring it
+	// walks the descriptor flags (one load per available descriptor); use
+	// HasAvail when a yes/no will do.
 	Pending() (int, error)
+	// HasAvail reports whether at least one chain is available to Pop, at
+	// the cost of one load on either ring. err is the ring-fatal error of
+	// a broken ring, as for Pending.
+	HasAvail() (bool, error)
 	// Unpop gives back the n most recently popped chains not yet pushed.
 	Unpop(n int)
 	// LastAvail is the next avail position (split: the GET_VRING_BASE

@@ -148,6 +148,13 @@ func (q *Split) Pending() (int, error) {
 	return int(n), nil
 }
 
+// HasAvail reports whether Pop would return at least one chain (Pending() >
+// 0, with the same ErrAvailIdxJump check).
+func (q *Split) HasAvail() (bool, error) {
+	n, err := q.Pending()
+	return n > 0, err
+}
+
 // Pop consumes up to len(chains) available chains into chains[:n]. A
 // malformed chain is still consumed and reported in its Chain.Err.
 //

@@ -74,6 +74,9 @@ type portConfig struct {
 	// victimBackend replaces the victim pair's Pipe (pipes[0] is then
 	// unused).
 	victimBackend backend.Backend
+	// packed and inOrder ack VIRTIO_F_RING_PACKED and VIRTIO_F_IN_ORDER:
+	// every ring is packed (frontend.Queue.Packed) or in-order.
+	packed, inOrder bool
 }
 
 // port is one virtionet.Device served by a vhostuser.Session over a
@@ -145,6 +148,8 @@ func openPort(cfg portConfig) (*port, error) {
 		QueueSize:   cmp.Or(cfg.queueSize, queueSize),
 		IndirectMax: 16,
 		Features:    ^uint64(cfg.clearFeatures),
+		Packed:      cfg.packed,
+		InOrder:     cfg.inOrder,
 		Regions: []frontend.Region{
 			{GPA: 0, Size: region0Size},
 			{GPA: region1GPA, Size: region1Size},
@@ -204,7 +209,7 @@ func (p *port) buf(ring int, n int) []byte {
 
 // gpa returns the guest-physical address of b (a slice of region 0).
 func (p *port) gpa(b []byte) uint64 {
-	a, ok := p.queue(0).Driver.GuestAddr(b)
+	a, ok := p.queue(0).Ring.GuestAddr(b)
 	if !ok {
 		p.t.Fatal("buffer is not in region 0")
 	}
@@ -221,7 +226,7 @@ func (p *port) copyIn(ring int, b []byte) []byte {
 // the device asked not to be, as a hostile guest may.
 func (p *port) publishKick(ring int) {
 	q := p.queue(ring)
-	q.Driver.Publish()
+	q.Ring.Publish()
 	if err := q.Kick(); err != nil {
 		p.t.Fatal(err)
 	}
@@ -235,7 +240,7 @@ func (p *port) sendTx(ring int, hdr []byte, parts ...[]byte) uint16 {
 	for _, b := range parts {
 		out = append(out, p.copyIn(ring, b))
 	}
-	head, err := p.queue(ring).Driver.Add(out, nil)
+	head, err := p.queue(ring).Ring.Add(out, nil)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -250,7 +255,7 @@ func (p *port) reap(ring int, n int) ([]virtqueue.UsedElem, error) {
 	var got []virtqueue.UsedElem
 	deadline := time.Now().Add(5 * time.Second)
 	for len(got) < n {
-		k := q.Driver.Reap(used)
+		k := q.Ring.Reap(used)
 		got = append(got, used[:k]...)
 		if k == 0 {
 			if time.Now().After(deadline) {

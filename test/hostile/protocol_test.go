@@ -156,7 +156,9 @@ func (s *server) negotiated(t *testing.T) *frontend.Frontend {
 	if err := fe.SetU64Empty(vhostuser.ReqSetOwner); err != nil {
 		t.Fatal(err)
 	}
-	if err := fe.SetU64(vhostuser.ReqSetFeatures, fe.Offered&^(1<<29)); err != nil { // no EVENT_IDX: the local rings were laid out without it
+	// No EVENT_IDX, RING_PACKED or IN_ORDER: the local rings were laid out
+	// split and without EVENT_IDX.
+	if err := fe.SetU64(vhostuser.ReqSetFeatures, fe.Offered&^(1<<29|1<<34|1<<35)); err != nil {
 		t.Fatal(err)
 	}
 	return fe

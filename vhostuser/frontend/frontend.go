@@ -1,11 +1,13 @@
 // Package frontend is a vhost-user front-end written in Go: it plays QEMU's
 // role against a back-end for tests and benchmarks. It creates memfd guest
-// memory, lays out split rings with virtqueue.Driver, runs the handshake in
-// QEMU 7.2's order or in DPDK virtio-user's, posts buffers, kicks and reaps.
+// memory, lays out split rings with virtqueue.Driver (or packed rings with
+// virtqueue.PackedDriver when Options.Packed asks for VIRTIO_F_RING_PACKED),
+// runs the handshake in QEMU 7.2's order or in DPDK virtio-user's, posts
+// buffers, kicks and reaps.
 //
 // It also lets a test misbehave on purpose: SendRaw and WriteRaw put any
-// bytes and fds on the socket, and each Queue's Driver writes raw
-// descriptors and ring indices.
+// bytes and fds on the socket, and each Queue's Driver (or Packed) writes
+// raw descriptors and ring indices.
 package frontend
 
 import (
@@ -49,8 +51,17 @@ type Options struct {
 	NumQueues int    // vrings; default 2 (one queue pair)
 	QueueSize uint16 // default 256
 	// Features are the virtio features the front-end supports; it acks
-	// offered & Features. 0 means every offered feature.
+	// offered & Features. 0 means every offered feature. RING_PACKED and
+	// IN_ORDER are acked only when Packed and InOrder ask for them (as
+	// QEMU's packed=on and in_order=on), LOG_ALL only while logging.
 	Features uint64
+	// Packed acks VIRTIO_F_RING_PACKED when offered: the rings are packed
+	// (Queue.Packed). QueueSize may then be any value in 1..32768.
+	Packed bool
+	// InOrder acks VIRTIO_F_IN_ORDER when offered: the drivers expect the
+	// device to use buffers in order, and expand a used entry that stands
+	// for a batch.
+	InOrder bool
 	// ProtocolFeatures the front-end supports; it acks offered & these.
 	// 0 means every offered one.
 	ProtocolFeatures vhostuser.ProtocolFeatures
@@ -90,10 +101,48 @@ func (o *Options) setDefaults() {
 // non-zero status.
 var ErrNack = errors.New("frontend: back-end reported failure (non-zero REPLY_ACK status)")
 
+// DriverRing is the driver side of a ring, split (*virtqueue.Driver) or
+// packed (*virtqueue.PackedDriver): what a test needs to post, publish and
+// reap buffers whatever the layout. Buffer ids are split-ring heads or
+// packed-ring buffer ids.
+type DriverRing interface {
+	Size() uint16
+	NumFree() int
+	Add(out, in [][]byte) (id uint16, err error)
+	AddSegs(out, in []virtqueue.Seg) (id uint16, err error)
+	AddIndirect(out, in [][]byte) (id uint16, err error)
+	AddIndirectSegs(out, in []virtqueue.Seg) (id uint16, err error)
+	Publish() (kick bool)
+	Reap(out []virtqueue.UsedElem) int
+	EnableInterrupts() (more bool)
+	DisableInterrupts()
+	GuestAddr(b []byte) (uint64, bool)
+	RingAddrs() (desc, driverArea, deviceArea uint64)
+}
+
+var (
+	_ DriverRing = (*virtqueue.Driver)(nil)
+	_ DriverRing = (*virtqueue.PackedDriver)(nil)
+	_ DriverRing = splitInOrder{}
+)
+
+// splitInOrder is a split driver that reaps with ReapInOrder
+// (VIRTIO_F_IN_ORDER: a used entry may stand for a batch of chains).
+type splitInOrder struct{ *virtqueue.Driver }
+
+func (d splitInOrder) Reap(out []virtqueue.UsedElem) int { return d.ReapInOrder(out) }
+
 // Queue is the front-end side of one vring.
 type Queue struct {
-	Index  int
+	Index int
+	// Ring is the driver, whichever the layout; Driver (split) or Packed
+	// (packed) is the same driver with its layout's raw accessors, the
+	// other one is nil.
+	Ring   DriverRing
 	Driver *virtqueue.Driver
+	Packed *virtqueue.PackedDriver
+	off    uint64 // offset of the ring's area in region 0
+	indOff uint64 // offset of its indirect tables (IndirectMax > 0)
 	// The front-end's ends of the eventfds; the back-end got duplicates.
 	KickFd, CallFd, ErrFd int
 	kick                  *virtqueue.Call // signals KickFd
@@ -147,7 +196,12 @@ type Frontend struct {
 	QueueNum        uint64                     // GET_QUEUE_NUM, if MQ
 	MaxMemSlots     uint64                     // GET_MAX_MEM_SLOTS, if CONFIGURE_MEM_SLOTS
 
-	eventIdx bool // the drivers were built with EVENT_IDX
+	layout ringLayout // what the drivers were built for
+}
+
+// ringLayout is what decides how the drivers are built.
+type ringLayout struct {
+	eventIdx, packed, inOrder bool
 }
 
 // Dial connects to a back-end listening on path.
@@ -298,8 +352,9 @@ func (f *Frontend) SetVringFd(req vhostuser.Request, index int, fd int) error {
 	return err
 }
 
-// GetVringBase stops ring index and returns its next avail index.
-func (f *Frontend) GetVringBase(index int) (uint16, error) {
+// GetVringBase stops ring index and returns its vring base: the next avail
+// index of a split ring, the encoded virtqueue.PackedState of a packed one.
+func (f *Frontend) GetVringBase(index int) (uint32, error) {
 	reply, err := f.Request(vhostuser.ReqGetVringBase, vhostuser.VringState{Index: uint32(index)}.Encode(nil), nil)
 	if err != nil {
 		return 0, err
@@ -308,10 +363,10 @@ func (f *Frontend) GetVringBase(index int) (uint16, error) {
 	if err := st.Decode(reply); err != nil {
 		return 0, fmt.Errorf("frontend: GET_VRING_BASE reply: %w", err)
 	}
-	if st.Index != uint32(index) || st.Num > 0xffff {
+	if st.Index != uint32(index) || !f.layout.packed && st.Num > 0xffff {
 		return 0, fmt.Errorf("frontend: GET_VRING_BASE(%d) answered %+v", index, st)
 	}
-	return uint16(st.Num), nil
+	return st.Num, nil
 }
 
 // SetMemTable sends the whole memory table with one fd per region.
@@ -340,9 +395,10 @@ func (f *Frontend) RemMemReg(i int) error {
 }
 
 // SetVringAddr sends ring q's addresses: the UVAs of its rings (the
-// back-end translates SET_VRING_ADDR by user address).
+// back-end translates SET_VRING_ADDR by user address). For a packed ring
+// they are the descriptor ring and the driver and device event areas.
 func (f *Frontend) SetVringAddr(q *Queue) error {
-	desc, avail, used := q.Driver.RingAddrs()
+	desc, avail, used := q.Ring.RingAddrs()
 	r0 := f.Mem.Regions[0]
 	toUVA := func(gpa uint64) uint64 { return gpa - r0.GPA + r0.UVA }
 	a := vhostuser.VringAddr{Index: uint32(q.Index), Desc: toUVA(desc), Used: toUVA(used), Avail: toUVA(avail)}
@@ -368,101 +424,142 @@ func (f *Frontend) Setup(opts Options) error {
 	}
 	f.Mem = mem
 	r0 := mem.Regions[0]
-	stride := alignUp(virtqueue.LayoutRings(0, opts.QueueSize).End, 4096)
+	// Each ring's area holds either layout, so the rings stay where they
+	// are when negotiation picks the other one (buildDrivers).
+	stride := alignUp(max(virtqueue.LayoutRings(0, opts.QueueSize).End, virtqueue.LayoutPacked(0, opts.QueueSize).End), 4096)
 	off := uint64(0)
 	indirectSize := virtqueue.IndirectAreaSize(opts.QueueSize, opts.IndirectMax)
 	for i := 0; i < opts.NumQueues; i++ {
-		cfg := virtqueue.DriverConfig{
-			Size:     opts.QueueSize,
-			Mem:      r0.B,
-			Base:     r0.GPA,
-			Rings:    virtqueue.LayoutRings(off, opts.QueueSize),
-			EventIdx: false, // set by Handshake once features are known
-		}
+		q := &Queue{Index: i, off: off, KickFd: -1, CallFd: -1, ErrFd: -1}
 		off += stride
 		if opts.IndirectMax > 0 {
-			cfg.IndirectOff = off
-			cfg.IndirectMax = opts.IndirectMax
+			q.indOff = off
 			off = alignUp(off+indirectSize, 4096)
 		}
 		if off > uint64(len(r0.B)) {
 			f.release()
 			return fmt.Errorf("frontend: %d rings of size %d need %d bytes, region 0 has %d", opts.NumQueues, opts.QueueSize, off, len(r0.B))
 		}
-		q, err := newQueue(i, cfg)
-		if err != nil {
+		if err := q.openFds(); err != nil {
+			q.close()
 			f.release()
 			return err
 		}
 		f.Queues = append(f.Queues, q)
 	}
 	f.DataOffset = off
+	// EVENT_IDX and IN_ORDER are set by the handshake once features are
+	// known; the layout the options ask for is the likely outcome.
+	if err := f.buildDrivers(ringLayout{packed: opts.Packed}); err != nil {
+		f.release()
+		return err
+	}
 	return nil
 }
 
-func newQueue(i int, cfg virtqueue.DriverConfig) (*Queue, error) {
-	d, err := virtqueue.NewDriver(cfg)
-	if err != nil {
-		return nil, err
+// buildDrivers (re)builds every ring's driver for l at the ring's place,
+// zeroing the ring: EVENT_IDX makes the layout's event fields live or dead,
+// RING_PACKED changes the layout, IN_ORDER how used entries are read.
+func (f *Frontend) buildDrivers(l ringLayout) error {
+	r0 := f.Mem.Regions[0]
+	for _, q := range f.Queues {
+		var indOff uint64
+		var indMax uint16
+		if f.Opts.IndirectMax > 0 {
+			indOff, indMax = q.indOff, f.Opts.IndirectMax
+		}
+		if l.packed {
+			d, err := virtqueue.NewPackedDriver(virtqueue.PackedDriverConfig{
+				Size: f.Opts.QueueSize, Mem: r0.B, Base: r0.GPA,
+				Rings:    virtqueue.LayoutPacked(q.off, f.Opts.QueueSize),
+				EventIdx: l.eventIdx, InOrder: l.inOrder,
+				IndirectOff: indOff, IndirectMax: indMax,
+			})
+			if err != nil {
+				return err
+			}
+			q.Ring, q.Driver, q.Packed = d, nil, d
+			continue
+		}
+		d, err := virtqueue.NewDriver(virtqueue.DriverConfig{
+			Size: f.Opts.QueueSize, Mem: r0.B, Base: r0.GPA,
+			Rings:       virtqueue.LayoutRings(q.off, f.Opts.QueueSize),
+			EventIdx:    l.eventIdx,
+			IndirectOff: indOff, IndirectMax: indMax,
+		})
+		if err != nil {
+			return err
+		}
+		q.Ring, q.Driver, q.Packed = d, d, nil
+		if l.inOrder {
+			q.Ring = splitInOrder{d}
+		}
 	}
-	q := &Queue{Index: i, Driver: d, KickFd: -1, CallFd: -1, ErrFd: -1}
+	f.layout = l
+	return nil
+}
+
+// Layout reports what the rings were built for: packed or split, and
+// whether EVENT_IDX and IN_ORDER are in use.
+func (f *Frontend) Layout() (packed, eventIdx, inOrder bool) {
+	return f.layout.packed, f.layout.eventIdx, f.layout.inOrder
+}
+
+func (q *Queue) openFds() error {
+	var err error
 	efd := func() (int, error) { return unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK) }
 	if q.KickFd, err = efd(); err != nil {
-		return nil, fmt.Errorf("frontend: eventfd: %w", err)
+		return fmt.Errorf("frontend: eventfd: %w", err)
 	}
 	q.kick = virtqueue.NewCall(q.KickFd)
 	if q.CallFd, err = efd(); err != nil {
-		q.close()
-		return nil, fmt.Errorf("frontend: eventfd: %w", err)
+		return fmt.Errorf("frontend: eventfd: %w", err)
 	}
 	if q.call, err = virtqueue.NewKick(q.CallFd); err != nil {
-		q.close()
-		return nil, err
+		return err
 	}
 	if q.ErrFd, err = efd(); err != nil {
-		q.close()
-		return nil, fmt.Errorf("frontend: eventfd: %w", err)
+		return fmt.Errorf("frontend: eventfd: %w", err)
 	}
-	return q, nil
+	return nil
 }
 
-// setEventIdx rebuilds the drivers (zeroing the rings) when EVENT_IDX
-// changes: the ring layout's event fields become live or dead. It reports
-// whether it did.
-func (f *Frontend) setEventIdx(on bool) (bool, error) {
-	if on == f.eventIdx {
+// setLayout rebuilds the drivers (zeroing the rings) when the acked
+// features change what they are built for (EVENT_IDX, RING_PACKED,
+// IN_ORDER). It reports whether it did.
+func (f *Frontend) setLayout() (bool, error) {
+	l := ringLayout{
+		eventIdx: f.Acked&(1<<29) != 0,
+		packed:   f.Acked&featRingPacked != 0,
+		inOrder:  f.Acked&featInOrder != 0,
+	}
+	if l == f.layout {
 		return false, nil
 	}
-	for _, q := range f.Queues {
-		d, err := virtqueue.NewDriver(virtqueue.DriverConfig{
-			Size:        f.Opts.QueueSize,
-			Mem:         f.Mem.Regions[0].B,
-			Base:        f.Mem.Regions[0].GPA,
-			Rings:       q.ringLayout(f.Mem.Regions[0].GPA),
-			EventIdx:    on,
-			IndirectOff: q.indirectOff(f),
-			IndirectMax: f.Opts.IndirectMax,
-		})
-		if err != nil {
-			return false, err
-		}
-		q.Driver = d
-	}
-	f.eventIdx = on
-	return true, nil
+	return true, f.buildDrivers(l)
 }
 
-func (q *Queue) ringLayout(base uint64) virtqueue.RingLayout {
-	desc, avail, used := q.Driver.RingAddrs()
-	return virtqueue.RingLayout{Desc: desc - base, Avail: avail - base, Used: used - base}
-}
+// Virtio bits the front-end acks only on request (Options.Packed, InOrder).
+const (
+	featRingPacked = 1 << 34
+	featInOrder    = 1 << 35
+)
 
-func (q *Queue) indirectOff(f *Frontend) uint64 {
-	if f.Opts.IndirectMax == 0 {
-		return 0
+// wantFeatures is what the front-end would ack of an offer: features (0:
+// every one) less LOG_ALL, and less RING_PACKED and IN_ORDER unless the
+// options ask for them.
+func (f *Frontend) wantFeatures(features uint64) uint64 {
+	if features == 0 {
+		features = ^uint64(0)
 	}
-	desc, _, _ := q.Driver.RingAddrs()
-	return desc - f.Mem.Regions[0].GPA + alignUp(virtqueue.LayoutRings(0, f.Opts.QueueSize).End, 4096)
+	features &^= vhostuser.FeatureLogAll
+	if !f.Opts.Packed {
+		features &^= featRingPacked
+	}
+	if !f.Opts.InOrder {
+		features &^= featInOrder
+	}
+	return features
 }
 
 func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
@@ -489,12 +586,8 @@ func (f *Frontend) negotiateFeatures() error {
 	if f.Offered, err = f.GetU64(vhostuser.ReqGetFeatures); err != nil {
 		return err
 	}
-	want := f.Opts.Features
-	if want == 0 {
-		// Everything but LOG_ALL, which a front-end acks only while it
-		// migrates (StartLogging).
-		want = ^uint64(0) &^ vhostuser.FeatureLogAll
-	}
+	// LOG_ALL is acked only while migrating (StartLogging).
+	want := f.wantFeatures(f.Opts.Features)
 	f.Acked = f.Offered & want &^ vhostuser.FeatureProtocolFeatures
 	if f.Opts.Legacy {
 		return nil
@@ -546,16 +639,20 @@ func (f *Frontend) setMemory() error {
 	return nil
 }
 
-// setRings sends NUM, BASE, ADDR and KICK for every ring.
-func (f *Frontend) setRings(bases []uint16) error {
+// setRings sends NUM, BASE, ADDR and KICK for every ring. A fresh packed
+// ring's base is InitialPackedState (both wrap counters 1), as QEMU sends.
+func (f *Frontend) setRings(bases []uint32) error {
 	for _, q := range f.Queues {
 		i := uint32(q.Index)
 		if err := f.SetVringState(vhostuser.ReqSetVringNum, i, uint32(f.Opts.QueueSize)); err != nil {
 			return err
 		}
 		base := uint32(0)
+		if f.layout.packed {
+			base = virtqueue.InitialPackedState.Encode()
+		}
 		if bases != nil {
-			base = uint32(bases[q.Index])
+			base = bases[q.Index]
 		}
 		if err := f.SetVringState(vhostuser.ReqSetVringBase, i, base); err != nil {
 			return err
@@ -648,9 +745,9 @@ func (f *Frontend) handshakeQEMU() error {
 }
 
 // setFeatures sends SET_FEATURES with f.Acked. It reports whether the rings
-// were rebuilt from scratch (EVENT_IDX changed).
+// were rebuilt from scratch (EVENT_IDX, RING_PACKED or IN_ORDER changed).
 func (f *Frontend) setFeatures() (bool, error) {
-	rebuilt, err := f.setEventIdx(f.Acked&(1<<29) != 0)
+	rebuilt, err := f.setLayout()
 	if err != nil {
 		return false, err
 	}
@@ -677,7 +774,7 @@ func (f *Frontend) handshakeVirtioUser() error {
 
 // virtioUserStart is virtio-user's device start, also used when it
 // reconfigures on the same connection.
-func (f *Frontend) virtioUserStart(bases []uint16) error {
+func (f *Frontend) virtioUserStart(bases []uint32) error {
 	if err := f.setCallFds(false); err != nil {
 		return err
 	}
@@ -720,7 +817,7 @@ func (f *Frontend) virtioUserStart(bases []uint16) error {
 // SET_FEATURES, SET_MEM_TABLE and ring setup on the same connection, with
 // no reset in between. features replaces Options.Features.
 func (f *Frontend) Reconfigure(features uint64) error {
-	bases := make([]uint16, len(f.Queues))
+	bases := make([]uint32, len(f.Queues))
 	for _, q := range f.Queues {
 		if err := f.SetVringEnable(q.Index, false); err != nil {
 			return err
@@ -731,22 +828,19 @@ func (f *Frontend) Reconfigure(features uint64) error {
 		}
 		bases[q.Index] = b
 	}
-	if features == 0 {
-		features = ^uint64(0) &^ vhostuser.FeatureLogAll
-	}
-	f.Acked = f.Offered&features&^vhostuser.FeatureProtocolFeatures | f.Acked&vhostuser.FeatureProtocolFeatures
+	f.Acked = f.Offered&f.wantFeatures(features)&^vhostuser.FeatureProtocolFeatures | f.Acked&vhostuser.FeatureProtocolFeatures
 	return f.virtioUserStart(bases)
 }
 
 // Stop is QEMU's device stop: SET_STATUS 0 (with STATUS), then
 // GET_VRING_BASE for every ring. It returns the bases.
-func (f *Frontend) Stop() ([]uint16, error) {
+func (f *Frontend) Stop() ([]uint32, error) {
 	if f.hasProtocol(vhostuser.ProtoStatus) {
 		if err := f.SetU64(vhostuser.ReqSetStatus, 0); err != nil {
 			return nil, err
 		}
 	}
-	bases := make([]uint16, len(f.Queues))
+	bases := make([]uint32, len(f.Queues))
 	for _, q := range f.Queues {
 		b, err := f.GetVringBase(q.Index)
 		if err != nil {

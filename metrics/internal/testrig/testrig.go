@@ -40,8 +40,21 @@ type Rig struct {
 }
 
 // New starts a rig with one queue pair over be; the front-end acks every
-// offered feature. It is torn down at the end of the test.
+// offered feature but RING_PACKED and IN_ORDER (split rings, as QEMU's
+// default). It is torn down at the end of the test.
 func New(t testing.TB, name string, be backend.Backend, policy gso.Policy) *Rig {
+	t.Helper()
+	return NewWith(t, name, be, policy, Options{})
+}
+
+// Options choose the ring layout of a rig.
+type Options struct {
+	Packed  bool // ack VIRTIO_F_RING_PACKED: packed rings
+	InOrder bool // ack VIRTIO_F_IN_ORDER
+}
+
+// NewWith is New with the ring layout chosen by o.
+func NewWith(t testing.TB, name string, be backend.Backend, policy gso.Policy, o Options) *Rig {
 	t.Helper()
 	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -68,7 +81,8 @@ func New(t testing.TB, name string, be backend.Backend, policy gso.Policy) *Rig 
 		r.done <- err
 	}()
 	r.fe = frontend.New(b)
-	if err := r.fe.Handshake(frontend.Options{QueueSize: 256, Regions: []frontend.Region{{GPA: 0, Size: 8 << 20}}}); err != nil {
+	if err := r.fe.Handshake(frontend.Options{QueueSize: 256, Regions: []frontend.Region{{GPA: 0, Size: 8 << 20}},
+		Packed: o.Packed, InOrder: o.InOrder}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.close)
@@ -114,12 +128,12 @@ func (r *Rig) Pump(n int, pkts []Packet, pick func(i int) int) error {
 	tx := r.fe.Queues[1]
 	outstanding := 0
 	reap := func() {
-		k := tx.Driver.Reap(r.used)
+		k := tx.Ring.Reap(r.used)
 		outstanding -= k
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for i := 0; i < n; {
-		_, err := tx.Driver.Add(pkts[pick(i)], nil)
+		_, err := tx.Ring.Add(pkts[pick(i)], nil)
 		if errors.Is(err, virtqueue.ErrDriverFull) {
 			r.publish(tx)
 			reap()
@@ -151,7 +165,7 @@ func (r *Rig) Pump(n int, pkts []Packet, pick func(i int) int) error {
 }
 
 func (r *Rig) publish(q *frontend.Queue) {
-	if q.Driver.Publish() {
+	if q.Ring.Publish() {
 		if err := q.Kick(); err != nil {
 			r.t.Error(err)
 		}
@@ -292,7 +306,7 @@ func (r *Rig) PostRx(n, size int) error {
 	for i := 0; i < n; i++ {
 		b := r.fe.Buffer(r.next, uint64(size))
 		r.next += uint64(size+63) &^ 63
-		if _, err := rx.Driver.Add(nil, [][]byte{b}); err != nil {
+		if _, err := rx.Ring.Add(nil, [][]byte{b}); err != nil {
 			return err
 		}
 	}
@@ -307,7 +321,7 @@ func (r *Rig) WaitRx(n int) ([]virtqueue.UsedElem, error) {
 	var got []virtqueue.UsedElem
 	deadline := time.Now().Add(10 * time.Second)
 	for len(got) < n {
-		k := rx.Driver.Reap(buf)
+		k := rx.Ring.Reap(buf)
 		got = append(got, buf[:k]...)
 		if k == 0 {
 			if time.Now().After(deadline) {
