@@ -470,4 +470,3 @@ func TestKubeVirtExample(t *testing.T) {
 		t.Errorf("want one vhostuser interface, got %d: %s", n, b)
 	}
 }
-
