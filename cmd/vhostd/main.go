@@ -331,7 +331,7 @@ func logStats(log *slog.Logger, dev *virtionet.Device) {
 			"tx_kicks", s.TxKicks.Load(), "tx_calls", s.TxCalls.Load(), "tx_calls_suppressed", s.TxCallsSupp.Load(),
 			"rx_packets", s.RxPackets.Load(), "rx_bytes", s.RxBytes.Load(), "rx_gso", s.RxGSOPkts.Load(),
 			"rx_buffers", s.RxBuffers.Load(), "rx_dropped", s.RxDropTotal(), "rx_stalls", s.RxStalls.Load(),
-			"rx_kicks", s.RxKicks.Load(), "rx_calls", s.RxCalls.Load(),
+			"rx_kicks", s.RxKicks.Load(), "rx_calls", s.RxCalls.Load(), "rx_segmented", s.RxSegmented.Load(),
 			"backend_attached", b2i(s.BackendAttached.Load()), "backend_attaches", s.BackendAttaches.Load(),
 			"backend_detaches", s.BackendDetaches.Load(),
 		}
