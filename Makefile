@@ -1,6 +1,6 @@
 # vhostd: userspace virtio-net datapath (vhost-user back-end) in Go.
 #
-#   make build   build bin/vhostd
+#   make build   build bin/vhostd and bin/vhostd-cni (the CNI plugin)
 #   make test    unit + integration tests (root-only tests skip with a message outside CI)
 #   make bench   go benchmarks with -benchmem (quote figures as ratios to the same-run baseline)
 #   make fuzz    every fuzz target for FUZZTIME each (default 10s)
@@ -21,6 +21,7 @@ all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/vhostd
+	$(GO) build -o bin/vhostd-cni ./cmd/vhostd-cni
 
 test: build
 	$(GO) vet $(PKGS)
