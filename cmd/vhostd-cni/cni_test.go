@@ -66,32 +66,38 @@ func setup(t *testing.T, daemonArgs ...string) *env {
 	return e
 }
 
-// conf is a network configuration for the daemon under test; extra keys
-// are added or replace the defaults (a nil value deletes one).
-func (e *env) conf(extra map[string]any) *libcni.PluginConfig {
+// conf is a network configuration list (the .conflist a runtime loads
+// from /etc/cni/net.d) with one vhostd-cni plugin for the daemon under
+// test; extra keys are added to the plugin's object or replace its
+// defaults (a nil value deletes one); cniVersion and name are the list's.
+func (e *env) conf(extra map[string]any) *libcni.NetworkConfigList {
 	e.t.Helper()
-	m := map[string]any{
-		"cniVersion":    "1.0.0",
-		"name":          "vhostd-net",
+	list := map[string]any{"cniVersion": "1.0.0", "name": "vhostd-net"}
+	plugin := map[string]any{
 		"type":          "vhostd-cni",
 		"controlSocket": e.d.ControlSocket,
 		"socketDir":     e.socketDir,
 		"backend":       map[string]any{"type": "null"},
 	}
 	for k, v := range extra {
+		m := plugin
+		if k == "cniVersion" || k == "name" {
+			m = list
+		}
 		if v == nil {
 			delete(m, k)
 		} else {
 			m[k] = v
 		}
 	}
-	b, err := json.Marshal(m)
+	list["plugins"] = []any{plugin}
+	b, err := json.Marshal(list)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	c, err := libcni.ConfFromBytes(b)
+	c, err := libcni.NetworkConfFromBytes(b)
 	if err != nil {
-		e.t.Fatalf("ConfFromBytes(%s): %v", b, err)
+		e.t.Fatalf("NetworkConfFromBytes(%s): %v", b, err)
 	}
 	return c
 }
@@ -158,9 +164,9 @@ func isSocket(path string) bool {
 // CHECK after DEL fails.
 func TestAddCheckDel(t *testing.T) {
 	e := setup(t)
-	net := e.conf(nil)
+	nc := e.conf(nil)
 	rt := e.rt(cid1, "net1")
-	res, err := e.cni.AddNetwork(ctx(t), net, rt)
+	res, err := e.cni.AddNetworkList(ctx(t), nc, rt)
 	if err != nil {
 		t.Fatalf("ADD: %v\n%s", err, e.d.Log())
 	}
@@ -198,21 +204,21 @@ func TestAddCheckDel(t *testing.T) {
 	}
 	waitConnected(t, e, name, true)
 
-	if err := e.cni.CheckNetwork(ctx(t), net, rt); err != nil {
+	if err := e.cni.CheckNetworkList(ctx(t), nc, rt); err != nil {
 		t.Fatalf("CHECK: %v", err)
 	}
 
 	// ADD of the same (container, interface) again: an error, the port
 	// untouched.
-	_, err = e.cni.AddNetwork(ctx(t), net, rt)
+	_, err = e.cni.AddNetworkList(ctx(t), nc, rt)
 	cniErr(t, "second ADD", err, vhostdcni.ErrPortExists, "already exists", "net1", cid1)
 	waitConnected(t, e, name, true)
-	if err := e.cni.CheckNetwork(ctx(t), net, rt); err != nil {
+	if err := e.cni.CheckNetworkList(ctx(t), nc, rt); err != nil {
 		t.Fatalf("CHECK after the refused ADD: %v", err)
 	}
 
 	fe.Close()
-	if err := e.cni.DelNetwork(ctx(t), net, rt); err != nil {
+	if err := e.cni.DelNetworkList(ctx(t), nc, rt); err != nil {
 		t.Fatalf("DEL: %v", err)
 	}
 	if ps := e.ports(); len(ps) != 0 {
@@ -224,24 +230,24 @@ func TestAddCheckDel(t *testing.T) {
 	if _, err := os.Lstat(filepath.Dir(wantSock)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("pod directory %s after DEL: %v (want it removed)", filepath.Dir(wantSock), err)
 	}
-	if err := e.cni.DelNetwork(ctx(t), net, rt); err != nil {
+	if err := e.cni.DelNetworkList(ctx(t), nc, rt); err != nil {
 		t.Errorf("second DEL: %v (must succeed)", err)
 	}
-	if err := e.cni.DelNetwork(ctx(t), net, e.rt(cid2, "net7")); err != nil {
+	if err := e.cni.DelNetworkList(ctx(t), nc, e.rt(cid2, "net7")); err != nil {
 		t.Errorf("DEL of a container never added: %v (must succeed)", err)
 	}
 
 	// ADD again after DEL works; a port removed behind the runtime's
 	// back (vhostd port del by hand) fails CHECK, and DEL still succeeds.
-	if _, err := e.cni.AddNetwork(ctx(t), net, rt); err != nil {
+	if _, err := e.cni.AddNetworkList(ctx(t), nc, rt); err != nil {
 		t.Fatalf("ADD after DEL: %v", err)
 	}
 	if _, err := e.ctl.RemovePort(ctx(t), name); err != nil {
 		t.Fatal(err)
 	}
-	err = e.cni.CheckNetwork(ctx(t), net, rt)
+	err = e.cni.CheckNetworkList(ctx(t), nc, rt)
 	cniErr(t, "CHECK of a removed port", err, vhostdcni.ErrCheckFailed, "no port "+name)
-	if err := e.cni.DelNetwork(ctx(t), net, rt); err != nil {
+	if err := e.cni.DelNetworkList(ctx(t), nc, rt); err != nil {
 		t.Errorf("DEL of a port removed by hand: %v", err)
 	}
 	if _, err := os.Lstat(filepath.Dir(wantSock)); !errors.Is(err, fs.ErrNotExist) {
@@ -269,10 +275,10 @@ func waitConnected(t *testing.T, e *env, name string, want bool) {
 // the directory goes with the last one.
 func TestTwoInterfacesOnePod(t *testing.T) {
 	e := setup(t)
-	net := e.conf(map[string]any{"queues": 2})
+	nc := e.conf(map[string]any{"queues": 2})
 	r1, r2 := e.rt(cid1, "net1"), e.rt(cid1, "net2")
 	for _, rt := range []*libcni.RuntimeConf{r1, r2} {
-		if _, err := e.cni.AddNetwork(ctx(t), net, rt); err != nil {
+		if _, err := e.cni.AddNetworkList(ctx(t), nc, rt); err != nil {
 			t.Fatalf("ADD %s: %v", rt.IfName, err)
 		}
 	}
@@ -285,13 +291,13 @@ func TestTwoInterfacesOnePod(t *testing.T) {
 			t.Errorf("port %s has %d queue pairs, want 2", p.Name, p.Queues)
 		}
 	}
-	if err := e.cni.DelNetwork(ctx(t), net, r1); err != nil {
+	if err := e.cni.DelNetworkList(ctx(t), nc, r1); err != nil {
 		t.Fatal(err)
 	}
 	if !isSocket(filepath.Join(dir, "net2")) {
 		t.Fatalf("DEL net1 took net2's socket")
 	}
-	if err := e.cni.DelNetwork(ctx(t), net, r2); err != nil {
+	if err := e.cni.DelNetworkList(ctx(t), nc, r2); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
@@ -313,24 +319,24 @@ func TestVhostdNotRunning(t *testing.T) {
 	ln.SetUnlinkOnClose(false)
 	ln.Close()
 	for _, sock := range []string{missing, stale} {
-		net := e.conf(map[string]any{"controlSocket": sock})
+		nc := e.conf(map[string]any{"controlSocket": sock})
 		rt := e.rt(cid1, "net1")
-		_, err := e.cni.AddNetwork(ctx(t), net, rt)
+		_, err := e.cni.AddNetworkList(ctx(t), nc, rt)
 		cniErr(t, "ADD with "+sock, err, types.ErrTryAgainLater, "vhostd is not running", sock)
 		if _, err := os.Lstat(filepath.Join(e.socketDir, podUID)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("a failed ADD left the pod directory: %v", err)
 		}
-		err = e.cni.DelNetwork(ctx(t), net, rt)
+		err = e.cni.DelNetworkList(ctx(t), nc, rt)
 		cniErr(t, "DEL with "+sock, err, types.ErrTryAgainLater, "vhostd is not running", sock)
 
-		list, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "vhostd-net", "plugins": [{"type": "vhostd-cni", "controlSocket": %q, "backend": {"type": "null"}}]}`, sock)))
+		list, err := libcni.NetworkConfFromBytes([]byte(fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "vhostd-net", "plugins": [{"type": "vhostd-cni", "controlSocket": %q, "backend": {"type": "null"}}]}`, sock)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		err = e.cni.GetStatusNetworkList(ctx(t), list)
 		cniErr(t, "STATUS with "+sock, err, types.ErrPluginNotAvailable, sock)
 	}
-	list, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "vhostd-net", "plugins": [{"type": "vhostd-cni", "controlSocket": %q, "backend": {"type": "null"}}]}`, e.d.ControlSocket)))
+	list, err := libcni.NetworkConfFromBytes([]byte(fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "vhostd-net", "plugins": [{"type": "vhostd-cni", "controlSocket": %q, "backend": {"type": "null"}}]}`, e.d.ControlSocket)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +365,7 @@ func TestBadConfig(t *testing.T) {
 		{map[string]any{"socketDir": "/" + strings.Repeat("d", 90)}, []string{"socket path", "shorter socketDir"}},
 	}
 	for _, c := range cases {
-		_, err := e.cni.AddNetwork(ctx(t), e.conf(c.extra), e.rt(cid1, "net1"))
+		_, err := e.cni.AddNetworkList(ctx(t), e.conf(c.extra), e.rt(cid1, "net1"))
 		cniErr(t, fmt.Sprint(c.extra), err, types.ErrInvalidNetworkConfig, c.want...)
 	}
 	if ps := e.ports(); len(ps) != 0 {
@@ -373,10 +379,10 @@ func TestBadConfig(t *testing.T) {
 func TestClientModeDeviceInfo(t *testing.T) {
 	e := setup(t)
 	info := filepath.Join(e.dir, "devinfo", "default-vhostd-net-net1-device-info.json")
-	net := e.conf(map[string]any{"mode": "client", "capabilities": map[string]any{"CNIDeviceInfoFile": true}})
+	nc := e.conf(map[string]any{"mode": "client", "capabilities": map[string]any{"CNIDeviceInfoFile": true}})
 	rt := e.rt(cid1, "net1")
 	rt.CapabilityArgs = map[string]any{"CNIDeviceInfoFile": info}
-	if _, err := e.cni.AddNetwork(ctx(t), net, rt); err != nil {
+	if _, err := e.cni.AddNetworkList(ctx(t), nc, rt); err != nil {
 		t.Fatalf("ADD: %v\n%s", err, e.d.Log())
 	}
 	sock := filepath.Join(e.socketDir, podUID, "net1")
@@ -393,10 +399,10 @@ func TestClientModeDeviceInfo(t *testing.T) {
 	if len(ps) != 1 || !ps[0].Client || ps[0].Socket != sock {
 		t.Fatalf("ports %+v: want one client port dialling %s", ps, sock)
 	}
-	if err := e.cni.CheckNetwork(ctx(t), net, rt); err != nil {
+	if err := e.cni.CheckNetworkList(ctx(t), nc, rt); err != nil {
 		t.Fatalf("CHECK: %v", err)
 	}
-	if err := e.cni.DelNetwork(ctx(t), net, rt); err != nil {
+	if err := e.cni.DelNetworkList(ctx(t), nc, rt); err != nil {
 		t.Fatal(err)
 	}
 	if ps := e.ports(); len(ps) != 0 {
@@ -415,14 +421,14 @@ func TestTapBackend(t *testing.T) {
 		needRoot(t, "no /dev/net/tun")
 	}
 	e := setup(t)
-	net := e.conf(map[string]any{"backend": map[string]any{"type": "tap"}})
+	nc := e.conf(map[string]any{"backend": map[string]any{"type": "tap"}})
 	rt := e.rt(cid2, "net1")
 	tap := vhostdcni.BackendIfName(vhostdcni.BackendTap, cid2, "net1")
 	t.Cleanup(func() {
 		// The DEL below removes it; this is only for a failed test.
-		_ = e.cni.DelNetwork(context.Background(), net, rt)
+		_ = e.cni.DelNetworkList(context.Background(), nc, rt)
 	})
-	res, err := e.cni.AddNetwork(ctx(t), net, rt)
+	res, err := e.cni.AddNetworkList(ctx(t), nc, rt)
 	if err != nil {
 		t.Fatalf("ADD: %v\n%s", err, e.d.Log())
 	}
@@ -438,10 +444,10 @@ func TestTapBackend(t *testing.T) {
 	if _, err := os.Stat(filepath.Join("/sys/class/net", tap)); err != nil {
 		t.Fatalf("tap %s: %v", tap, err)
 	}
-	if err := e.cni.CheckNetwork(ctx(t), net, rt); err != nil {
+	if err := e.cni.CheckNetworkList(ctx(t), nc, rt); err != nil {
 		t.Fatalf("CHECK: %v", err)
 	}
-	if err := e.cni.DelNetwork(ctx(t), net, rt); err != nil {
+	if err := e.cni.DelNetworkList(ctx(t), nc, rt); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join("/sys/class/net", tap)); !errors.Is(err, fs.ErrNotExist) {
