@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -410,6 +411,46 @@ func TestClientModeDeviceInfo(t *testing.T) {
 	}
 }
 
+// TestPortsSurviveRestart: as the DaemonSet runs it, vhostd keeps the
+// ports the plugin adds in its --config file, so a restarted vhostd (a new
+// pod of the DaemonSet) serves them again and CHECK passes; DEL takes the
+// port out of the file.
+func TestPortsSurviveRestart(t *testing.T) {
+	vhostd := daemontest.Build(t, "github.com/vhostd/vhostd/cmd/vhostd")
+	dir := t.TempDir()
+	ports := filepath.Join(dir, "ports.conf")
+	if err := os.WriteFile(ports, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := setup(t, "--config", ports)
+	nc := e.conf(nil)
+	rt := e.rt(cid1, "net1")
+	if _, err := e.cni.AddNetworkList(ctx(t), nc, rt); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	name := vhostdcni.PortName(cid1, "net1")
+	if b, _ := os.ReadFile(ports); !strings.Contains(string(b), "name="+name+",") {
+		t.Fatalf("ports file after ADD:\n%s", b)
+	}
+	e.d.Stop(t)
+	// The new vhostd keeps the control socket path (the plugin's
+	// controlSocket) and reads the same file.
+	e.d = daemontest.Start(t, vhostd, e.dir, "--config", ports)
+	ps := e.ports()
+	if len(ps) != 1 || ps[0].Name != name || ps[0].State != "running" {
+		t.Fatalf("ports after the restart: %+v\n%s", ps, e.d.Log())
+	}
+	if err := e.cni.CheckNetworkList(ctx(t), nc, rt); err != nil {
+		t.Fatalf("CHECK after the restart: %v", err)
+	}
+	if err := e.cni.DelNetworkList(ctx(t), nc, rt); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(ports); strings.Contains(string(b), name) {
+		t.Errorf("ports file after DEL still has the port:\n%s", b)
+	}
+}
+
 // TestTapBackend: a tap named after the container, on the host, listed in
 // the result as a host interface; gone after DEL. Needs root and
 // /dev/net/tun.
@@ -452,6 +493,53 @@ func TestTapBackend(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join("/sys/class/net", tap)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("tap %s after DEL: %v (vhostd created it, so the port's removal deletes it)", tap, err)
+	}
+}
+
+// TestMacvtapBackend: a macvtap named after the container on a lower
+// device (a veth made here), with the MAC the runtime passed through the
+// "mac" capability, which the result gives the pod interface too (the guest
+// must use it). Needs root.
+func TestMacvtapBackend(t *testing.T) {
+	if os.Geteuid() != 0 {
+		needRoot(t, "creating a macvtap needs root (CAP_NET_ADMIN)")
+	}
+	lower := fmt.Sprintf("vdcl%d", os.Getpid()%100000)
+	if out, err := exec.Command("ip", "link", "add", lower, "type", "veth", "peer", "name", lower+"p").CombinedOutput(); err != nil {
+		t.Skipf("cannot make a veth for the macvtap's lower device: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", lower).Run() })
+	if out, err := exec.Command("ip", "link", "set", lower, "up").CombinedOutput(); err != nil {
+		t.Fatalf("ip link set %s up: %v %s", lower, err, out)
+	}
+	e := setup(t)
+	nc := e.conf(map[string]any{"backend": map[string]any{"type": "macvtap", "lower": lower, "mode": "bridge"},
+		"capabilities": map[string]any{"mac": true}})
+	rt := e.rt(cid2, "net1")
+	const mac = "52:54:00:aa:bb:cc"
+	rt.CapabilityArgs = map[string]any{"mac": mac}
+	mv := vhostdcni.BackendIfName(vhostdcni.BackendMacvtap, cid2, "net1")
+	t.Cleanup(func() { _ = e.cni.DelNetworkList(context.Background(), nc, rt) })
+	res, err := e.cni.AddNetworkList(ctx(t), nc, rt)
+	if err != nil {
+		t.Fatalf("ADD: %v\n%s", err, e.d.Log())
+	}
+	r, err := current.NewResultFromResult(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Interfaces) != 2 || r.Interfaces[0].Name != mv || r.Interfaces[0].Mac != mac || r.Interfaces[1].Mac != mac {
+		b, _ := json.Marshal(r)
+		t.Fatalf("result %s: want macvtap %s and net1, both with MAC %s", b, mv, mac)
+	}
+	if err := e.cni.CheckNetworkList(ctx(t), nc, rt); err != nil {
+		t.Fatalf("CHECK: %v", err)
+	}
+	if err := e.cni.DelNetworkList(ctx(t), nc, rt); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join("/sys/class/net", mv)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("macvtap %s after DEL: %v", mv, err)
 	}
 }
 
