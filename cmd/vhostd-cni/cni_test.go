@@ -306,6 +306,32 @@ func TestTwoInterfacesOnePod(t *testing.T) {
 	}
 }
 
+// TestOlderAndNewerSpecVersions: 0.4.0 (no socketPath in its result
+// type) and 1.1.0 configurations work through ADD, CHECK and DEL.
+func TestOlderAndNewerSpecVersions(t *testing.T) {
+	e := setup(t)
+	for i, v := range []string{"0.4.0", "1.1.0"} {
+		nc := e.conf(map[string]any{"cniVersion": v})
+		rt := e.rt(cid1, fmt.Sprintf("net%d", i+1))
+		res, err := e.cni.AddNetworkList(ctx(t), nc, rt)
+		if err != nil {
+			t.Fatalf("%s ADD: %v", v, err)
+		}
+		if res.Version() != v {
+			t.Errorf("%s: result version %s", v, res.Version())
+		}
+		if err := e.cni.CheckNetworkList(ctx(t), nc, rt); err != nil {
+			t.Errorf("%s CHECK: %v", v, err)
+		}
+		if err := e.cni.DelNetworkList(ctx(t), nc, rt); err != nil {
+			t.Errorf("%s DEL: %v", v, err)
+		}
+	}
+	if ps := e.ports(); len(ps) != 0 {
+		t.Errorf("ports left: %+v", ps)
+	}
+}
+
 // TestVhostdNotRunning: no control socket, or a stale one nobody answers
 // on: ADD, CHECK and DEL fail with code 11 (try again later) and say
 // vhostd is not running and where the plugin looked; STATUS says 50.

@@ -335,7 +335,8 @@ func Check(args *skel.CmdArgs) error {
 	switch {
 	case iface == nil:
 		return fail("prevResult lists no such interface")
-	case iface.SocketPath != p.spec.Socket:
+	case iface.SocketPath != "" && iface.SocketPath != p.spec.Socket:
+		// (A 0.4.0 result has no socketPath: nothing to compare.)
 		return fail("prevResult gives socket %q, the network configuration gives %s", iface.SocketPath, p.spec.Socket)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
