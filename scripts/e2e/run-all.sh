@@ -3,7 +3,7 @@
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 rc=0
-for s in handshake datapath g2g mq macvtap unprivileged lifecycle limits matrix mq-attach ports packed; do
+for s in handshake datapath g2g mq macvtap unprivileged lifecycle limits matrix mq-attach ports packed migrate; do
   [ -f "$here/$s.sh" ] || continue
   echo "=== e2e $s"
   start=$(date +%s)
