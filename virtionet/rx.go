@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime/debug"
 	"time"
+	"unsafe"
 
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/virtqueue"
@@ -427,6 +428,12 @@ func (w *rxWorker) place(hdr []byte, frame [][]byte, frameLen int) (bool, error)
 	}
 	// Copy hdr then the frame iovecs across the chains' writable buffers.
 	src, rest := hdr, frame
+	if len(frame) == 1 && cap(hdr)-len(hdr) >= len(frame[0]) && len(frame[0]) > 0 &&
+		unsafe.SliceData(hdr[len(hdr):cap(hdr)]) == unsafe.SliceData(frame[0]) {
+		// The frame follows the header in memory (a backend read buffer):
+		// one copy for both (num_buffers is patched in place above).
+		src, rest = hdr[:len(hdr)+len(frame[0])], nil
+	}
 	dlog := w.q.Log // non-nil while migrating: mark what we write, after writing it
 	for i := 0; i < cnt; i++ {
 		c := &w.cache[w.cHead+i]

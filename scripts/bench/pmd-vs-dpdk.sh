@@ -4,7 +4,16 @@
 # (test/guestlab/pmd-client.sh, dpdk-testpmd) as the client. No VM.
 #
 #   scripts/bench/pmd-vs-dpdk.sh [-r RUNS] [-d SECS] [-w SECS] [-S SIZES] [-D DIRS]
-#                                [-o CLIENTOPTS] [-P GOMAXPROCS] [-q PCT] [-N NICE] [-V VHOSTD] [-O OUTDIR]
+#                                [-p] [-i 0|1] [-o CLIENTOPTS] [-P GOMAXPROCS] [-q PCT] [-N NICE]
+#                                [-V VHOSTD] [-O OUTDIR]
+#
+# Client ring layout (DPDK virtio-user devargs, the same for both back-ends):
+#   -p      packed_vq=1: packed virtqueues (default: split)
+#   -i N    in_order=N (DPDK 22.11's default is in_order=1; vhostd offers
+#           IN_ORDER since issue 13, so the client may pick its in-order path)
+#   -o OPTS any more virtio-user devargs, comma-separated (mrg_rxbuf=0, ...)
+# The datapath the client picked against each back-end (testpmd logs its
+# Rx/Tx burst functions) is in every ROW and under the table.
 #
 # Directions (-D, default "c2p p2c"):
 #   c2p  client txonly (UDP/IPv4 frames of SIZE bytes) into the back-end, which
@@ -49,11 +58,12 @@ BENCH_NAME=pmd-vs-dpdk
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
-RUNS=3 SECS=10 WARM=2 SIZES="64 1518" DIRS="c2p p2c" COPTS="" GMP=1 OUT="" QUIET=0 AGNICE=""
+RUNS=3 SECS=10 WARM=2 SIZES="64 1518" DIRS="c2p p2c" COPTS="" GMP=1 OUT="" QUIET=0 AGNICE="" PACKED=0 INORDER=""
 VHOSTD_SRC="${VHOSTD:-$BENCH_ROOT/bin/vhostd}"
 CLIENT_CPU=0 BACKEND_CPU=1
-while getopts "r:d:w:S:D:o:P:q:N:V:O:h" opt; do
+while getopts "r:d:w:S:D:o:P:q:N:V:O:pi:h" opt; do
   case "$opt" in
+    p) PACKED=1 ;; i) INORDER="$OPTARG" ;;
     r) RUNS="$OPTARG" ;; d) SECS="$OPTARG" ;; w) WARM="$OPTARG" ;; S) SIZES="$OPTARG" ;;
     D) DIRS="$OPTARG" ;; o) COPTS="$OPTARG" ;; P) GMP="$OPTARG" ;; V) VHOSTD_SRC="$OPTARG" ;;
     q) QUIET="$OPTARG" ;; N) AGNICE="$OPTARG" ;; O) OUT="$OPTARG" ;; h) usage; exit 0 ;; *) usage >&2; exit 2 ;;
@@ -66,12 +76,24 @@ shift $((OPTIND - 1))
 [[ "$GMP" =~ ^[1-9][0-9]*$ ]] || bdie "-P $GMP: want GOMAXPROCS >= 1"
 [[ "$QUIET" =~ ^[0-9]+$ ]] || bdie "-q $QUIET: want a busy percentage 0..100"
 [ -z "$AGNICE" ] || [[ "$AGNICE" =~ ^-?[0-9]+$ ]] || bdie "-N $AGNICE: want a nice value -20..19"
+[ -z "$INORDER" ] || [[ "$INORDER" =~ ^[01]$ ]] || bdie "-i $INORDER: want 0 or 1"
+[ "$PACKED" = 0 ] || COPTS="packed_vq=1${COPTS:+,$COPTS}"
+[ -z "$INORDER" ] || COPTS="in_order=$INORDER${COPTS:+,$COPTS}"
 for d in $DIRS; do case "$d" in c2p|p2c) ;; *) bdie "-D: unknown direction $d (c2p or p2c)" ;; esac; done
 for s in $SIZES; do
   { [[ "$s" =~ ^[0-9]+$ ]] && [ "$s" -ge 60 ] && [ "$s" -le 2048 ]; } || bdie "-S: size $s: want 60..2048"
 done
 [ "$(id -u)" = 0 ] || bdie "needs root (DPDK, /var/run/dpdk)"
-command -v dpdk-testpmd >/dev/null || bdie "dpdk-testpmd missing: apt-get install -y --no-install-recommends dpdk-dev librte-net-vhost23 librte-net-virtio23"
+# DPDK 22.11 from Debian: testpmd and the virtio-user and vhost PMDs.
+need=()
+command -v dpdk-testpmd >/dev/null || need+=(dpdk dpdk-dev)
+ls /usr/lib/*/dpdk/pmds-*/librte_net_vhost.so* >/dev/null 2>&1 || need+=(librte-net-vhost23)
+ls /usr/lib/*/dpdk/pmds-*/librte_net_virtio.so* >/dev/null 2>&1 || need+=(librte-net-virtio23)
+if [ "${#need[@]}" -gt 0 ]; then
+  bsay "installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >&2 ||
+    bdie "cannot install ${need[*]}"
+fi
 [ -x "$VHOSTD_SRC" ] || bdie "no vhostd binary at $VHOSTD_SRC: run make build (or give -V)"
 [ "$(nproc)" -ge 2 ] || bdie "needs 2 CPUs (client and back-end pinned apart)"
 
