@@ -59,6 +59,9 @@ for t in vtmsrc vtmdst; do ip -n "$NS" link set "$t" master "$BR"; ip -n "$NS" l
 # kernel log's network lines (on the destination's console).
 gcmd="iperf3 -s -D >/dev/null 2>&1; echo MIG-GUEST-READY; sleep 110; echo MIG-DMESG-BEGIN; dmesg | grep -iE 'virtio|eth0|net' | tail -n 30; echo MIG-DMESG-END"
 boot_args=(-i "$GUEST_IP/24" -m "$MEM" -p "${MIG_CPUS:-1}" -T 300)
+# MIG_NIC_PROPS: extra virtio-net-pci properties on both sides, e.g.
+# packed=on (the packed ring's state crosses in GET/SET_VRING_BASE).
+[ -z "${MIG_NIC_PROPS:-}" ] || boot_args+=(-O "$MIG_NIC_PROPS")
 : >"$slog"; : >"$dlog"
 "${NSX[@]}" bash -c '. "$0"; e2e_boot "$@"' "$ROOT/scripts/e2e/lib.sh" "$slog" "$gcmd" "${boot_args[@]}" "${src_net[@]}" -X "$xmem -qmp unix:$sqmp,server=on,wait=off" >"$OUT/mig-src-qemu.txt" 2>&1 &
 spid=$!; E2E_PIDS+=("$spid")
