@@ -4,9 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -214,6 +211,9 @@ func (t *Tap) setupLink(fd int, cfg TapConfig, uso bool) error {
 		offloads |= OffloadUSO
 	}
 	t.caps.store(Capabilities{Offloads: offloads})
+	if cfg.noWatch {
+		return nil // a later queue: OpenTapQueues gives it queue 0's limits
+	}
 	if err := t.refreshLimits(h); err != nil {
 		return fmt.Errorf("open tap %q: %w", t.name, err)
 	}
@@ -294,21 +294,6 @@ func (t *Tap) LinkMTU() int {
 		return 0
 	}
 	return link.Attrs().MTU
-}
-
-// readSysfsUint reads /sys/class/net/NAME/ATTR (the fallback for kernels whose
-// netlink lacks IFLA_GSO_MAX_*; note sysfs shows the namespace it was mounted
-// in).
-func readSysfsUint(name, attr string, def uint32) uint32 {
-	b, err := os.ReadFile("/sys/class/net/" + name + "/" + attr)
-	if err != nil {
-		return def
-	}
-	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
-	if err != nil || v == 0 {
-		return def
-	}
-	return uint32(v)
 }
 
 func explainOpenErr(err error) error {
@@ -393,9 +378,7 @@ func OpenTapQueues(cfg TapConfig, n int) ([]*Tap, error) {
 			return fail(fmt.Errorf("queue %d of %d: %w", i, n, err))
 		}
 		if i > 0 {
-			q.watch.stop()
-			q.watch = nil
-			q.caps = queues[0].caps // one device, one set of limits
+			q.caps = queues[0].caps // one device, one set of limits (only queue 0 watches)
 		}
 		queues = append(queues, q)
 		cfg.Name = q.Name() // the later queues attach to the same device

@@ -115,7 +115,6 @@ type Session struct {
 	logMap *logMapping
 	logFd  int
 	dlog   *DirtyLog
-	rarps  atomic.Uint64
 
 	wake chan struct{} // a first-kick waiter finished
 
@@ -1020,7 +1019,6 @@ func (s *Session) sendRARP(m *Message) ([]byte, error) {
 	if err := a.SendRARP(mac); err != nil {
 		return nil, fmt.Errorf("SEND_RARP for %x: %w", mac, err)
 	}
-	s.rarps.Add(1)
 	s.log.Info("announced the guest after migration (RARP)", "mac", fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]))
 	return nil, nil
 }
@@ -1038,6 +1036,3 @@ func (s *Session) LogStats() LogStats {
 	}
 	return st
 }
-
-// RARPsSent counts SEND_RARP announces made.
-func (s *Session) RARPsSent() uint64 { return s.rarps.Load() }
