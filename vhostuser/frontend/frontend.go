@@ -275,7 +275,7 @@ func (f *Frontend) ReadReply() (vhostuser.Header, []byte, error) {
 // reply payload (nil when none was owed).
 func (f *Frontend) Request(req vhostuser.Request, payload []byte, fds []int) ([]byte, error) {
 	flags := vhostuser.Version1
-	mandatory := vhostuser.ReplyMandatory(req)
+	mandatory := OwedReply(req) != ReplyNone
 	ack := f.NeedReply && !mandatory
 	if ack {
 		flags |= vhostuser.FlagNeedReply
