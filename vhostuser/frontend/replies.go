@@ -61,7 +61,7 @@ func OwedReply(r vhostuser.Request) Reply {
 		// request is not used by a vhost-user front-end at all.
 		return ReplyValue
 	case vhostuser.ReqIOTLBMsg, // "success or failure of the update"
-		vhostuser.ReqPostcopyEnd,     // u64 status
+		vhostuser.ReqPostcopyEnd,      // u64 status
 		vhostuser.ReqCheckDeviceState: // u64 status
 		return ReplyStatus
 	}
