@@ -272,7 +272,7 @@ func (c *Collector) collectQueue(ch chan<- prometheus.Metric, qp *virtionet.Queu
 	gauge(ch, c.ringBroken, b2f(s.TxBroken.Load()), q, "tx")
 	gauge(ch, c.ringBroken, b2f(s.RxBroken.Load()), q, "rx")
 
-	caps := qp.Backend().Caps()
+	caps := qp.Caps()
 	gauge(ch, c.backendGSOMaxSize, float64(caps.GSOMaxSize), q)
 	gauge(ch, c.backendGSOMaxSegs, float64(caps.GSOMaxSegs), q)
 	gauge(ch, c.backendMTU, float64(caps.MTU), q)
@@ -290,7 +290,7 @@ func (c *Collector) collectPort(ch chan<- prometheus.Metric) {
 		mtu                    string
 	}
 	if qps := dev.QueuePairs(); len(qps) > 0 {
-		bc := qps[0].Backend().Caps()
+		bc := qps[0].Caps()
 		caps.offloads = bc.Offloads.String()
 		caps.gsoMaxSize = strconv.FormatUint(uint64(bc.GSOMaxSize), 10)
 		caps.gsoMaxSegs = strconv.FormatUint(uint64(bc.GSOMaxSegs), 10)

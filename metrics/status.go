@@ -324,7 +324,7 @@ func SnapshotPort(p Port) PortStatus {
 	latBounds := virtionet.LatencyBucketsSeconds()
 	batchBounds := virtionet.BatchBuckets()
 	for _, qp := range dev.QueuePairs() {
-		caps := qp.Backend().Caps()
+		caps := qp.Caps()
 		qs := QueuePairStatus{
 			Index: qp.Index(),
 			Backend: BackendStatus{

@@ -1,86 +1,20 @@
 package vhostuser
 
-import (
-	"sync/atomic"
+import "github.com/vhostd/vhostd/vdev"
 
-	"github.com/vhostd/vhostd/virtqueue"
-)
+// Device is the virtio device behind a session. It is defined in vdev, with
+// the Queue a session hands it, so that the device does not depend on
+// vhost-user and another transport (VDUSE) can drive it too; the alias
+// keeps vhost-user callers (Server.Serve's factory) reading naturally.
+type Device = vdev.Device
 
-// Device is the virtio device behind a session (docs/design.md). The session
-// calls it from one goroutine only, so implementations need no locking
-// against the session itself.
-type Device interface {
-	// DeviceFeatures returns the virtio feature bits offered; the session
-	// adds FeatureProtocolFeatures.
-	DeviceFeatures() uint64
-	// SetFeatures receives the acked virtio bits (without bit 30). It may be
-	// called again on one connection (DPDK virtio-user reconfigures that way).
-	SetFeatures(acked uint64) error
-	// NumQueues is the number of vrings served (2 * queue pairs).
-	NumQueues() int
-	// StartQueue hands a started ring to the device (after its first kick).
-	// The device owns q until StopQueue(q.Index) returns. It must look at the
-	// ring at once: the kick that started it has been consumed already.
-	StartQueue(q *Queue) error
-	// StopQueue returns once nothing touches the ring, its memory or its
-	// eventfds any more.
-	StopQueue(index int)
-	// SetQueueEnabled reports SET_VRING_ENABLE (or the enable implied by
-	// SET_FEATURES without PROTOCOL_FEATURES). The session also updates
-	// Queue.Enabled, which a running worker reads per batch.
-	SetQueueEnabled(index int, on bool)
-	// SetMTU handles NET_SET_MTU.
-	SetMTU(mtu uint16) error
-	// Reset stops every queue and forgets the features: disconnect or reset.
-	Reset()
-}
-
-// Announcer is implemented by devices that can announce the guest's new
-// location after a live migration (VHOST_USER_SEND_RARP): inject a RARP
-// broadcast from the guest's MAC into the backend so that bridges and
-// switches learn where the guest is now.
-type Announcer interface {
-	SendRARP(mac [6]byte) error
-}
-
-// Queue is a started ring handed to Device.StartQueue.
-type Queue struct {
-	Index int
-	// VQ is the device side of the ring: a *virtqueue.Split, or a
-	// *virtqueue.Packed when VIRTIO_F_RING_PACKED was acked. With
-	// VIRTIO_F_IN_ORDER acked the ring was built in-order and the device
-	// must return buffers in the order it popped them.
-	VQ      virtqueue.Ring
-	Kick    *virtqueue.Kick // nil when the front-end polls (NOFD)
-	Call    *virtqueue.Call // nil when NOFD
-	Err     *virtqueue.Call // nil when not configured
-	Enabled *atomic.Bool    // read by the worker per batch
-	// Log is non-nil while the front-end migrates (VHOST_F_LOG_ALL acked and
-	// a log given with SET_LOG_BASE): the device must mark every guest byte
-	// it writes outside the used ring (RX buffers, num_buffers) with
-	// Log.MarkHost after writing it. The ring marks its own used-ring writes.
-	// It does not change while the queue runs: the session restarts the
-	// rings when logging starts or stops.
-	Log *DirtyLog
-
-	failed *atomic.Bool // the session's record of Fail; nil outside a Session
-}
+// Announcer is vdev.Announcer: a device that can answer
+// VHOST_USER_SEND_RARP.
+type Announcer = vdev.Announcer
 
 // StatusNeedsReset is DEVICE_NEEDS_RESET in the virtio device status (virtio
 // 1.x §2.1): the device hit an error it cannot recover from and the driver
-// must reset it.
+// must reset it. GET_STATUS reports it once a device called vdev.Queue.Fail
+// on one of the session's rings, until the front-end resets the device
+// (SET_STATUS 0) or sets the ring up again (SET_VRING_KICK).
 const StatusNeedsReset = 0x40
-
-// Fail reports that the device gave up on the ring because the driver broke
-// the ring protocol (an avail index jump, a head out of range, guest memory
-// that faults). It signals the ring's error eventfd (SET_VRING_ERR) if one is
-// configured, and from then on GET_STATUS reports StatusNeedsReset until the
-// front-end resets the device (SET_STATUS 0) or sets the ring up again
-// (SET_VRING_KICK). The device must not touch the ring afterwards. Fail may
-// be called from the device's worker goroutine.
-func (q *Queue) Fail() {
-	if q.failed != nil {
-		q.failed.Store(true)
-	}
-	_ = q.Err.Signal()
-}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vhostd/vhostd/vdev"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -24,7 +25,7 @@ type FakeDevice struct {
 	mu       sync.Mutex
 	calls    []string
 	acked    []uint64
-	started  map[int]*Queue
+	started  map[int]*vdev.Queue
 	starts   map[int]int
 	stops    map[int]int
 	enabled  map[int]bool
@@ -38,7 +39,7 @@ type FakeDevice struct {
 func NewFakeDevice(features uint64, queues int) *FakeDevice {
 	return &FakeDevice{
 		Feats: features, Queues: queues,
-		started: map[int]*Queue{}, starts: map[int]int{}, stops: map[int]int{},
+		started: map[int]*vdev.Queue{}, starts: map[int]int{}, stops: map[int]int{},
 		enabled: map[int]bool{}, workers: map[int]*fakeWorker{}, drained: map[int]int{}, badChain: map[int]int{},
 	}
 }
@@ -58,7 +59,7 @@ func (d *FakeDevice) SetFeatures(acked uint64) error {
 	return nil
 }
 
-func (d *FakeDevice) StartQueue(q *Queue) error {
+func (d *FakeDevice) StartQueue(q *vdev.Queue) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.record("StartQueue(%d)", q.Index)
@@ -113,7 +114,7 @@ func (d *FakeDevice) Reset() {
 	d.mu.Lock()
 	workers := d.workers
 	d.workers = map[int]*fakeWorker{}
-	d.started = map[int]*Queue{}
+	d.started = map[int]*vdev.Queue{}
 	d.record("Reset")
 	d.resets++
 	d.mu.Unlock()
@@ -153,7 +154,7 @@ func (d *FakeDevice) Started(i int) (on bool, starts, stops int) {
 }
 
 // Queue returns the Queue handed to StartQueue for ring i while it runs.
-func (d *FakeDevice) Queue(i int) *Queue {
+func (d *FakeDevice) Queue(i int) *vdev.Queue {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.started[i]
@@ -188,7 +189,7 @@ func (d *FakeDevice) MTU() uint16 {
 }
 
 type fakeWorker struct {
-	q    *Queue
+	q    *vdev.Queue
 	dev  *FakeDevice
 	stop chan struct{}
 	done chan struct{}

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vhostd/vhostd/vdev"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -72,7 +73,7 @@ type ring struct {
 	errCall   *virtqueue.Call
 	enabled   atomic.Bool // shared with the device through Queue.Enabled
 	failed    atomic.Bool // Queue.Fail was called or the ring could not be built
-	queue     *Queue      // non-nil while started
+	queue     *vdev.Queue // non-nil while started
 	firstKick *kickWaiter // non-nil while waiting for the first kick
 	// lostMemory: the ring was running when a memory-table change left
 	// its addresses untranslatable (REM_MEM_REG of its region). Every
@@ -493,7 +494,7 @@ func (s *Session) handOver(r *ring, vq virtqueue.Ring) error {
 	if r.kick != nil {
 		r.kick.SetDeadline(time.Time{}) // a previous worker may have left one set
 	}
-	q := &Queue{Index: r.index, VQ: vq, Kick: r.kick, Call: r.call, Err: r.errCall, Enabled: &r.enabled, failed: &r.failed, Log: s.dlog}
+	q := &vdev.Queue{Index: r.index, VQ: vq, Kick: r.kick, Call: r.call, Err: r.errCall, Enabled: &r.enabled, Failed: &r.failed, Log: s.ringLog()}
 	if err := s.dev.StartQueue(q); err != nil {
 		return fmt.Errorf("device refused the ring: %w", err)
 	}

@@ -9,7 +9,8 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
-	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/vdev"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 )
 
 // Config describes one virtio-net device (one vhost-user port).
@@ -17,8 +18,13 @@ type Config struct {
 	Name     string            // port name, for logs and metrics
 	Offer    uint64            // virtio feature bits offered to the front-end
 	MTU      int               // reported with VIRTIO_NET_F_MTU; 0 = backend MTU
-	Backends []backend.Backend // one per queue pair
-	Logger   *slog.Logger
+	Backends []backend.Backend // one per queue pair; nil for a pair in Peers
+	// Peers joins queue pairs guest to guest: Peers[i], when set, is the
+	// Link or Switch port of queue pair i, which then has no backend. The
+	// pair's TX goes to the port, and its RX ring is bound as the port's
+	// portlink.Receiver: peers' TX workers fill it, no reader runs.
+	Peers  []portlink.Port
+	Logger *slog.Logger
 
 	// TxBatch and RxBatch bound the chains handled per ring pass. 0 = default.
 	TxBatch int
@@ -33,9 +39,9 @@ const (
 	defaultRxBatch = 32
 )
 
-// Device is a virtio-net device served over vhost-user. It implements
-// vhostuser.Device: the session tells it when rings start, stop and change
-// state, and one QueuePair worker per queue pair moves the packets.
+// Device is a virtio-net device. It implements vdev.Device: the transport's
+// session (vhost-user) tells it when rings start, stop and change state,
+// and one QueuePair worker per queue pair moves the packets.
 type Device struct {
 	cfg Config
 	log *slog.Logger
@@ -61,14 +67,21 @@ type MTUState struct {
 }
 
 var (
-	_ vhostuser.Device    = (*Device)(nil)
-	_ vhostuser.Announcer = (*Device)(nil)
+	_ vdev.Device    = (*Device)(nil)
+	_ vdev.Announcer = (*Device)(nil)
 )
 
 // New builds a device. It does not touch the backends until features are set.
 func New(cfg Config) (*Device, error) {
-	if len(cfg.Backends) == 0 {
+	n := max(len(cfg.Backends), len(cfg.Peers))
+	if n == 0 {
 		return nil, errors.New("virtionet: no backend: give one backend per queue pair")
+	}
+	for i := 0; i < n; i++ {
+		be, peer := pairSource(cfg, i)
+		if (be == nil) == (peer == nil) {
+			return nil, fmt.Errorf("virtionet: queue pair %d: give either a backend or a peer port", i)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -81,8 +94,9 @@ func New(cfg Config) (*Device, error) {
 	}
 	d := &Device{cfg: cfg, log: cfg.Logger.With("port", cfg.Name), hdrLen: 12}
 	d.policy.Store(uint32(cfg.Policy))
-	for i, be := range cfg.Backends {
-		d.pairs = append(d.pairs, newQueuePair(d, i, be))
+	for i := 0; i < n; i++ {
+		be, peer := pairSource(cfg, i)
+		d.pairs = append(d.pairs, newQueuePair(d, i, be, peer))
 	}
 	// Only pair 0 is attached until the guest enables more (see
 	// SetQueueEnabled): before that no one reads the other queues.
@@ -92,6 +106,19 @@ func New(cfg Config) (*Device, error) {
 	return d, nil
 }
 
+// pairSource returns queue pair i's backend or peer port (one is nil).
+func pairSource(cfg Config, i int) (backend.Backend, portlink.Port) {
+	var be backend.Backend
+	var peer portlink.Port
+	if i < len(cfg.Backends) {
+		be = cfg.Backends[i]
+	}
+	if i < len(cfg.Peers) {
+		peer = cfg.Peers[i]
+	}
+	return be, peer
+}
+
 // SetPolicy switches the port's GSO policy at run time. TX workers read it
 // per packet, so the next packet takes the new path and none is lost.
 func (d *Device) SetPolicy(p gso.Policy) { d.policy.Store(uint32(p)) }
@@ -99,7 +126,7 @@ func (d *Device) SetPolicy(p gso.Policy) { d.policy.Store(uint32(p)) }
 // Policy returns the port's GSO policy.
 func (d *Device) Policy() gso.Policy { return gso.Policy(d.policy.Load()) }
 
-// DeviceFeatures implements vhostuser.Device.
+// DeviceFeatures implements vdev.Device.
 func (d *Device) DeviceFeatures() uint64 { return d.cfg.Offer }
 
 // Acked returns the features the front-end acked.
@@ -112,7 +139,7 @@ func (d *Device) HdrLen() int {
 	return d.hdrLen
 }
 
-// SetFeatures implements vhostuser.Device. It programs every backend with the
+// SetFeatures implements vdev.Device. It programs every backend with the
 // header length and the offloads the guest can receive (TUNSETOFFLOAD follows
 // the guest's acked GUEST_* bits: what the tap may hand us on read must be
 // what the guest accepts on its RX ring).
@@ -123,7 +150,13 @@ func (d *Device) SetFeatures(acked uint64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	hl := HdrLen(acked)
-	for i, be := range d.cfg.Backends {
+	for i, qp := range d.pairs {
+		be := qp.be
+		if be == nil {
+			// Joined guest to guest: the receiving side reads the guest's
+			// features from its RX worker; nothing to program.
+			continue
+		}
 		if err := be.SetVnetHdrLen(hl); err != nil {
 			return fmt.Errorf("virtionet: queue pair %d: set vnet header length %d: %w", i, hl, err)
 		}
@@ -136,12 +169,12 @@ func (d *Device) SetFeatures(acked uint64) error {
 	return nil
 }
 
-// NumQueues implements vhostuser.Device: two vrings (RX, TX) per queue pair.
+// NumQueues implements vdev.Device: two vrings (RX, TX) per queue pair.
 func (d *Device) NumQueues() int { return 2 * len(d.pairs) }
 
-// StartQueue implements vhostuser.Device. Vring 2k is receiveq(k), 2k+1 is
+// StartQueue implements vdev.Device. Vring 2k is receiveq(k), 2k+1 is
 // transmitq(k) (virtio spec 5.1.2).
-func (d *Device) StartQueue(q *vhostuser.Queue) error {
+func (d *Device) StartQueue(q *vdev.Queue) error {
 	qp, isTx, err := d.pairFor(q.Index)
 	if err != nil {
 		return err
@@ -158,7 +191,7 @@ func (d *Device) StartQueue(q *vhostuser.Queue) error {
 	return nil
 }
 
-// StopQueue implements vhostuser.Device. It returns once the worker no longer
+// StopQueue implements vdev.Device. It returns once the worker no longer
 // touches the ring.
 func (d *Device) StopQueue(index int) {
 	qp, isTx, err := d.pairFor(index)
@@ -172,7 +205,7 @@ func (d *Device) StopQueue(index int) {
 	}
 }
 
-// SetQueueEnabled implements vhostuser.Device. The worker reads the Queue's
+// SetQueueEnabled implements vdev.Device. The worker reads the Queue's
 // Enabled flag per batch; this wakes an RX worker parked while disabled and
 // attaches or detaches the pair's backend queue.
 //
@@ -195,7 +228,7 @@ func (d *Device) SetQueueEnabled(index int, on bool) {
 	qp.wakeRx()
 }
 
-// SetMTU implements vhostuser.Device (VHOST_USER_NET_SET_MTU, sent by QEMU
+// SetMTU implements vdev.Device (VHOST_USER_NET_SET_MTU, sent by QEMU
 // when the NIC has host_mtu=N, libvirt <mtu size='N'/>). A tap or macvtap is
 // set to the guest's MTU, so the host neither drops the guest's large frames
 // at a bridge nor fragments or drops what goes back to the guest. When that
@@ -217,7 +250,7 @@ func (d *Device) SetMTU(mtu uint16) error {
 	if d.cfg.MTU > 0 && int(mtu) != d.cfg.MTU {
 		return refuse(fmt.Sprintf("the guest asked for MTU %d but vhostd was started with --mtu %d: start the guest with host_mtu=%d (libvirt <mtu size='%d'/>) or change --mtu", mtu, d.cfg.MTU, d.cfg.MTU, d.cfg.MTU))
 	}
-	setter, ok := d.cfg.Backends[0].(backend.MTUSetter)
+	setter, ok := d.pairs[0].be.(backend.MTUSetter)
 	if !ok {
 		d.mtu = MTUState{Requested: mtu, Applied: true, Detail: "the backend has no link MTU"}
 		d.log.Info("front-end set MTU", "mtu", mtu, "backend", "no link MTU")
@@ -232,7 +265,7 @@ func (d *Device) SetMTU(mtu uint16) error {
 	return nil
 }
 
-// SendRARP implements vhostuser.Announcer: after a live migration QEMU asks
+// SendRARP implements vdev.Announcer: after a live migration QEMU asks
 // the destination's back-end to announce the guest (for guests without
 // GUEST_ANNOUNCE), so that bridges and switches learn its new port. The
 // announce is what QEMU's own backends send (qemu_announce_self): a RARP
@@ -274,7 +307,7 @@ func (d *Device) MTU() MTUState {
 	return d.mtu
 }
 
-// Reset implements vhostuser.Device: stop every worker, forget features and
+// Reset implements vdev.Device: stop every worker, forget features and
 // detach every backend queue but pair 0's (no guest reads them now).
 func (d *Device) Reset() {
 	for _, qp := range d.pairs {

@@ -14,6 +14,7 @@ import (
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -40,6 +41,16 @@ type rigOpts struct {
 	order     frontend.Order
 	packed    bool // ack RING_PACKED: packed rings
 	inOrder   bool // ack IN_ORDER
+	// peer joins the rig's one queue pair guest to guest (Config.Peers)
+	// instead of a backend.
+	peer portlink.Port
+}
+
+// newPeerRig is a rig whose queue pair is joined to a Link or Switch port.
+func newPeerRig(t testing.TB, p portlink.Port, o rigOpts) *rig {
+	t.Helper()
+	o.peer = p
+	return newRig(t, nil, o)
 }
 
 func newRig(t testing.TB, be backend.Backend, o rigOpts) *rig {
@@ -47,6 +58,9 @@ func newRig(t testing.TB, be backend.Backend, o rigOpts) *rig {
 	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	cfg := virtionet.Config{Name: "test", Offer: uint64(offer), Backends: []backend.Backend{be},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if o.peer != nil {
+		cfg.Backends, cfg.Peers = nil, []portlink.Port{o.peer}
+	}
 	if o.policy != "" {
 		p, err := parsePolicy(o.policy)
 		if err != nil {

@@ -2,53 +2,38 @@ package virtionet
 
 import (
 	"fmt"
-	"os"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 )
 
-// Link cross-connects two ports guest to guest. What one guest transmits is
-// copied once, straight from its TX buffers into the other guest's RX
-// buffers, by the sender's TX worker (the way a DPDK vhost port enqueues
+// rxPort is the receive side of a queue pair joined guest to guest
+// (Config.Peers): it implements portlink.Receiver. What a peer guest
+// transmits is copied once, straight from its TX buffers into this guest's
+// RX buffers, by the sender's TX worker (the way a DPDK vhost port enqueues
 // into another vring): no staging buffer, no extra goroutine hop.
-// Super-packets cross whole. The header is translated to what the receiving
-// guest negotiated: a GSO type it did not accept is segmented in software,
-// and a partial checksum it cannot take is completed, each counted on the
-// receiver (RxSegmented, RxSegments, RxCsumDone).
+// Super-packets cross whole. The header is translated to what this guest
+// negotiated: a GSO type it did not accept is segmented in software, and a
+// partial checksum it cannot take is completed, each counted here
+// (RxSegmented, RxSegments, RxCsumDone).
 //
-// Each end is the backend.Backend of one port's device. The receiving
-// device's RX ring is filled under its end's mutex (taken once per batch),
-// so the ring has one writer at a time; the receiving device runs no RX
-// worker goroutine of its own.
+// The RX ring is filled under mu (taken once per batch), so the ring has
+// one writer at a time however many peers send (a switch); the pair runs
+// no RX worker goroutine of its own. The translation lives here, not in
+// the link, because only the device knows its ring, its features and its
+// counters.
 //
-// When the receiver has no free buffers, the sender waits up to LinkWait
-// for it to post some (its RX kick), then drops the packet, counted under
-// rx_ring_full on the receiver.
-type LinkEnd struct {
-	rxPort
-	peer *LinkEnd
-}
-
-// rxPort is the receiving side of a port fed by other ports' TX workers
-// (Link, Switch): it fills its device's RX ring under mu and is the
-// port's backend.Backend for everything but WritePackets.
+// When the guest has no free buffers, the sender waits up to LinkWait for
+// it to post some (its RX kick), then drops the packet, counted under
+// rx_ring_full.
 type rxPort struct {
 	mu sync.Mutex
-	rx *rxWorker // this port's device RX ring; nil while stopped
-
-	hdrLen atomic.Int32
-	closed atomic.Bool
-	done   chan struct{}
-
-	// Dropped counts packets sent toward this port while its RX ring was
-	// not running or disabled (no worker to count them).
-	Dropped atomic.Uint64
+	rx *rxWorker // the pair's RX ring; nil while stopped
 
 	// waitUntil bounds the wait for RX buffers in one delivered batch.
 	waitUntil time.Time
@@ -61,89 +46,28 @@ type rxPort struct {
 	iov    [1][]byte
 }
 
-// rxFiller is implemented by backends whose device RX ring is filled by
-// other ports (no reader goroutine).
-type rxFiller interface {
-	attach(w *rxWorker)
-	detach() *rxWorker
-}
-
-func (e *rxPort) init() {
-	e.done = make(chan struct{})
-	e.hdrLen.Store(12)
-}
+var _ portlink.Receiver = (*rxPort)(nil)
 
 // LinkWait bounds how long a sender waits for the receiving guest to post RX
 // buffers before dropping.
 var LinkWait = time.Millisecond
 
-// NewLink returns the two ends of a cross-connect.
-func NewLink() (*LinkEnd, *LinkEnd) {
-	a, b := &LinkEnd{}, &LinkEnd{}
-	a.init()
-	b.init()
-	a.peer, b.peer = b, a
-	return a, b
-}
+// peerEgress is where the TX worker of a pair joined guest to guest hands
+// its packets: the pair's link or switch port.
+type peerEgress struct{ p portlink.Port }
 
-var _ backend.Backend = (*LinkEnd)(nil)
-
-// linkCaps: a guest on the other end takes every virtio offload; what its
-// driver did not negotiate is translated on delivery (see deliver).
-var linkCaps = backend.Capabilities{
-	Offloads:   backend.OffloadCSUM | backend.OffloadTSO4 | backend.OffloadTSO6 | backend.OffloadTSOECN | backend.OffloadUSO | backend.OffloadUFO,
-	GSOMaxSize: 65536,
-	GSOMaxSegs: 65535,
-	MTU:        65535,
-}
-
-// Caps implements backend.Backend.
-func (e *rxPort) Caps() backend.Capabilities { return linkCaps }
-
-// SetOffload implements backend.Backend. The receiving side reads the
-// guest's features from its RX worker; nothing to program.
-func (e *rxPort) SetOffload(uint64) error { return nil }
-
-// SetVnetHdrLen implements backend.Backend: the header length this end's
-// device uses on its TX (the sender's header arrives with packets it sends).
-func (e *rxPort) SetVnetHdrLen(n int) error {
-	if n != 10 && n != 12 {
-		return backend.ErrVnetHdrLen
-	}
-	e.hdrLen.Store(int32(n))
-	return nil
-}
-
-// ReadPackets implements backend.Backend. Packets reach this end's guest
-// through the peer's WritePackets, so a reader only waits for Close; the
-// device does not run a reader on a link.
-func (e *rxPort) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
-	<-e.done
-	return 0, os.ErrClosed
-}
-
-// SetReadDeadline implements backend.Backend (no reader runs on a link).
-func (e *rxPort) SetReadDeadline(time.Time) error { return nil }
-
-// Close implements backend.Backend.
-func (e *rxPort) Close() error {
-	if e.closed.CompareAndSwap(false, true) {
-		close(e.done)
-	}
-	return nil
-}
-
-// WritePackets implements backend.Backend: deliver into the peer guest.
-// Every packet is accepted; what the peer cannot take is counted there.
-func (e *LinkEnd) WritePackets(pkts [][][]byte) (int, error) {
-	if e.closed.Load() {
-		return 0, &backend.PacketError{Index: 0, Err: os.ErrClosed}
-	}
-	e.peer.deliver(pkts)
+// WritePackets implements egress: every packet is taken; what the receiver
+// cannot place is counted there.
+func (e *peerEgress) WritePackets(pkts [][][]byte) (int, error) {
+	e.p.Send(pkts)
 	return len(pkts), nil
 }
 
-// attach makes w the filler of this end's guest RX ring.
+// Caps implements egress: a link carries every offload whole (the receiver
+// translates), so the sender never segments for it.
+func (e *peerEgress) Caps() backend.Capabilities { return portlink.Caps }
+
+// attach makes w the filler of this pair's RX ring.
 func (e *rxPort) attach(w *rxWorker) {
 	e.mu.Lock()
 	e.rx = w
@@ -159,20 +83,18 @@ func (e *rxPort) detach() *rxWorker {
 	return w
 }
 
-// deliver copies a batch from the peer guest's TX into this end's guest RX
-// ring. pkts[i] is the sender's virtio_net_hdr then the frame iovecs.
-func (e *rxPort) deliver(pkts [][][]byte) {
+// Deliver implements portlink.Receiver: copy a batch from a peer guest's TX
+// into this guest's RX ring. pkts[i] is the sender's virtio_net_hdr then the
+// frame iovecs. It returns how many packets found no running ring.
+func (e *rxPort) Deliver(pkts [][][]byte) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	w := e.rx
 	if w == nil || !w.q.Enabled.Load() {
-		e.Dropped.Add(uint64(len(pkts)))
-		return
+		return len(pkts)
 	}
 	e.waitUntil = time.Time{}
-	if done := e.deliverBatch(w, pkts); done < len(pkts) {
-		e.Dropped.Add(uint64(len(pkts) - done))
-	}
+	return len(pkts) - e.deliverBatch(w, pkts)
 }
 
 // deliverBatch places pkts into w's ring and returns how many it handled.

@@ -10,13 +10,14 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 )
 
 // linkedRigs cross-connects two ports; b acks featuresB (0: all offered).
 func linkedRigs(t *testing.T, featuresB uint64) (a, b *rig) {
-	ea, eb := virtionet.NewLink()
-	a = newRig(t, ea, rigOpts{})
-	b = newRig(t, eb, rigOpts{features: featuresB})
+	ea, eb := portlink.NewLink()
+	a = newPeerRig(t, ea, rigOpts{})
+	b = newPeerRig(t, eb, rigOpts{features: featuresB})
 	return a, b
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -330,9 +331,9 @@ func TestLinkPackedAndSplitKeepSuperPacketsWhole(t *testing.T) {
 	}
 	for _, p := range pairs {
 		t.Run(p.name, func(t *testing.T) {
-			ea, eb := virtionet.NewLink()
-			a := newRig(t, ea, p.a)
-			b := newRig(t, eb, p.b)
+			ea, eb := portlink.NewLink()
+			a := newPeerRig(t, ea, p.a)
+			b := newPeerRig(t, eb, p.b)
 			checkNegotiated(t, a, p.a.packed, p.a.inOrder)
 			checkNegotiated(t, b, p.b.packed, p.b.inOrder)
 			for dir, pr := range [][2]*rig{{a, b}, {b, a}} {

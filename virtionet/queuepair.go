@@ -9,7 +9,8 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/backend"
-	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/vdev"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -25,8 +26,15 @@ import (
 type QueuePair struct {
 	dev   *Device
 	index int
-	be    backend.Backend
+	be    backend.Backend // nil when the pair is joined guest to guest (peer)
 	stats *QueueStats
+
+	// out is where the TX worker hands packets: be, or the link or switch
+	// port of a pair joined guest to guest.
+	out egress
+	// peer is set when the pair's RX ring is fed by other ports' TX workers
+	// (Config.Peers) instead of a backend reader.
+	peer *rxPort
 
 	mu sync.Mutex // start/stop only
 	tx *txWorker
@@ -37,8 +45,24 @@ type QueuePair struct {
 	rxState rxHeld
 }
 
-func newQueuePair(d *Device, index int, be backend.Backend) *QueuePair {
-	return &QueuePair{dev: d, index: index, be: be, stats: newQueueStats()}
+// egress is what a TX worker writes to: the part of backend.Backend a link
+// or switch port can honestly provide.
+type egress interface {
+	WritePackets(pkts [][][]byte) (int, error)
+	Caps() backend.Capabilities
+}
+
+// newQueuePair builds a pair on a backend, or, with peer set, joined guest
+// to guest: the pair's RX ring is then bound as the port's receiver, so the
+// link delivers into it from the moment the device exists.
+func newQueuePair(d *Device, index int, be backend.Backend, peer portlink.Port) *QueuePair {
+	qp := &QueuePair{dev: d, index: index, be: be, out: be, stats: newQueueStats()}
+	if peer != nil {
+		qp.peer = &rxPort{}
+		qp.out = &peerEgress{p: peer}
+		peer.Bind(qp.peer)
+	}
+	return qp
 }
 
 // Index returns the queue pair number.
@@ -47,8 +71,13 @@ func (qp *QueuePair) Index() int { return qp.index }
 // Stats returns the live counters.
 func (qp *QueuePair) Stats() *QueueStats { return qp.stats }
 
-// Backend returns the backend queue.
+// Backend returns the backend queue; nil when the pair is joined guest to
+// guest (Config.Peers).
 func (qp *QueuePair) Backend() backend.Backend { return qp.be }
+
+// Caps returns what the pair's TX writes to takes: its backend's
+// capabilities, or a link's (portlink.Caps).
+func (qp *QueuePair) Caps() backend.Capabilities { return qp.out.Caps() }
 
 // setAttached attaches or detaches the pair's backend queue (see
 // Device.SetQueueEnabled) and counts it. Backends without queues to steer
@@ -77,7 +106,7 @@ func (qp *QueuePair) setAttached(on bool) {
 	}
 }
 
-func (qp *QueuePair) startTx(q *vhostuser.Queue, hdrLen int, acked uint64) {
+func (qp *QueuePair) startTx(q *vdev.Queue, hdrLen int, acked uint64) {
 	qp.mu.Lock()
 	defer qp.mu.Unlock()
 	if qp.tx != nil {
@@ -97,7 +126,7 @@ func (qp *QueuePair) stopTx() {
 	}
 }
 
-func (qp *QueuePair) startRx(q *vhostuser.Queue, hdrLen int, acked uint64) {
+func (qp *QueuePair) startRx(q *vdev.Queue, hdrLen int, acked uint64) {
 	qp.mu.Lock()
 	defer qp.mu.Unlock()
 	if qp.rx != nil {
@@ -105,10 +134,10 @@ func (qp *QueuePair) startRx(q *vhostuser.Queue, hdrLen int, acked uint64) {
 	}
 	w := newRxWorker(qp, q, hdrLen, acked)
 	qp.rx = w
-	if f, ok := qp.be.(rxFiller); ok {
-		// Other ports' TX workers fill this ring (Link, Switch); no reader.
-		w.link = f
-		f.attach(w)
+	if qp.peer != nil {
+		// Other ports' TX workers fill this ring (Config.Peers); no reader.
+		w.peer = qp.peer
+		qp.peer.attach(w)
 		return
 	}
 	go w.run()
@@ -148,7 +177,7 @@ func newWorkerCtl() workerCtl {
 // waitKick blocks until the front-end kicks, the worker is told to stop, or
 // (front-ends that poll and gave no kick fd) a short backoff passes. It
 // returns false when the loop must exit.
-func (c *workerCtl) waitKick(q *vhostuser.Queue, idle *time.Duration) bool {
+func (c *workerCtl) waitKick(q *vdev.Queue, idle *time.Duration) bool {
 	if c.stopping.Load() {
 		return false
 	}
@@ -187,7 +216,7 @@ func (qp *QueuePair) inject(pkt [][]byte) error {
 	defer qp.mu.Unlock()
 	w := qp.tx
 	if w == nil {
-		_, err := qp.be.WritePackets([][][]byte{pkt})
+		_, err := qp.out.WritePackets([][][]byte{pkt})
 		return err
 	}
 	r := &injectReq{pkt: pkt, done: make(chan error, 1)}
@@ -209,7 +238,7 @@ func (qp *QueuePair) inject(pkt [][]byte) error {
 }
 
 // parkDisabled waits while the ring is disabled.
-func (c *workerCtl) parkDisabled(q *vhostuser.Queue) bool {
+func (c *workerCtl) parkDisabled(q *vdev.Queue) bool {
 	for !q.Enabled.Load() {
 		if c.stopping.Load() {
 			return false
@@ -243,7 +272,7 @@ func (qp *QueuePair) signal(call *virtqueue.Call, vq virtqueue.Ring, calls, supp
 // lost pages raises SIGBUS, which would otherwise kill the whole daemon. The
 // worker's state is unknown after the fault, so the ring is not used again
 // until the front-end sets it up anew. Any other panic is a bug and goes on.
-func (qp *QueuePair) recoverFault(q *vhostuser.Queue, broken *atomic.Bool, dir string) {
+func (qp *QueuePair) recoverFault(q *vdev.Queue, broken *atomic.Bool, dir string) {
 	r := recover()
 	if r == nil {
 		return

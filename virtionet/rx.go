@@ -7,7 +7,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/vdev"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -32,7 +32,7 @@ type rxHeld struct {
 type rxWorker struct {
 	workerCtl
 	qp        *QueuePair
-	q         *vhostuser.Queue
+	q         *vdev.Queue
 	hdrLen    int
 	mrg       bool // VIRTIO_NET_F_MRG_RXBUF: a packet may span several chains
 	guestCsum bool // VIRTIO_NET_F_GUEST_CSUM: the guest accepts partial checksums
@@ -58,7 +58,7 @@ type rxWorker struct {
 	qsize  int
 	drops  [numDrops]uint32
 	oneIov [1][]byte
-	link   rxFiller // set when other ports fill this ring (no run loop)
+	peer   *rxPort // set when other ports fill this ring (no run loop)
 	pkts   uint64
 	bytes  uint64
 	gso    uint64
@@ -66,7 +66,7 @@ type rxWorker struct {
 	csumOK uint64
 }
 
-func newRxWorker(qp *QueuePair, q *vhostuser.Queue, hdrLen int, acked uint64) *rxWorker {
+func newRxWorker(qp *QueuePair, q *vdev.Queue, hdrLen int, acked uint64) *rxWorker {
 	qs := int(q.VQ.Size())
 	w := &rxWorker{
 		workerCtl: newWorkerCtl(),
@@ -94,12 +94,12 @@ func newRxWorker(qp *QueuePair, q *vhostuser.Queue, hdrLen int, acked uint64) *r
 }
 
 func (w *rxWorker) stop() {
-	if w.link != nil {
+	if w.peer != nil {
 		// Linked: no goroutine; wait out an in-flight delivery, then give
 		// back the buffers popped ahead of need. This runs on the session
 		// goroutine and may write the used ring, so a guest that shrank
 		// its memory file must not kill the daemon here (recoverFault).
-		w.link.detach()
+		w.peer.detach()
 		if !guardFault(w.releaseCache) {
 			w.qp.stats.MemFaults.Add(1)
 		}

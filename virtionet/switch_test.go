@@ -3,7 +3,7 @@ package virtionet_test
 import (
 	"testing"
 
-	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 )
 
 // frameFromTo is a UDP frame with the given MACs.
@@ -18,11 +18,11 @@ func frameFromTo(dst, src byte, size int) []byte {
 }
 
 func TestSwitchLearnsAndFloods(t *testing.T) {
-	sw := virtionet.NewSwitch(3)
+	sw := portlink.NewSwitch(3)
 	rigs := make([]*rig, 3)
 	bufs := make([][][]byte, 3)
 	for i := range rigs {
-		rigs[i] = newRig(t, sw.Port(i), rigOpts{})
+		rigs[i] = newPeerRig(t, sw.Port(i), rigOpts{})
 		bufs[i] = rigs[i].postRx(16, 2048)
 		r := rigs[i]
 		eventually(t, "rx ring start", func() bool { return ringStarted(r, 0) })

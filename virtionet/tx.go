@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/gso"
-	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/vdev"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -44,7 +44,7 @@ type txWorker struct {
 	// backend keeps one writer.
 	inject atomic.Pointer[injectReq]
 	qp     *QueuePair
-	q      *vhostuser.Queue
+	q      *vdev.Queue
 	hdrLen int
 	acked  uint64
 
@@ -96,7 +96,7 @@ const maxResegPerWrite = 16
 
 const hdrMax = 12
 
-func newTxWorker(qp *QueuePair, q *vhostuser.Queue, hdrLen int, acked uint64) *txWorker {
+func newTxWorker(qp *QueuePair, q *vdev.Queue, hdrLen int, acked uint64) *txWorker {
 	b := qp.dev.cfg.TxBatch
 	w := &txWorker{
 		workerCtl: newWorkerCtl(),
@@ -143,14 +143,14 @@ type injectReq struct {
 // writeInjected writes a packet vhostd made itself (not from the guest's
 // ring, so it is not in the TX accounting).
 func (w *txWorker) writeInjected(pkt [][]byte) error {
-	_, err := w.qp.be.WritePackets([][][]byte{pkt})
+	_, err := w.qp.out.WritePackets([][][]byte{pkt})
 	return err
 }
 
 // readCaps loads the backend's offloads and limits (one atomic load for a
 // tap) into the decision inputs.
 func (w *txWorker) readCaps() {
-	caps := w.qp.be.Caps()
+	caps := w.qp.out.Caps()
 	w.feats = gso.Features(caps.Offloads)
 	w.limits = gso.Limits{GSOMaxSize: caps.GSOMaxSize, GSOMaxSegs: caps.GSOMaxSegs, MTU: caps.MTU}
 }
@@ -535,7 +535,7 @@ func (w *txWorker) writeAll(pkts [][][]byte) (int, bool) {
 	st := w.qp.stats
 	written := 0
 	for done := 0; done < len(pkts); {
-		k, err := w.qp.be.WritePackets(pkts[done:])
+		k, err := w.qp.out.WritePackets(pkts[done:])
 		written += k
 		done += k
 		if err == nil {

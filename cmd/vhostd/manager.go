@@ -14,6 +14,7 @@ import (
 	"github.com/vhostd/vhostd/metrics/admin"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 )
 
 // Where a port came from (admin.PortInfo.Source).
@@ -29,6 +30,7 @@ type runningPort struct {
 	spec   portspec.Spec
 	source string
 	bes    []backend.Backend
+	peer   portlink.Port // set for a port joined guest to guest (bes empty)
 	dev    *virtionet.Device
 	srv    *vhostuser.Server
 	fd     int // inherited listening socket served, 0: none
@@ -108,12 +110,12 @@ func (m *portManager) startSet(specs []portspec.Spec, source string, fatal bool)
 		}
 		ok[i] = true
 	}
-	wirePeers(specs, bes, m.o.useSwitch)
+	peers := wirePeers(specs, m.o.useSwitch)
 	for i, spec := range specs {
 		if !ok[i] {
 			continue
 		}
-		if err := m.start(spec, source, bes[i], uso[i]); err != nil {
+		if err := m.start(spec, source, bes[i], peers[i], uso[i]); err != nil {
 			if fatal {
 				if first == nil {
 					first = err
@@ -135,6 +137,14 @@ func (m *portManager) startSet(specs []portspec.Spec, source string, fatal bool)
 	return nil
 }
 
+// firstBackend returns bes[0], or nil for a port joined guest to guest.
+func firstBackend(bes []backend.Backend) backend.Backend {
+	if len(bes) == 0 {
+		return nil
+	}
+	return bes[0]
+}
+
 func closeAll(bes [][]backend.Backend) {
 	for _, list := range bes {
 		for _, be := range list {
@@ -152,10 +162,10 @@ func (m *portManager) fail(spec portspec.Spec, source string, err error) {
 	m.failed[spec.Name] = &failedPort{spec: spec, source: source, err: err}
 }
 
-// start builds and starts one port on bes (opened here when nil). On error
-// bes are closed. Called with mu held.
-func (m *portManager) start(spec portspec.Spec, source string, bes []backend.Backend, uso bool) (err error) {
-	if bes == nil {
+// start builds and starts one port on bes (opened here when nil), or joined
+// guest to guest on peer. On error bes are closed. Called with mu held.
+func (m *portManager) start(spec portspec.Spec, source string, bes []backend.Backend, peer portlink.Port, uso bool) (err error) {
+	if bes == nil && peer == nil {
 		if bes, uso, err = openPortBackends(spec, m.o); err != nil {
 			return fmt.Errorf("port %s: %w", spec.Name, err)
 		}
@@ -168,12 +178,18 @@ func (m *portManager) start(spec portspec.Spec, source string, bes []backend.Bac
 		}
 	}()
 	o, log := m.o, m.log
-	caps := bes[0].Caps()
+	queues, caps := len(bes), portlink.Caps
+	var peers []portlink.Port
+	if peer != nil {
+		queues, peers = 1, []portlink.Port{peer}
+	} else {
+		caps = bes[0].Caps()
+	}
 	offer, dropped := virtionet.Offer(virtionet.BackendOffloads{RxUSO: uso, TxUSO: caps.Offloads&backend.OffloadUSO != 0}, o.toggles)
-	attrs := []any{"port", spec.Name, "backend", spec.Kind(), "name", spec.BackendName(), "queues", len(bes),
+	attrs := []any{"port", spec.Name, "backend", spec.Kind(), "name", spec.BackendName(), "queues", queues,
 		"offloads", caps.Offloads.String(), "gso_max_size", caps.GSOMaxSize, "gso_max_segs", caps.GSOMaxSegs,
 		"mtu", caps.MTU, "limits_from", caps.LimitsFrom, "policy", o.policy.String(), "offer", fmt.Sprintf("0x%x", uint64(offer))}
-	if mv, ok := bes[0].(*backend.Macvtap); ok {
+	if mv, ok := firstBackend(bes).(*backend.Macvtap); ok {
 		attrs = append(attrs, "macvtap_mac", mv.HardwareAddr().String(), "lower", spec.Lower)
 		log.Info("macvtap passes only unicast to its own MAC: start the guest with this MAC (QEMU -device virtio-net-pci,mac=...)",
 			"port", spec.Name, "mac", mv.HardwareAddr().String())
@@ -183,7 +199,7 @@ func (m *portManager) start(spec portspec.Spec, source string, bes []backend.Bac
 		log.Info("features not offered (a dependency is off, or the backend lacks them)", "port", spec.Name, "features", dropped.String())
 	}
 	dev, err := virtionet.New(virtionet.Config{
-		Name: spec.Name, Offer: uint64(offer), MTU: o.mtu, Backends: bes, Logger: log, Policy: o.policy,
+		Name: spec.Name, Offer: uint64(offer), MTU: o.mtu, Backends: bes, Peers: peers, Logger: log, Policy: o.policy,
 	})
 	if err != nil {
 		return fmt.Errorf("port %s: %w", spec.Name, err)
@@ -192,7 +208,7 @@ func (m *portManager) start(spec portspec.Spec, source string, bes []backend.Bac
 	if err != nil {
 		return fmt.Errorf("port %s: %w", spec.Name, err)
 	}
-	p := &runningPort{spec: spec, source: source, bes: bes, dev: dev, srv: srv, fd: fd, done: make(chan struct{})}
+	p := &runningPort{spec: spec, source: source, bes: bes, peer: peer, dev: dev, srv: srv, fd: fd, done: make(chan struct{})}
 	if m.adm != nil {
 		if err := m.adm.AddPort(m.metricsPort(p)); err != nil {
 			srv.Close()
@@ -280,6 +296,10 @@ func (m *portManager) stop(p *runningPort) {
 	logStats(m.log, p.dev)
 	for _, be := range p.bes {
 		be.Close()
+	}
+	if p.peer != nil {
+		// What the other guests still send here is counted on the link.
+		p.peer.Bind(nil)
 	}
 	delete(m.ports, name)
 	m.forget(name)
@@ -379,7 +399,7 @@ func (m *portManager) AddPort(ctx context.Context, spec portspec.Spec) (admin.Po
 	if m.o.configPath != "" {
 		source = sourceConfig
 	}
-	if err := m.start(spec, source, nil, false); err != nil {
+	if err := m.start(spec, source, nil, nil, false); err != nil {
 		return admin.PortInfo{}, admin.Errorf(http.StatusUnprocessableEntity, "%v", err)
 	}
 	if m.o.configPath != "" {
@@ -533,7 +553,7 @@ func (m *portManager) Reload(ctx context.Context) (admin.ReloadResult, error) {
 			fail(s.Name, err)
 			continue
 		}
-		if err := m.start(s, sourceConfig, nil, false); err != nil {
+		if err := m.start(s, sourceConfig, nil, nil, false); err != nil {
 			m.fail(s, sourceConfig, err)
 			fail(s.Name, err)
 		}

@@ -6,7 +6,7 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/internal/portspec"
-	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 )
 
 // portFlag collects repeated --port flags, parsed strictly (portspec).
@@ -32,8 +32,8 @@ func checkPorts(ports []portspec.Spec, useSwitch bool) error {
 }
 
 // openPortBackends opens one backend per queue pair of a port whose backend
-// is a device (tap, macvtap, null); peer ports get their Link or Switch ends
-// from wirePeers. The bool reports whether the backend takes USO.
+// is a device (tap, macvtap, null); peer ports get their Link or Switch ports
+// from wirePeers instead. The bool reports whether the backend takes USO.
 func openPortBackends(p portspec.Spec, o *options) ([]backend.Backend, bool, error) {
 	queues := p.QueuePairs()
 	switch p.Kind() {
@@ -99,9 +99,11 @@ func openPortBackends(p portspec.Spec, o *options) ([]backend.Backend, bool, err
 	return nil, false, fmt.Errorf("port %s: no backend", p.Name)
 }
 
-// wirePeers gives the guest-to-guest ports their backends: the two ends of
-// a Link, or ports of one learning Switch.
-func wirePeers(ports []portspec.Spec, bes [][]backend.Backend, useSwitch bool) {
+// wirePeers joins the guest-to-guest ports: the two ends of a Link, or
+// ports of one learning Switch. peers[i] is set for each peer port (one
+// queue pair, checked by portspec).
+func wirePeers(ports []portspec.Spec, useSwitch bool) (peers []portlink.Port) {
+	peers = make([]portlink.Port, len(ports))
 	var idx []int
 	for i, p := range ports {
 		if p.Kind() == portspec.KindPeer {
@@ -111,13 +113,13 @@ func wirePeers(ports []portspec.Spec, bes [][]backend.Backend, useSwitch bool) {
 	switch {
 	case len(idx) == 0:
 	case len(idx) == 2 && !useSwitch:
-		a, b := virtionet.NewLink()
-		bes[idx[0]] = []backend.Backend{a}
-		bes[idx[1]] = []backend.Backend{b}
+		a, b := portlink.NewLink()
+		peers[idx[0]], peers[idx[1]] = a, b
 	default:
-		sw := virtionet.NewSwitch(len(idx))
+		sw := portlink.NewSwitch(len(idx))
 		for k, i := range idx {
-			bes[i] = []backend.Backend{sw.Port(k)}
+			peers[i] = sw.Port(k)
 		}
 	}
+	return peers
 }

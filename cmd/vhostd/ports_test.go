@@ -4,6 +4,9 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/vhostd/vhostd/internal/portspec"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 )
 
 func TestPortFlags(t *testing.T) {
@@ -71,5 +74,35 @@ func TestPortFlags(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"--port", "name=a,socket=/s", "--port", "name=b,socket=/t", "--port", "name=c,socket=/u", "--switch"}, io.Discard); err != nil {
 		t.Errorf("three switch ports: %v", err)
+	}
+}
+
+// TestWirePeers: peer ports get Link ends (two, no --switch) or Switch
+// ports, as portlink ports for virtionet.Config.Peers, never backends.
+func TestWirePeers(t *testing.T) {
+	parse := func(specs ...string) []portspec.Spec {
+		var out []portspec.Spec
+		for _, s := range specs {
+			p, err := portspec.Parse(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	two := parse("name=a,socket=/tmp/a.sock", "name=n,socket=/tmp/n.sock,null", "name=b,socket=/tmp/b.sock")
+	peers := wirePeers(two, false)
+	ea, okA := peers[0].(*portlink.End)
+	eb, okB := peers[2].(*portlink.End)
+	if !okA || !okB || ea == eb || peers[1] != nil {
+		t.Fatalf("cross-connect: %T %T %v", peers[0], peers[2], peers[1])
+	}
+	peers = wirePeers(two, true)
+	if _, ok := peers[0].(*portlink.SwitchPort); !ok || peers[1] != nil {
+		t.Fatalf("--switch: %T %v", peers[0], peers[1])
+	}
+	if peers := wirePeers(parse("name=n,socket=/tmp/n.sock,null"), false); peers[0] != nil {
+		t.Fatalf("no peer ports: %v", peers)
 	}
 }

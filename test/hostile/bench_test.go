@@ -4,18 +4,18 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
 // BenchmarkLinkDelivery sends one 100-byte packet per op from guest a to
-// guest b over a virtionet.Link (the path deliverBatch guards against a
+// guest b over a portlink.Link (the path deliverBatch guards against a
 // receiver's memory faults) and waits until b's RX ring has it. allocs/op
 // counts every goroutine, so it covers the device's workers too.
 func BenchmarkLinkDelivery(b *testing.B) {
-	ea, eb := virtionet.NewLink()
-	pa := newPort(b, portConfig{victimBackend: ea})
-	pb := newPort(b, portConfig{victimBackend: eb})
+	ea, eb := portlink.NewLink()
+	pa := newPort(b, portConfig{victimPeer: ea})
+	pb := newPort(b, portConfig{victimPeer: eb})
 	tx, rx := pa.queue(victimTx).Driver, pb.queue(victimRx).Driver
 	out := [][]byte{pa.copyIn(victimTx, vnetHdr(0, 0, 0, 0, 0)), pa.copyIn(victimTx, udpFrame(100))}
 	in := [][]byte{pb.buf(victimRx, 2048)}

@@ -24,6 +24,7 @@ import (
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -74,6 +75,9 @@ type portConfig struct {
 	// victimBackend replaces the victim pair's Pipe (pipes[0] is then
 	// unused).
 	victimBackend backend.Backend
+	// victimPeer joins the victim pair guest to guest instead (a Link or
+	// Switch port; virtionet.Config.Peers).
+	victimPeer portlink.Port
 	// packed and inOrder ack VIRTIO_F_RING_PACKED and VIRTIO_F_IN_ORDER:
 	// every ring is packed (frontend.Queue.Packed) or in-order.
 	packed, inOrder bool
@@ -122,9 +126,13 @@ func openPort(cfg portConfig) (*port, error) {
 	if cfg.victimBackend != nil {
 		bes[0] = cfg.victimBackend
 	}
+	var peers []portlink.Port
+	if cfg.victimPeer != nil {
+		bes[0], peers = nil, []portlink.Port{cfg.victimPeer}
+	}
 	dev, err := virtionet.New(virtionet.Config{
 		Name: "victim", Offer: uint64(offer), Policy: policy, Logger: discardLogger(),
-		Backends: bes,
+		Backends: bes, Peers: peers,
 	})
 	if err != nil {
 		return nil, err

@@ -7,7 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vhostd/vhostd/vhostuser"
-	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/portlink"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -160,14 +160,14 @@ func TestSIGBUSOnRings(t *testing.T) {
 }
 
 // TestSIGBUSOnLinkedReceiver: two guests cross-connected with a
-// virtionet.Link. The sender's TX worker copies straight into the
+// portlink.Link. The sender's TX worker copies straight into the
 // receiver's RX buffers, so when the receiver shrinks its memory file the
 // fault happens in the sender's goroutine. It must break the receiver's RX
 // ring only: the sender's TX ring keeps working.
 func TestSIGBUSOnLinkedReceiver(t *testing.T) {
-	ea, eb := virtionet.NewLink()
-	a := newPort(t, portConfig{victimBackend: ea})
-	b := newPort(t, portConfig{victimBackend: eb})
+	ea, eb := portlink.NewLink()
+	a := newPort(t, portConfig{victimPeer: ea})
+	b := newPort(t, portConfig{victimPeer: eb})
 	by := startBystander(t, a)
 	// Two RX buffers for b in region 2: one for a packet before the
 	// shrink, one that is gone after it.
@@ -218,9 +218,9 @@ func TestSIGBUSOnLinkedReceiver(t *testing.T) {
 // popped ahead of need, writing the used ring. If the receiver shrank its
 // memory file meanwhile, that write faults in the session goroutine.
 func TestSIGBUSOnLinkedReceiverStop(t *testing.T) {
-	ea, eb := virtionet.NewLink()
-	a := newPort(t, portConfig{victimBackend: ea})
-	b := newPort(t, portConfig{victimBackend: eb})
+	ea, eb := portlink.NewLink()
+	a := newPort(t, portConfig{victimPeer: ea})
+	b := newPort(t, portConfig{victimPeer: eb})
 	// A good buffer, a malformed chain, another good buffer: delivering one
 	// packet pops all three and leaves the second good one cached behind a
 	// returned chain (the cache is not the tail of what was popped).

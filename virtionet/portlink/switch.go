@@ -1,18 +1,13 @@
-package virtionet
+package portlink
 
-import (
-	"os"
-	"sync/atomic"
-
-	"github.com/vhostd/vhostd/backend"
-)
+import "sync/atomic"
 
 // Switch is a small learning L2 switch across ports: each port's TX goes to
 // the port that owns the destination MAC, or to every other port for
 // broadcast, multicast and unknown unicast (flooding). Source MACs are
 // learned from each transmitted frame. Delivery is the same one-copy path
 // as Link (sender TX buffers -> receiver RX buffers, GSO kept whole and
-// translated per receiver).
+// translated by each receiver).
 //
 // The MAC table is a fixed open-addressing array of packed atomic entries
 // (mac<<16 | port+1), so lookups and learning take no lock and allocate
@@ -29,29 +24,34 @@ type Switch struct {
 const (
 	macTableSize  = 4096 // power of two
 	macTableProbe = 8
+
+	// batchHint sizes the per-destination batches; a device's default TX
+	// batch. Larger batches grow them once.
+	batchHint = 64
 )
 
-// SwitchPort is one switch port: the backend.Backend of one device.
+// SwitchPort is one switch port.
 type SwitchPort struct {
-	rxPort
+	inbox
 	sw    *Switch
 	index int
-	// Per-destination batch scratch, used only by this port's TX worker.
+	// Per-destination batch scratch, used only by this port's sender (one
+	// TX worker at a time, see Port.Send).
 	out [][][][]byte
 }
+
+var _ Port = (*SwitchPort)(nil)
 
 // NewSwitch returns a switch with n ports.
 func NewSwitch(n int) *Switch {
 	sw := &Switch{}
 	for i := 0; i < n; i++ {
-		p := &SwitchPort{sw: sw, index: i}
-		p.init()
-		sw.ports = append(sw.ports, p)
+		sw.ports = append(sw.ports, &SwitchPort{sw: sw, index: i})
 	}
 	for _, p := range sw.ports {
 		p.out = make([][][][]byte, n)
 		for j := range p.out {
-			p.out[j] = make([][][]byte, 0, defaultTxBatch)
+			p.out[j] = make([][][]byte, 0, batchHint)
 		}
 	}
 	return sw
@@ -60,14 +60,9 @@ func NewSwitch(n int) *Switch {
 // Port returns port i.
 func (sw *Switch) Port(i int) *SwitchPort { return sw.ports[i] }
 
-var _ backend.Backend = (*SwitchPort)(nil)
-
-// WritePackets implements backend.Backend: learn, look up, deliver. Packets
-// to one destination are delivered as one batch.
-func (p *SwitchPort) WritePackets(pkts [][][]byte) (int, error) {
-	if p.closed.Load() {
-		return 0, &backend.PacketError{Index: 0, Err: os.ErrClosed}
-	}
+// Send implements Port: learn, look up, deliver. Packets to one destination
+// are delivered as one batch.
+func (p *SwitchPort) Send(pkts [][][]byte) {
 	sw := p.sw
 	for j := range p.out {
 		p.out[j] = p.out[j][:0]
@@ -105,12 +100,14 @@ func (p *SwitchPort) WritePackets(pkts [][][]byte) (int, error) {
 			sw.ports[j].deliver(list)
 		}
 	}
-	return len(pkts), nil
 }
 
 // frameMACs copies the destination and source MAC of the frame that
 // follows the virtio_net_hdr (pkt[0]) into eth.
 func frameMACs(pkt [][]byte, eth *[12]byte) bool {
+	if len(pkt) == 0 {
+		return false
+	}
 	n := 0
 	for _, b := range pkt[1:] {
 		n += copy(eth[n:], b)
