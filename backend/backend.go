@@ -5,14 +5,17 @@
 // that carry a virtio_net_hdr in front of the Ethernet frame.
 //
 // This package must not import virtionet (virtionet imports it); guest
-// feature bits arrive as a plain uint64 of virtio bit numbers.
+// feature bits arrive as a plain uint64 of virtio bit numbers, read with
+// virtionet/vnet, which also owns the offload set (vnet.Offloads) and the
+// guest-feature -> TUN_F_* mapping (vnet.TunOffloads).
 package backend
 
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
+
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // Backend moves packets between vhostd and the host side. Each packet is a
@@ -56,47 +59,14 @@ type Backend interface {
 // Capabilities says what a backend takes whole on WritePackets and its limits
 // (what gso.Decide needs to pick pass-whole, resegment or segment).
 type Capabilities struct {
-	Offloads   Offloads // packet kinds WritePackets accepts unsegmented
-	GSOMaxSize uint32   // the link's gso_max_size: a super-packet must be smaller
-	GSOMaxSegs uint32   // the link's gso_max_segs
-	MTU        int      // the link MTU (L3 bytes)
+	Offloads   vnet.Offloads // packet kinds WritePackets accepts unsegmented
+	GSOMaxSize uint32        // the link's gso_max_size: a super-packet must be smaller
+	GSOMaxSegs uint32        // the link's gso_max_segs
+	MTU        int           // the link MTU (L3 bytes)
 	// LimitsFrom names what set GSOMaxSize, GSOMaxSegs and MTU, for status
 	// and diagnoses: the egress device and how it was found ("eth1 (bridge
 	// br0)", "none (local delivery)"), "--gso-max-size/--gso-max-segs", ...
 	LimitsFrom string
-}
-
-// Offloads is a set of offload kinds a backend accepts on write: partial
-// checksums and GSO super-packets by type. The gso package maps it to its own
-// feature set.
-type Offloads uint32
-
-const (
-	OffloadCSUM   Offloads = 1 << iota // NEEDS_CSUM packets (partial checksum)
-	OffloadTSO4                        // GSO_TCPV4
-	OffloadTSO6                        // GSO_TCPV6
-	OffloadTSOECN                      // the GSO_ECN bit on TCP super-packets
-	OffloadUSO                         // GSO_UDP_L4, IPv4 and IPv6
-	OffloadUFO                         // GSO_UDP (UDP fragmentation offload)
-)
-
-var offloadNames = [...]string{"csum", "tso4", "tso6", "tso_ecn", "uso", "ufo"}
-
-// String lists the offloads, e.g. "csum|tso4|tso6", or "none".
-func (o Offloads) String() string {
-	if o == 0 {
-		return "none"
-	}
-	var parts []string
-	for i, n := range offloadNames {
-		if o&(1<<i) != 0 {
-			parts = append(parts, n)
-		}
-	}
-	if rest := o &^ (1<<len(offloadNames) - 1); rest != 0 {
-		parts = append(parts, fmt.Sprintf("%#x", uint32(rest)))
-	}
-	return strings.Join(parts, "|")
 }
 
 // PacketError is the error WritePackets returns for the packet it could not
@@ -120,76 +90,16 @@ var ErrTooManySegments = errors.New("packet has more than 1024 segments: lineari
 // ErrVnetHdrLen: SetVnetHdrLen was given a length other than 10 or 12.
 var ErrVnetHdrLen = errors.New("vnet header length must be 10 or 12")
 
-// Guest feature bits (virtio spec 5.1.3) that decide what a backend may hand
-// to the guest; virtionet defines the same numbers as virtionet.Feature.
-const (
-	guestCSUM = 1 << 1
-	guestTSO4 = 1 << 7
-	guestTSO6 = 1 << 8
-	guestECN  = 1 << 9
-	guestUFO  = 1 << 10
-	guestUSO4 = 1 << 54
-	guestUSO6 = 1 << 55
-)
-
-// TUN_F_* flags for TUNSETOFFLOAD (include/uapi/linux/if_tun.h).
-const (
-	TunFCsum   = 0x01
-	TunFTSO4   = 0x02
-	TunFTSO6   = 0x04
-	TunFTSOECN = 0x08
-	TunFUFO    = 0x10
-	TunFUSO4   = 0x20
-	TunFUSO6   = 0x40
-)
-
-// TunOffloadFlags maps the guest's acked virtio features to the TUN_F_* flags
-// a tap or macvtap will take: GUEST_CSUM->CSUM, GUEST_TSO4->TSO4,
-// GUEST_TSO6->TSO6, GUEST_ECN->TSO_ECN, GUEST_UFO->UFO, and
-// GUEST_USO4+GUEST_USO6->USO4|USO6 only together.
-//
-// The kernel's rules (tun.c set_offload, tap.c set_offload) decide the
-// shape: every GSO flag is only taken together with TUN_F_CSUM (without it
-// any other bit is EINVAL), TSO_ECN only beside TSO4 or TSO6, and USO only as
-// the pair (one alone is an unknown bit). A guest may ack GUEST_TSO4 without
-// GUEST_CSUM (QEMU's csum=off,guest_csum=off masks GUEST_CSUM only), so the
-// flags follow the rules rather than the bits one by one: such a guest gets
-// plain, fully checksummed frames, which it can always take. HOST_* bits do
-// not matter here: they concern what the guest sends, which the tap accepts
-// regardless (see Tap).
-func TunOffloadFlags(guestFeatures uint64) uint32 {
-	if guestFeatures&guestCSUM == 0 {
-		return 0
-	}
-	f := uint32(TunFCsum)
-	if guestFeatures&guestTSO4 != 0 {
-		f |= TunFTSO4
-	}
-	if guestFeatures&guestTSO6 != 0 {
-		f |= TunFTSO6
-	}
-	if guestFeatures&guestECN != 0 && f&(TunFTSO4|TunFTSO6) != 0 {
-		f |= TunFTSOECN
-	}
-	if guestFeatures&guestUFO != 0 {
-		f |= TunFUFO
-	}
-	if guestFeatures&(guestUSO4|guestUSO6) == guestUSO4|guestUSO6 {
-		f |= TunFUSO4 | TunFUSO6
-	}
-	return f
-}
-
 // tunOffloadFallbacks are the flag sets SetOffload tries, in order, when the
 // kernel refuses what the guest could take (EINVAL: an older kernel without
 // USO, or a driver without UFO): each step gives up one more offload. The
 // guest then gets the packets segmented or checksummed by the host kernel,
 // which it can always take; nothing fails.
 var tunOffloadFallbacks = [...]uint32{
-	^uint32(TunFUSO4 | TunFUSO6),
-	^uint32(TunFUSO4 | TunFUSO6 | TunFUFO),
-	^uint32(TunFUSO4 | TunFUSO6 | TunFUFO | TunFTSOECN),
-	TunFCsum,
+	^uint32(vnet.TunFUSO4 | vnet.TunFUSO6),
+	^uint32(vnet.TunFUSO4 | vnet.TunFUSO6 | vnet.TunFUFO),
+	^uint32(vnet.TunFUSO4 | vnet.TunFUSO6 | vnet.TunFUFO | vnet.TunFTSOECN),
+	vnet.TunFCsum,
 	0,
 }
 

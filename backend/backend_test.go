@@ -16,33 +16,6 @@ var (
 	_ Backend = (*Pipe)(nil)
 )
 
-func TestTunOffloadFlags(t *testing.T) {
-	cases := []struct {
-		guest uint64
-		want  uint32
-	}{
-		{0, 0},
-		{guestCSUM, TunFCsum},
-		{guestCSUM | guestTSO4 | guestTSO6 | guestECN | guestUFO, TunFCsum | TunFTSO4 | TunFTSO6 | TunFTSOECN | TunFUFO},
-		{guestCSUM | guestUSO4, TunFCsum},
-		{guestCSUM | guestUSO6, TunFCsum},
-		{guestCSUM | guestUSO4 | guestUSO6, TunFCsum | TunFUSO4 | TunFUSO6},
-		{1<<0 | 1<<11 | 1<<12 | 1<<56, 0}, // CSUM, HOST_TSO4/6, HOST_USO: guest TX side
-		// QEMU csum=off,guest_csum=off: GUEST_CSUM masked but GUEST_TSO4/6
-		// and ECN still acked. The kernel takes no GSO flag without CSUM
-		// (tun.c set_offload: EINVAL), so nothing is asked for.
-		{guestTSO4 | guestTSO6 | guestECN, 0},
-		{guestTSO4 | guestUFO | guestUSO4 | guestUSO6, 0},
-		// TSO_ECN needs TSO4 or TSO6 beside it.
-		{guestCSUM | guestECN, TunFCsum},
-	}
-	for _, c := range cases {
-		if got := TunOffloadFlags(c.guest); got != c.want {
-			t.Errorf("TunOffloadFlags(%#x) = %#x, want %#x", c.guest, got, c.want)
-		}
-	}
-}
-
 func TestCheckTapFlags(t *testing.T) {
 	want := uint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
 	if err := checkTapFlags("t", want|unix.IFF_PERSIST, want); err != nil {
@@ -57,18 +30,6 @@ func TestCheckTapFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "ip link del t") {
 			t.Errorf("flags %#x: %v", got, err)
 		}
-	}
-}
-
-func TestOffloadsString(t *testing.T) {
-	if s := (OffloadCSUM | OffloadTSO6 | OffloadUFO).String(); s != "csum|tso6|ufo" {
-		t.Errorf("got %q", s)
-	}
-	if s := Offloads(0).String(); s != "none" {
-		t.Errorf("got %q", s)
-	}
-	if s := (OffloadUSO | 1<<10).String(); s != "uso|0x400" {
-		t.Errorf("got %q", s)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -309,7 +310,7 @@ func OpenMacvtapQueues(cfg MacvtapConfig, n int) ([]*Macvtap, error) {
 			return fail(fmt.Errorf("queue %d of %d: %w", i, n, err))
 		}
 		if first && uso {
-			base.caps.Offloads |= OffloadUSO
+			base.caps.Offloads |= vnet.OffloadUSO
 			q.caps = base.caps
 		}
 		queues = append(queues, q)
@@ -447,7 +448,7 @@ func macvtapSetup(h *netlink.Handle, cfg MacvtapConfig, link netlink.Link) (*mac
 		mac: append(net.HardwareAddr(nil), a.HardwareAddr...), lowerIndex: a.ParentIndex,
 	}
 	b.caps = Capabilities{
-		Offloads:   OffloadCSUM | OffloadTSO4 | OffloadTSO6 | OffloadTSOECN | OffloadUFO,
+		Offloads:   vnet.OffloadCSUM | vnet.OffloadTSO4 | vnet.OffloadTSO6 | vnet.OffloadTSOECN | vnet.OffloadUFO,
 		GSOMaxSize: nonZero(a.GSOMaxSize, 65536),
 		GSOMaxSegs: nonZero(a.GSOMaxSegs, 65535),
 		MTU:        a.MTU,

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -194,12 +195,12 @@ func TestMacvtapOpenFlagsAndCaps(t *testing.T) {
 	if caps.GSOMaxSize != 16384 || caps.GSOMaxSegs != 32 || caps.MTU != 1500 {
 		t.Errorf("caps %+v, want the lower device's gso_max_size 16384, gso_max_segs 32, MTU 1500", caps)
 	}
-	base := OffloadCSUM | OffloadTSO4 | OffloadTSO6 | OffloadTSOECN | OffloadUFO
+	base := vnet.OffloadCSUM | vnet.OffloadTSO4 | vnet.OffloadTSO6 | vnet.OffloadTSOECN | vnet.OffloadUFO
 	if caps.Offloads&base != base {
 		t.Errorf("offloads %v, want at least %v", caps.Offloads, base)
 	}
 	uso := m.ProbeUSO()
-	if (caps.Offloads&OffloadUSO != 0) != uso {
+	if (caps.Offloads&vnet.OffloadUSO != 0) != uso {
 		t.Errorf("offloads %v disagree with ProbeUSO %v", caps.Offloads, uso)
 	}
 
@@ -210,9 +211,9 @@ func TestMacvtapOpenFlagsAndCaps(t *testing.T) {
 	if err := m.SetOffload(gCSUM | gTSO4 | gTSO6 | gECN | gUSO4 | gUSO6); err != nil {
 		t.Fatal(err)
 	}
-	wantFlags := uint32(TunFCsum | TunFTSO4 | TunFTSO6 | TunFTSOECN)
+	wantFlags := uint32(vnet.TunFCsum | vnet.TunFTSO4 | vnet.TunFTSO6 | vnet.TunFTSOECN)
 	if uso {
-		wantFlags |= TunFUSO4 | TunFUSO6
+		wantFlags |= vnet.TunFUSO4 | vnet.TunFUSO6
 	}
 	if got := m.OffloadFlags(); got != wantFlags {
 		t.Errorf("offload flags %#x, want %#x", got, wantFlags)
@@ -875,7 +876,7 @@ func TestMacvtapReadOffloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	types, lens = receive()
-	t.Logf("CSUM|TSO|USO on (USO accepted: %v): gso types %v, frame lengths %v; the lower device saw %v", m.Caps().Offloads&OffloadUSO != 0, types, lens, lowerSaw())
+	t.Logf("CSUM|TSO|USO on (USO accepted: %v): gso types %v, frame lengths %v; the lower device saw %v", m.Caps().Offloads&vnet.OffloadUSO != 0, types, lens, lowerSaw())
 }
 
 // TestMacvtapReadTSO has the peer namespace send TCP data to the guest over
@@ -975,7 +976,7 @@ func TestMacvtapUSOWrite(t *testing.T) {
 	ns := newTestNetns(t)
 	rig := newVethRig(t, ns, "vhlow10", "vhpeer10", 20)
 	m := openTestMacvtap(t, ns, MacvtapConfig{Name: "vhmvt10", Lower: "vhlow10", MAC: guestMAC})
-	if m.Caps().Offloads&OffloadUSO == 0 {
+	if m.Caps().Offloads&vnet.OffloadUSO == 0 {
 		t.Skip("kernel without USO (Linux < 6.2)")
 	}
 	var uc *net.UDPConn

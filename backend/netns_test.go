@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -205,29 +206,8 @@ func ethHeader(dst, src net.HardwareAddr, etherType uint16) []byte {
 	return b
 }
 
-// csumAdd adds b to a ones'-complement running sum.
-func csumAdd(sum uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		sum += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	return sum
-}
-
-func csumFold(sum uint32) uint16 {
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return uint16(sum)
-}
-
-func pseudoHeaderSum(src, dst net.IP, proto uint8, length int) uint32 {
-	sum := csumAdd(0, src.To4())
-	sum = csumAdd(sum, dst.To4())
-	return sum + uint32(proto) + uint32(length)
+func pseudoHeaderSum(src, dst net.IP, proto uint8, length int) uint16 {
+	return vnet.PseudoHeaderSum(proto, src.To4(), dst.To4(), uint32(length))
 }
 
 func ipv4Header(src, dst net.IP, proto uint8, payloadLen int, id uint16) []byte {
@@ -240,7 +220,7 @@ func ipv4Header(src, dst net.IP, proto uint8, payloadLen int, id uint16) []byte 
 	b[9] = proto
 	copy(b[12:16], src.To4())
 	copy(b[16:20], dst.To4())
-	binary.BigEndian.PutUint16(b[10:12], ^csumFold(csumAdd(0, b)))
+	binary.BigEndian.PutUint16(b[10:12], ^vnet.Checksum(b, 0))
 	return b
 }
 
@@ -262,7 +242,7 @@ func icmpEcho(dstMAC net.HardwareAddr, src, dst net.IP, id, seq uint16, payload 
 	binary.BigEndian.PutUint16(icmp[4:6], id)
 	binary.BigEndian.PutUint16(icmp[6:8], seq)
 	icmp = append(icmp, payload...)
-	binary.BigEndian.PutUint16(icmp[2:4], ^csumFold(csumAdd(0, icmp)))
+	binary.BigEndian.PutUint16(icmp[2:4], ^vnet.Checksum(icmp, 0))
 	f := ethHeader(dstMAC, guestMAC, etherTypeIPv4)
 	f = append(f, ipv4Header(src, dst, protoICMP, len(icmp), seq)...)
 	return append(f, icmp...)
@@ -289,10 +269,10 @@ func tcpSegment(dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, s
 	binary.BigEndian.PutUint16(th[14:16], 65535)
 	sum := pseudoHeaderSum(src, dst, protoTCP, len(th)+len(payload))
 	if partial {
-		binary.BigEndian.PutUint16(th[16:18], csumFold(sum))
+		binary.BigEndian.PutUint16(th[16:18], sum)
 	} else {
-		sum = csumAdd(csumAdd(sum, th), payload)
-		binary.BigEndian.PutUint16(th[16:18], ^csumFold(sum))
+		sum = vnet.Checksum(payload, vnet.Checksum(th, sum))
+		binary.BigEndian.PutUint16(th[16:18], ^sum)
 	}
 	f := ethHeader(dstMAC, guestMAC, etherTypeIPv4)
 	f = append(f, ipv4Header(src, dst, protoTCP, len(th)+len(payload), uint16(seq))...)
@@ -306,7 +286,7 @@ func udpDatagram(dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, 
 	binary.BigEndian.PutUint16(uh[0:2], sport)
 	binary.BigEndian.PutUint16(uh[2:4], dport)
 	binary.BigEndian.PutUint16(uh[4:6], uint16(8+len(payload)))
-	binary.BigEndian.PutUint16(uh[6:8], csumFold(pseudoHeaderSum(src, dst, protoUDP, 8+len(payload))))
+	binary.BigEndian.PutUint16(uh[6:8], pseudoHeaderSum(src, dst, protoUDP, 8+len(payload)))
 	f := ethHeader(dstMAC, guestMAC, etherTypeIPv4)
 	f = append(f, ipv4Header(src, dst, protoUDP, 8+len(payload), 7)...)
 	f = append(f, uh...)

@@ -4,6 +4,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // NullConfig configures a Null backend.
@@ -21,7 +23,7 @@ type NullConfig struct {
 
 // DefaultNullCaps is what a Null backend reports when NullConfig.Caps is zero.
 var DefaultNullCaps = Capabilities{
-	Offloads:   OffloadCSUM | OffloadTSO4 | OffloadTSO6 | OffloadTSOECN | OffloadUSO | OffloadUFO,
+	Offloads:   vnet.OffloadCSUM | vnet.OffloadTSO4 | vnet.OffloadTSO6 | vnet.OffloadTSOECN | vnet.OffloadUSO | vnet.OffloadUFO,
 	GSOMaxSize: 65536,
 	GSOMaxSegs: 65535,
 	MTU:        1500,

@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -203,12 +204,12 @@ func (t *Tap) setupLink(fd int, cfg TapConfig, uso bool) error {
 	t.ifindex = link.Attrs().Index
 	t.cfg = cfg
 	t.caps = new(capsCell)
-	offloads := OffloadCSUM | OffloadTSO4 | OffloadTSO6 | OffloadTSOECN | OffloadUFO
+	offloads := vnet.OffloadCSUM | vnet.OffloadTSO4 | vnet.OffloadTSO6 | vnet.OffloadTSOECN | vnet.OffloadUFO
 	// USO writes (VIRTIO_NET_HDR_GSO_UDP_L4) are accepted by the same
 	// kernels (6.2+) that accept TUN_F_USO4|USO6. UFO writes are accepted
 	// since 4.14 and fragmented by the stack.
 	if uso {
-		offloads |= OffloadUSO
+		offloads |= vnet.OffloadUSO
 	}
 	t.caps.store(Capabilities{Offloads: offloads})
 	if cfg.noWatch {

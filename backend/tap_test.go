@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -51,12 +52,12 @@ func TestTapOpenFlagsAndCaps(t *testing.T) {
 	if caps.GSOMaxSize != 65536 || caps.GSOMaxSegs != 65535 || caps.MTU != 0 {
 		t.Errorf("caps %+v, want gso_max_size 65536, gso_max_segs 65535, no MTU limit", caps)
 	}
-	base := OffloadCSUM | OffloadTSO4 | OffloadTSO6 | OffloadTSOECN | OffloadUFO
+	base := vnet.OffloadCSUM | vnet.OffloadTSO4 | vnet.OffloadTSO6 | vnet.OffloadTSOECN | vnet.OffloadUFO
 	if caps.Offloads&base != base {
 		t.Errorf("offloads %v, want at least %v", caps.Offloads, base)
 	}
 	uso := tap.ProbeUSO()
-	if (caps.Offloads&OffloadUSO != 0) != uso {
+	if (caps.Offloads&vnet.OffloadUSO != 0) != uso {
 		t.Errorf("offloads %v disagree with ProbeUSO %v", caps.Offloads, uso)
 	}
 	t.Logf("caps %+v (%v), USO %v", caps, caps.Offloads, uso)
@@ -76,9 +77,9 @@ func TestTapOpenFlagsAndCaps(t *testing.T) {
 	if err := tap.SetOffload(gCSUM | gTSO4 | gTSO6 | gECN | gUSO4 | gUSO6); err != nil {
 		t.Fatal(err)
 	}
-	wantFlags := uint32(TunFCsum | TunFTSO4 | TunFTSO6 | TunFTSOECN)
+	wantFlags := uint32(vnet.TunFCsum | vnet.TunFTSO4 | vnet.TunFTSO6 | vnet.TunFTSOECN)
 	if uso {
-		wantFlags |= TunFUSO4 | TunFUSO6
+		wantFlags |= vnet.TunFUSO4 | vnet.TunFUSO6
 	}
 	if got := tap.OffloadFlags(); got != wantFlags {
 		t.Errorf("offload flags %#x, want %#x", got, wantFlags)
@@ -380,7 +381,7 @@ func TestTapGSOWrite(t *testing.T) {
 func TestTapUSOWrite(t *testing.T) {
 	ns := newTestNetns(t)
 	tap := openTestTap(t, ns, TapConfig{Name: "vhtap5"})
-	if tap.Caps().Offloads&OffloadUSO == 0 {
+	if tap.Caps().Offloads&vnet.OffloadUSO == 0 {
 		t.Skip("kernel without USO (Linux < 6.2)")
 	}
 	link := tapLink(t, ns, "vhtap5")

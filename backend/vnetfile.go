@@ -10,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"golang.org/x/sys/unix"
 )
 
@@ -130,7 +131,7 @@ func checkIffFlags(kind, name string, got, want uint16) error {
 // not know, which is how QEMU's tap_probe_has_uso probes it too), then
 // restores restore.
 func probeUSO(fd int, restore uint32) bool {
-	err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, TunFCsum|TunFTSO4|TunFUSO4|TunFUSO6)
+	err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, vnet.TunFCsum|vnet.TunFTSO4|vnet.TunFUSO4|vnet.TunFUSO6)
 	_ = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, int(restore))
 	return err == nil
 }
@@ -152,7 +153,7 @@ func (f *vnetFile) OffloadFlags() uint32 {
 	return f.offload
 }
 
-// SetOffload implements Backend: TUNSETOFFLOAD with TunOffloadFlags of the
+// SetOffload implements Backend: TUNSETOFFLOAD with vnet.TunOffloads of the
 // guest's acked features. USO is left out when the kernel refused it at open
 // (the guest was then not offered GUEST_USO4/6). When the kernel still
 // refuses the set (EINVAL: a driver or kernel without one of the flags),
@@ -162,9 +163,9 @@ func (f *vnetFile) OffloadFlags() uint32 {
 // failure to program even no offloads is an error. OffloadFlags tells what
 // was set.
 func (f *vnetFile) SetOffload(guestFeatures uint64) error {
-	want := TunOffloadFlags(guestFeatures)
+	want := vnet.TunOffloads(vnet.Feature(guestFeatures))
 	if !f.uso {
-		want &^= TunFUSO4 | TunFUSO6
+		want &^= vnet.TunFUSO4 | vnet.TunFUSO6
 	}
 	f.ctlMu.Lock()
 	defer f.ctlMu.Unlock()

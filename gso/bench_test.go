@@ -3,6 +3,8 @@ package gso
 import (
 	"testing"
 	"time"
+
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // Benchmarks for docs/benchmarks-gso.md. Run:
@@ -17,10 +19,10 @@ import (
 
 const benchMSS = 1448
 
-func benchPacket(v6 bool) (src [][]byte, hdr VnetHdr, frameLen int) {
-	s := pktSpec{payloadLen: 45 * benchMSS, mss: benchMSS, gsoType: VnetGSOTCPv4, tcpOpts: tcpOptsTS}
+func benchPacket(v6 bool) (src [][]byte, hdr vnet.Hdr, frameLen int) {
+	s := pktSpec{payloadLen: 45 * benchMSS, mss: benchMSS, gsoType: vnet.GSOTCPv4, tcpOpts: tcpOptsTS}
 	if v6 {
-		s.ipv6, s.gsoType = true, VnetGSOTCPv6
+		s.ipv6, s.gsoType = true, vnet.GSOTCPv6
 	}
 	frame, h := s.build()
 	hl := 66
@@ -43,12 +45,12 @@ func BenchmarkSegment(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		v6   bool
-		f    Features
+		f    vnet.Offloads
 	}{
 		{"tcp4/full-csum", false, 0},
-		{"tcp4/partial-csum", false, FeatCSUM},
+		{"tcp4/partial-csum", false, vnet.OffloadCSUM},
 		{"tcp6/full-csum", true, 0},
-		{"tcp6/partial-csum", true, FeatCSUM},
+		{"tcp6/partial-csum", true, vnet.OffloadCSUM},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			src, h, n := benchPacket(c.v6)
@@ -88,13 +90,13 @@ func BenchmarkResegment(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			src, h, n := benchPacket(v6)
 			l := Limits{GSOMaxSize: 16384}
-			f := FeatCSUM | FeatTSO4 | FeatTSO6
+			f := vnet.OffloadCSUM | vnet.OffloadTSO4 | vnet.OffloadTSO6
 			m, _ := ParseHead(src[0], n, h)
 			cnt := ResegmentCount(&m, l)
-			out := ResegmentOut{Pkts: make([][][]byte, cnt), Hdrs: make([][]byte, cnt), VnetHdrLen: VnetHdrLenV1}
+			out := ResegmentOut{Pkts: make([][][]byte, cnt), Hdrs: make([][]byte, cnt), VnetHdrLen: vnet.HdrLenV1}
 			for i := range cnt {
 				out.Pkts[i] = make([][]byte, 0, 1+len(src))
-				out.Hdrs[i] = make([]byte, VnetHdrLenV1+m.HdrLen)
+				out.Hdrs[i] = make([]byte, vnet.HdrLenV1+m.HdrLen)
 			}
 			bytes := 0
 			b.ReportAllocs()
@@ -147,25 +149,9 @@ func BenchmarkCopy(b *testing.B) {
 	})
 }
 
-func BenchmarkChecksum(b *testing.B) {
-	for _, n := range []int{64, 1448, 65536} {
-		buf := make([]byte, n)
-		for i := range buf {
-			buf[i] = byte(i)
-		}
-		b.Run(itoa(n), func(b *testing.B) {
-			var s uint16
-			for b.Loop() {
-				s = Checksum(buf, s)
-			}
-			reportGbps(b, n)
-		})
-	}
-}
-
 func BenchmarkParseDecide(b *testing.B) {
 	src, h, n := benchPacket(true)
-	f := FeatCSUM | FeatTSO4 | FeatTSO6
+	f := vnet.OffloadCSUM | vnet.OffloadTSO4 | vnet.OffloadTSO6
 	b.ReportAllocs()
 	for b.Loop() {
 		m, _ := ParseHead(src[0], n, h)
@@ -203,7 +189,7 @@ func BenchmarkInterleaved(b *testing.B) {
 		reseg bool
 		run   func(src [][]byte, m *Meta, dst [][]byte, out *ResegmentOut) int // returns output bytes
 	}
-	segment := func(f Features) func([][]byte, *Meta, [][]byte, *ResegmentOut) int {
+	segment := func(f vnet.Offloads) func([][]byte, *Meta, [][]byte, *ResegmentOut) int {
 		return func(src [][]byte, m *Meta, dst [][]byte, _ *ResegmentOut) int {
 			n, _ := Segment(dst, src, m, f, 0)
 			t := 0
@@ -226,9 +212,9 @@ func BenchmarkInterleaved(b *testing.B) {
 	}
 	ops := []op{
 		{"segment/tcp4/full-csum", false, false, segment(0)},
-		{"segment/tcp4/partial-csum", false, false, segment(FeatCSUM)},
+		{"segment/tcp4/partial-csum", false, false, segment(vnet.OffloadCSUM)},
 		{"segment/tcp6/full-csum", true, false, segment(0)},
-		{"segment/tcp6/partial-csum", true, false, segment(FeatCSUM)},
+		{"segment/tcp6/partial-csum", true, false, segment(vnet.OffloadCSUM)},
 		{"resegment/tcp4/gso_max_size=16384", false, true, reseg},
 		{"resegment/tcp6/gso_max_size=16384", true, true, reseg},
 	}
@@ -241,10 +227,10 @@ func BenchmarkInterleaved(b *testing.B) {
 				dst[i] = make([]byte, m.MaxSegmentLen())
 			}
 			cnt := ResegmentCount(&m, l)
-			out := ResegmentOut{Pkts: make([][][]byte, cnt), Hdrs: make([][]byte, cnt), VnetHdrLen: VnetHdrLenV1}
+			out := ResegmentOut{Pkts: make([][][]byte, cnt), Hdrs: make([][]byte, cnt), VnetHdrLen: vnet.HdrLenV1}
 			for i := range cnt {
 				out.Pkts[i] = make([][]byte, 0, 1+len(src))
-				out.Hdrs[i] = make([]byte, VnetHdrLenV1+m.HdrLen)
+				out.Hdrs[i] = make([]byte, vnet.HdrLenV1+m.HdrLen)
 			}
 			outBytes := o.run(src, &m, dst, &out)
 			flatSrc := make([]byte, outBytes)

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 func TestCompleteCsum(t *testing.T) {
@@ -15,7 +17,7 @@ func TestCompleteCsum(t *testing.T) {
 		{ipv6: true, payloadLen: 1201},
 		{udp: true, payloadLen: 333},
 		{udp: true, ipv6: true, payloadLen: 1000, v6Ext: []v6ext{{ProtoHopByHop, 8}}},
-		{payloadLen: 500, mss: 1448, gsoType: VnetGSOTCPv4}, // small GSO
+		{payloadLen: 500, mss: 1448, gsoType: vnet.GSOTCPv4}, // small GSO
 	}
 	for _, s := range specs {
 		frame, h := s.build()
@@ -42,7 +44,7 @@ func TestCompleteCsum(t *testing.T) {
 	// A sum that completes to 0 goes out as 0xffff, for TCP too
 	// (skb_checksum_help: "csum_fold(csum) ?: CSUM_MANGLED_0").
 	frame := []byte{0, 0, 0xff, 0xff, 0, 0}
-	m := Meta{FrameLen: 6, NeedsCsum: true, Hdr: VnetHdr{Flags: VnetFlagNeedsCsum, CsumStart: 0, CsumOffset: 4}}
+	m := Meta{FrameLen: 6, NeedsCsum: true, Hdr: vnet.Hdr{Flags: vnet.FlagNeedsCsum, CsumStart: 0, CsumOffset: 4}}
 	if !CompleteCsum(frame, &m) || binary.BigEndian.Uint16(frame[4:]) != 0xffff {
 		t.Fatalf("zero checksum: % x", frame)
 	}

@@ -2,57 +2,9 @@ package gso
 
 import (
 	"fmt"
-	"strings"
+
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
-
-// Features is what a backend takes whole on transmit: the NETIF_F_* bits of
-// the device the packet would leave through, reduced to what virtio can
-// express. The first six bits have the same order as backend.Offloads, so a
-// conversion is a cast.
-type Features uint32
-
-const (
-	// FeatCSUM: the backend finishes partial checksums (NEEDS_CSUM), for any
-	// protocol: NETIF_F_HW_CSUM, which is what a tap has (tun.c set_offload:
-	// TUN_F_CSUM -> NETIF_F_HW_CSUM).
-	FeatCSUM   Features = 1 << iota
-	FeatTSO4            // NETIF_F_TSO
-	FeatTSO6            // NETIF_F_TSO6
-	FeatTSOECN          // NETIF_F_TSO_ECN
-	FeatUSO             // NETIF_F_GSO_UDP_L4
-	FeatUFO             // NETIF_F_UFO (gone from the kernel; taps still accept GSO_UDP writes)
-	// FeatCSUMProtoSpecific narrows FeatCSUM to NETIF_F_IP_CSUM |
-	// NETIF_F_IPV6_CSUM semantics: no checksum offload (hence no TSO6/USO)
-	// for IPv6 packets with extension headers (gso_features_check), and none
-	// for multi-tagged VLAN packets (vlan_features_check keeps only
-	// NETIF_F_HW_CSUM). A tap does not set it.
-	FeatCSUMProtoSpecific
-)
-
-var featureNames = [...]string{"csum", "tso4", "tso6", "tso_ecn", "uso", "ufo", "csum_proto_specific"}
-
-// String lists the features, e.g. "csum|tso4|tso6", or "none".
-func (f Features) String() string {
-	if f == 0 {
-		return "none"
-	}
-	var b strings.Builder
-	for i, n := range featureNames {
-		if f&(1<<i) != 0 {
-			if b.Len() > 0 {
-				b.WriteByte('|')
-			}
-			b.WriteString(n)
-		}
-	}
-	if rest := f &^ (1<<len(featureNames) - 1); rest != 0 {
-		if b.Len() > 0 {
-			b.WriteByte('|')
-		}
-		fmt.Fprintf(&b, "%#x", uint32(rest))
-	}
-	return b.String()
-}
 
 // Limits are the egress link's GSO limits and MTU. A zero field means "no
 // limit" (unknown).
@@ -160,7 +112,7 @@ func (d Decision) String() string {
 // multi-tagged VLAN), the type feature (TSO4/TSO6/USO/UFO), ECN, then the
 // limits. A limit is thus reported only when it is the sole obstacle, which
 // is exactly when re-segmentation can help.
-func Decide(m Meta, f Features, l Limits, p Policy) (Decision, Reason) {
+func Decide(m Meta, f vnet.Offloads, l Limits, p Policy) (Decision, Reason) {
 	if m.Malformed != ReasonNone {
 		return DecisionDrop, m.Malformed
 	}
@@ -209,14 +161,14 @@ func Decide(m Meta, f Features, l Limits, p Policy) (Decision, Reason) {
 }
 
 // decidePlain handles a packet that is not GSO.
-func decidePlain(m *Meta, f Features, p Policy) (Decision, Reason) {
+func decidePlain(m *Meta, f vnet.Offloads, p Policy) (Decision, Reason) {
 	if p == PolicyDefer {
 		return DecisionPassWhole, ReasonPolicy
 	}
 	// validate_xmit_skb() -> skb_csum_hwoffload_help() -> skb_checksum_help():
 	// a CHECKSUM_PARTIAL skb on a device that cannot checksum it gets its
 	// checksum finished in software.
-	if m.NeedsCsum && f&FeatCSUM == 0 {
+	if m.NeedsCsum && f&vnet.OffloadCSUM == 0 {
 		return DecisionCompleteCsum, ReasonNoCsum
 	}
 	if m.SmallGSO {
@@ -240,11 +192,11 @@ func decideSegment(m *Meta, l Limits, r Reason) (Decision, Reason) {
 // csumOffloadReason returns why the backend cannot finish m's checksum, or
 // ReasonNone if it can. Segment uses the same test to choose between
 // partial and full checksums.
-func csumOffloadReason(m *Meta, f Features) Reason {
-	if f&FeatCSUM == 0 {
+func csumOffloadReason(m *Meta, f vnet.Offloads) Reason {
+	if f&vnet.OffloadCSUM == 0 {
 		return ReasonNoCsum
 	}
-	if f&FeatCSUMProtoSpecific != 0 {
+	if f&vnet.OffloadCSUMProtoSpecific != 0 {
 		// gso_features_check(): NETIF_F_IPV6_CSUM does not cover extension
 		// headers, "so neither does TSO that depends on it" (TSO6, USO).
 		if m.IPv6 && m.IPv6Ext {
@@ -260,26 +212,26 @@ func csumOffloadReason(m *Meta, f Features) Reason {
 
 // typeFeatureReason applies net_gso_ok(): the feature for the GSO type, and
 // TSO_ECN for the ECN bit (SKB_GSO_TCP_ECN -> NETIF_F_TSO_ECN).
-func typeFeatureReason(m *Meta, f Features) Reason {
+func typeFeatureReason(m *Meta, f vnet.Offloads) Reason {
 	switch m.Kind {
 	case KindTCPv4:
-		if f&FeatTSO4 == 0 {
+		if f&vnet.OffloadTSO4 == 0 {
 			return ReasonNoTSO4
 		}
 	case KindTCPv6:
-		if f&FeatTSO6 == 0 {
+		if f&vnet.OffloadTSO6 == 0 {
 			return ReasonNoTSO6
 		}
 	case KindUSO:
-		if f&FeatUSO == 0 {
+		if f&vnet.OffloadUSO == 0 {
 			return ReasonNoUSO
 		}
 	case KindUFO:
-		if f&FeatUFO == 0 {
+		if f&vnet.OffloadUFO == 0 {
 			return ReasonNoUFO
 		}
 	}
-	if m.ECN && f&FeatTSOECN == 0 {
+	if m.ECN && f&vnet.OffloadTSOECN == 0 {
 		return ReasonNoTSOECN
 	}
 	return ReasonNone

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // Fuzz targets. Seeds live in testdata/fuzz/FuzzXxx/ (regenerate them with
@@ -14,7 +16,7 @@ import (
 
 func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, frame []byte, flags, gsoType uint8, gsoSize, csumStart, csumOffset, headLen uint16) {
-		h := VnetHdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
+		h := vnet.Hdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
 		m, r := Parse(frame, h)
 		if r != m.Malformed && !(r == ReasonNone && m.Malformed == ReasonNone) {
 			t.Fatalf("reason %v but Meta.Malformed %v", r, m.Malformed)
@@ -37,20 +39,20 @@ func FuzzParse(f *testing.F) {
 		if hr != ReasonHeadTooShort && (hr != r || hm != m) {
 			t.Fatalf("head %d: %v %+v, whole frame: %v %+v", n, hr, hm, r, m)
 		}
-		_, _ = Decide(m, Features(flags), Limits{GSOMaxSize: uint32(csumOffset), GSOMaxSegs: uint32(headLen % 64), MTU: int(gsoSize)}, Policy(gsoType%3))
+		_, _ = Decide(m, vnet.Offloads(flags), Limits{GSOMaxSize: uint32(csumOffset), GSOMaxSegs: uint32(headLen % 64), MTU: int(gsoSize)}, Policy(gsoType%3))
 	})
 }
 
 func FuzzSegment(f *testing.F) {
 	f.Fuzz(func(t *testing.T, frame []byte, flags, gsoType uint8, gsoSize, csumStart, csumOffset uint16,
 		mtu uint16, feats uint8, cut1, cut2 uint16, maxSize uint16, maxSegs uint8) {
-		h := VnetHdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
+		h := vnet.Hdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
 		m, r := Parse(frame, h)
 		if r != ReasonNone || m.Kind == KindPlain || m.Segs > 512 {
 			return
 		}
 		src := splitAt(frame, int(cut1), int(cut2))
-		fe := Features(feats)
+		fe := vnet.Offloads(feats)
 		l := Limits{MTU: int(mtu)}
 		d, _ := Decide(m, fe, l, PolicySoftware)
 		if d == DecisionDrop {
@@ -115,7 +117,7 @@ func FuzzSegment(f *testing.F) {
 		if cnt == 0 || cnt > 512 {
 			return
 		}
-		out := ResegmentOut{Pkts: make([][][]byte, cnt), Hdrs: make([][]byte, cnt), VnetHdrs: make([]VnetHdr, cnt), VnetHdrLen: 12}
+		out := ResegmentOut{Pkts: make([][][]byte, cnt), Hdrs: make([][]byte, cnt), VnetHdrs: make([]vnet.Hdr, cnt), VnetHdrLen: 12}
 		for i := range cnt {
 			out.Pkts[i] = make([][]byte, 0, 1+len(src))
 			out.Hdrs[i] = make([]byte, 12+m.HdrLen)
@@ -163,20 +165,20 @@ var fuzzSeedSpecs = []struct {
 	name string
 	spec pktSpec
 }{
-	{"tcp4", pktSpec{payloadLen: 300, mss: 96, gsoType: VnetGSOTCPv4, tcpOpts: tcpOptsTS}},
-	{"tcp4_opts", pktSpec{payloadLen: 200, mss: 56, gsoType: VnetGSOTCPv4, ipv4Opts: []byte{1, 1, 1, 0}, tcpFlags: TCPFlagACK | TCPFlagFIN | TCPFlagPSH}},
-	{"tcp4_ecn", pktSpec{payloadLen: 200, mss: 64, gsoType: VnetGSOTCPv4 | VnetGSOECN, tcpFlags: TCPFlagACK | TCPFlagCWR}},
-	{"tcp4_nocsum", pktSpec{payloadLen: 200, mss: 64, gsoType: VnetGSOTCPv4, noCsum: true}},
-	{"tcp6", pktSpec{ipv6: true, payloadLen: 300, mss: 96, gsoType: VnetGSOTCPv6}},
-	{"tcp6_ext", pktSpec{ipv6: true, payloadLen: 200, mss: 88, gsoType: VnetGSOTCPv6, v6Ext: []v6ext{{ProtoHopByHop, 8}, {ProtoRouting, 8}, {ProtoDestOpts, 8}}}},
-	{"vlan_tcp4", pktSpec{vlanTPIDs: []uint16{EtherTypeVLAN}, payloadLen: 200, mss: 88, gsoType: VnetGSOTCPv4}},
-	{"qinq_tcp6", pktSpec{vlanTPIDs: []uint16{EtherTypeQinQ, EtherTypeVLAN}, ipv6: true, payloadLen: 200, mss: 88, gsoType: VnetGSOTCPv6}},
-	{"uso4", pktSpec{udp: true, payloadLen: 300, mss: 96, gsoType: VnetGSOUDPL4}},
-	{"uso6", pktSpec{udp: true, ipv6: true, payloadLen: 301, mss: 97, gsoType: VnetGSOUDPL4}},
-	{"ufo4", pktSpec{udp: true, payloadLen: 300, mss: 96, gsoType: VnetGSOUDP}},
-	{"ufo6", pktSpec{udp: true, ipv6: true, payloadLen: 300, mss: 80, gsoType: VnetGSOUDP}},
+	{"tcp4", pktSpec{payloadLen: 300, mss: 96, gsoType: vnet.GSOTCPv4, tcpOpts: tcpOptsTS}},
+	{"tcp4_opts", pktSpec{payloadLen: 200, mss: 56, gsoType: vnet.GSOTCPv4, ipv4Opts: []byte{1, 1, 1, 0}, tcpFlags: TCPFlagACK | TCPFlagFIN | TCPFlagPSH}},
+	{"tcp4_ecn", pktSpec{payloadLen: 200, mss: 64, gsoType: vnet.GSOTCPv4 | vnet.GSOECN, tcpFlags: TCPFlagACK | TCPFlagCWR}},
+	{"tcp4_nocsum", pktSpec{payloadLen: 200, mss: 64, gsoType: vnet.GSOTCPv4, noCsum: true}},
+	{"tcp6", pktSpec{ipv6: true, payloadLen: 300, mss: 96, gsoType: vnet.GSOTCPv6}},
+	{"tcp6_ext", pktSpec{ipv6: true, payloadLen: 200, mss: 88, gsoType: vnet.GSOTCPv6, v6Ext: []v6ext{{ProtoHopByHop, 8}, {ProtoRouting, 8}, {ProtoDestOpts, 8}}}},
+	{"vlan_tcp4", pktSpec{vlanTPIDs: []uint16{EtherTypeVLAN}, payloadLen: 200, mss: 88, gsoType: vnet.GSOTCPv4}},
+	{"qinq_tcp6", pktSpec{vlanTPIDs: []uint16{EtherTypeQinQ, EtherTypeVLAN}, ipv6: true, payloadLen: 200, mss: 88, gsoType: vnet.GSOTCPv6}},
+	{"uso4", pktSpec{udp: true, payloadLen: 300, mss: 96, gsoType: vnet.GSOUDPL4}},
+	{"uso6", pktSpec{udp: true, ipv6: true, payloadLen: 301, mss: 97, gsoType: vnet.GSOUDPL4}},
+	{"ufo4", pktSpec{udp: true, payloadLen: 300, mss: 96, gsoType: vnet.GSOUDP}},
+	{"ufo6", pktSpec{udp: true, ipv6: true, payloadLen: 300, mss: 80, gsoType: vnet.GSOUDP}},
 	{"plain_csum", pktSpec{payloadLen: 50}},
-	{"small_gso", pktSpec{payloadLen: 50, mss: 144, gsoType: VnetGSOTCPv4}},
+	{"small_gso", pktSpec{payloadLen: 50, mss: 144, gsoType: vnet.GSOTCPv4}},
 }
 
 // TestWriteFuzzSeeds regenerates the committed seed corpora.
@@ -190,7 +192,7 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		parse := fmt.Sprintf("go test fuzz v1\n[]byte(%s)\nbyte(%d)\nbyte(%d)\nuint16(%d)\nuint16(%d)\nuint16(%d)\nuint16(%d)\n",
 			q, h.Flags, h.GSOType, h.GSOSize, h.CsumStart, h.CsumOffset, 60)
 		seg := fmt.Sprintf("go test fuzz v1\n[]byte(%s)\nbyte(%d)\nbyte(%d)\nuint16(%d)\nuint16(%d)\nuint16(%d)\nuint16(%d)\nbyte(%d)\nuint16(%d)\nuint16(%d)\nuint16(%d)\nbyte(%d)\n",
-			q, h.Flags, h.GSOType, h.GSOSize, h.CsumStart, h.CsumOffset, 1500, uint8(FeatCSUM|FeatTSO4), 70, 101, 400, 3)
+			q, h.Flags, h.GSOType, h.GSOSize, h.CsumStart, h.CsumOffset, 1500, uint8(vnet.OffloadCSUM|vnet.OffloadTSO4), 70, 101, 400, 3)
 		for dir, content := range map[string]string{"FuzzParse": parse, "FuzzSegment": seg} {
 			p := filepath.Join("testdata", "fuzz", dir, "seed_"+s.name)
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {

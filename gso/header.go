@@ -1,6 +1,10 @@
 package gso
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/vhostd/vhostd/virtionet/vnet"
+)
 
 // Typed byte-slice views of protocol headers, in the style of gVisor's
 // pkg/tcpip/header: a view is the header's own bytes, accessors read and
@@ -122,8 +126,8 @@ func (b IPv4) Dst() []byte { return b[16:20] }
 // treating the checksum field as zero (RFC 791).
 func (b IPv4) CalculateChecksum() uint16 {
 	h := b[:b.HeaderLen()]
-	s := Checksum(h[:10], 0)
-	s = Checksum(h[12:], s)
+	s := vnet.Checksum(h[:10], 0)
+	s = vnet.Checksum(h[12:], s)
 	return ^s
 }
 

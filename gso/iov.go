@@ -1,6 +1,10 @@
 package gso
 
-import "math/bits"
+import (
+	"math/bits"
+
+	"github.com/vhostd/vhostd/virtionet/vnet"
+)
 
 // A frame handed to Segment or Resegment is a list of byte slices in order
 // (for instance the guest buffers of one virtqueue chain, translated to host
@@ -82,11 +86,11 @@ func (r *iovReader) sum(n int) (s uint16, ok bool) {
 		if len(b) > n {
 			b = b[:n]
 		}
-		p := fold64(sumLE(b)) // LE domain
-		if !odd {
+		p := vnet.Checksum(b, 0)
+		if odd { // b starts at an odd offset: its bytes sit swapped in the 16-bit words
 			p = bits.ReverseBytes16(p)
 		}
-		s = add16(s, p)
+		s = vnet.ChecksumAdd(s, p)
 		if len(b)%2 == 1 {
 			odd = !odd
 		}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -36,7 +37,7 @@ import (
 // the capture asserts. With "tx" on (SetTxCsum(true)) the kernel instead
 // leaves CHECKSUM_PARTIAL segments with the pseudo-header sum in the field
 // (the capture reports TP_STATUS_CSUMNOTREADY), which is what Segment with
-// FeatCSUM must produce. Either way the comparison is like for like.
+// vnet.OffloadCSUM must produce. Either way the comparison is like for like.
 //
 // VLAN: the kernel moves the outermost tag into skb metadata on receive
 // (skb_vlan_untag) and AF_PACKET reports it in PACKET_AUXDATA instead of
@@ -53,7 +54,7 @@ const (
 	labVeth   = "gsov0"
 	labPeer   = "gsov1"
 	labMTU    = 9000
-	labHdrLen = VnetHdrLenV1
+	labHdrLen = vnet.HdrLenV1
 )
 
 // needRoot skips (or, with CI set, fails) a test that needs root, netns,
@@ -254,7 +255,7 @@ func (k *kernelLab) SetTxCsum(on bool) error {
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // send writes one packet (virtio_net_hdr + frame) into the tap.
-func (k *kernelLab) send(vh VnetHdr, frame []byte) error {
+func (k *kernelLab) send(vh vnet.Hdr, frame []byte) error {
 	buf := make([]byte, labHdrLen+len(frame))
 	vh.Encode(buf[:labHdrLen])
 	copy(buf[labHdrLen:], frame)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,31 +23,31 @@ type kernelCase struct {
 }
 
 var kernelSegmentCases = []kernelCase{
-	{"tcp4", pktSpec{payloadLen: 60000, mss: 1448, gsoType: VnetGSOTCPv4, tcpOpts: tcpOptsTS, ipID: 0xfff0, df: true, seq: 0xfffff000, tcpFlags: TCPFlagACK | TCPFlagPSH}},
-	{"tcp4 ip options", pktSpec{payloadLen: 20000, mss: 1400, gsoType: VnetGSOTCPv4, ipv4Opts: []byte{1, 1, 1, 0, 7, 7, 4, 0, 0, 0, 0, 0}}},
-	{"tcp6", pktSpec{ipv6: true, payloadLen: 60000, mss: 1428, gsoType: VnetGSOTCPv6, tcpOpts: tcpOptsTS, tcpFlags: TCPFlagACK | TCPFlagPSH}},
-	{"tcp6 extension headers", pktSpec{ipv6: true, payloadLen: 20000, mss: 1400, gsoType: VnetGSOTCPv6,
+	{"tcp4", pktSpec{payloadLen: 60000, mss: 1448, gsoType: vnet.GSOTCPv4, tcpOpts: tcpOptsTS, ipID: 0xfff0, df: true, seq: 0xfffff000, tcpFlags: TCPFlagACK | TCPFlagPSH}},
+	{"tcp4 ip options", pktSpec{payloadLen: 20000, mss: 1400, gsoType: vnet.GSOTCPv4, ipv4Opts: []byte{1, 1, 1, 0, 7, 7, 4, 0, 0, 0, 0, 0}}},
+	{"tcp6", pktSpec{ipv6: true, payloadLen: 60000, mss: 1428, gsoType: vnet.GSOTCPv6, tcpOpts: tcpOptsTS, tcpFlags: TCPFlagACK | TCPFlagPSH}},
+	{"tcp6 extension headers", pktSpec{ipv6: true, payloadLen: 20000, mss: 1400, gsoType: vnet.GSOTCPv6,
 		v6Ext: []v6ext{{ProtoHopByHop, 8}, {ProtoDestOpts, 16}}}},
-	{"tcp4 ecn cwr", pktSpec{payloadLen: 20000, mss: 1448, gsoType: VnetGSOTCPv4 | VnetGSOECN, tos: 0x02, tcpFlags: TCPFlagACK | TCPFlagCWR | TCPFlagECE}},
-	{"tcp6 ecn cwr", pktSpec{ipv6: true, payloadLen: 20000, mss: 1448, gsoType: VnetGSOTCPv6 | VnetGSOECN, tos: 0x02, tcpFlags: TCPFlagACK | TCPFlagCWR}},
-	{"tcp4 fin psh", pktSpec{payloadLen: 10000, mss: 1448, gsoType: VnetGSOTCPv4, tcpFlags: TCPFlagACK | TCPFlagPSH | TCPFlagFIN}},
-	{"tcp4 short last segment", pktSpec{payloadLen: 4000, mss: 1448, gsoType: VnetGSOTCPv4}},
-	{"tcp4 odd mss", pktSpec{payloadLen: 9999, mss: 1001, gsoType: VnetGSOTCPv4}},
-	{"tcp4 without needs_csum", pktSpec{payloadLen: 10000, mss: 1448, gsoType: VnetGSOTCPv4, noCsum: true}},
-	{"uso4", pktSpec{udp: true, payloadLen: 30000, mss: 1472, gsoType: VnetGSOUDPL4, ipID: 99}},
-	{"uso6", pktSpec{udp: true, ipv6: true, payloadLen: 30001, mss: 1452, gsoType: VnetGSOUDPL4}},
-	{"vlan tcp4", pktSpec{vlanTPIDs: []uint16{EtherTypeVLAN}, payloadLen: 20000, mss: 1448, gsoType: VnetGSOTCPv4}},
-	{"vlan tcp6", pktSpec{vlanTPIDs: []uint16{EtherTypeVLAN}, ipv6: true, payloadLen: 20000, mss: 1448, gsoType: VnetGSOTCPv6}},
-	{"qinq tcp4", pktSpec{vlanTPIDs: []uint16{EtherTypeQinQ, EtherTypeVLAN}, payloadLen: 20000, mss: 1448, gsoType: VnetGSOTCPv4}},
-	{"vlan uso4", pktSpec{vlanTPIDs: []uint16{EtherTypeVLAN}, udp: true, payloadLen: 10000, mss: 1400, gsoType: VnetGSOUDPL4}},
-	{"ufo4", pktSpec{udp: true, payloadLen: 20000, mss: 1480, gsoType: VnetGSOUDP, ipID: 0x4242, df: true}},
-	{"ufo6", pktSpec{udp: true, ipv6: true, payloadLen: 20000, mss: 1448, gsoType: VnetGSOUDP}},
+	{"tcp4 ecn cwr", pktSpec{payloadLen: 20000, mss: 1448, gsoType: vnet.GSOTCPv4 | vnet.GSOECN, tos: 0x02, tcpFlags: TCPFlagACK | TCPFlagCWR | TCPFlagECE}},
+	{"tcp6 ecn cwr", pktSpec{ipv6: true, payloadLen: 20000, mss: 1448, gsoType: vnet.GSOTCPv6 | vnet.GSOECN, tos: 0x02, tcpFlags: TCPFlagACK | TCPFlagCWR}},
+	{"tcp4 fin psh", pktSpec{payloadLen: 10000, mss: 1448, gsoType: vnet.GSOTCPv4, tcpFlags: TCPFlagACK | TCPFlagPSH | TCPFlagFIN}},
+	{"tcp4 short last segment", pktSpec{payloadLen: 4000, mss: 1448, gsoType: vnet.GSOTCPv4}},
+	{"tcp4 odd mss", pktSpec{payloadLen: 9999, mss: 1001, gsoType: vnet.GSOTCPv4}},
+	{"tcp4 without needs_csum", pktSpec{payloadLen: 10000, mss: 1448, gsoType: vnet.GSOTCPv4, noCsum: true}},
+	{"uso4", pktSpec{udp: true, payloadLen: 30000, mss: 1472, gsoType: vnet.GSOUDPL4, ipID: 99}},
+	{"uso6", pktSpec{udp: true, ipv6: true, payloadLen: 30001, mss: 1452, gsoType: vnet.GSOUDPL4}},
+	{"vlan tcp4", pktSpec{vlanTPIDs: []uint16{EtherTypeVLAN}, payloadLen: 20000, mss: 1448, gsoType: vnet.GSOTCPv4}},
+	{"vlan tcp6", pktSpec{vlanTPIDs: []uint16{EtherTypeVLAN}, ipv6: true, payloadLen: 20000, mss: 1448, gsoType: vnet.GSOTCPv6}},
+	{"qinq tcp4", pktSpec{vlanTPIDs: []uint16{EtherTypeQinQ, EtherTypeVLAN}, payloadLen: 20000, mss: 1448, gsoType: vnet.GSOTCPv4}},
+	{"vlan uso4", pktSpec{vlanTPIDs: []uint16{EtherTypeVLAN}, udp: true, payloadLen: 10000, mss: 1400, gsoType: vnet.GSOUDPL4}},
+	{"ufo4", pktSpec{udp: true, payloadLen: 20000, mss: 1480, gsoType: vnet.GSOUDP, ipID: 0x4242, df: true}},
+	{"ufo6", pktSpec{udp: true, ipv6: true, payloadLen: 20000, mss: 1448, gsoType: vnet.GSOUDP}},
 }
 
 // expectKernel sends frame with vh and checks the kernel's output against
 // want byte for byte. partial says whether the kernel is expected to leave
 // transport checksums partial.
-func (k *kernelLab) expectKernel(t *testing.T, vh VnetHdr, frame []byte, mac byte, want [][]byte, partial bool) []captured {
+func (k *kernelLab) expectKernel(t *testing.T, vh vnet.Hdr, frame []byte, mac byte, want [][]byte, partial bool) []captured {
 	t.Helper()
 	k.drain()
 	if err := k.send(vh, frame); err != nil {
@@ -133,7 +134,7 @@ func TestKernelSegment(t *testing.T) {
 }
 
 // With checksum offload on the veth the kernel leaves the segments'
-// checksums partial; Segment with FeatCSUM must write the same values.
+// checksums partial; Segment with vnet.OffloadCSUM must write the same values.
 func TestKernelSegmentPartialChecksum(t *testing.T) {
 	k := startKernelLab(t)
 	if err := k.SetTxCsum(true); err != nil {
@@ -149,7 +150,7 @@ func TestKernelSegmentPartialChecksum(t *testing.T) {
 			s.srcMAC = byte(2 * (i + 1))
 			frame, vh := s.build()
 			m, _ := Parse(frame, vh)
-			want := segmentAll(t, [][]byte{frame}, &m, FeatCSUM, 0)
+			want := segmentAll(t, [][]byte{frame}, &m, vnet.OffloadCSUM, 0)
 			got := k.expectKernel(t, vh, frame, s.srcMAC, want, true)
 			for j := range got {
 				if got[j].status&unix.TP_STATUS_CSUMNOTREADY == 0 {
@@ -182,7 +183,7 @@ func TestKernelResegment(t *testing.T) {
 			s.srcMAC = byte(2 * (i + 1))
 			frame, vh := s.build()
 			m, _ := Parse(frame, vh)
-			if d, r := Decide(m, ^Features(0)&^FeatCSUMProtoSpecific, c.l, PolicyAuto); d != DecisionResegment {
+			if d, r := Decide(m, ^vnet.Offloads(0)&^vnet.OffloadCSUMProtoSpecific, c.l, PolicyAuto); d != DecisionResegment {
 				t.Fatalf("Decide: %v %v", d, r)
 			}
 			want := segmentAll(t, [][]byte{frame}, &m, 0, 0)
@@ -219,7 +220,7 @@ func TestKernelCompleteCsum(t *testing.T) {
 		{ipv6: true, payloadLen: 1001},
 		{udp: true, payloadLen: 777},
 		{udp: true, ipv6: true, payloadLen: 1200, vlanTPIDs: []uint16{EtherTypeVLAN}},
-		{payloadLen: 600, mss: 1448, gsoType: VnetGSOTCPv4}, // GSO header, payload fits: not GSO
+		{payloadLen: 600, mss: 1448, gsoType: vnet.GSOTCPv4}, // GSO header, payload fits: not GSO
 	}
 	for i, s := range specs {
 		s.srcMAC = byte(2 * (i + 1))

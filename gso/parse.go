@@ -1,5 +1,7 @@
 package gso
 
+import "github.com/vhostd/vhostd/virtionet/vnet"
+
 // Kind is what a packet is for segmentation purposes.
 type Kind uint8
 
@@ -28,8 +30,8 @@ func (k Kind) String() string {
 // and, for GSO packets, the header layout read from the frame itself. The
 // offsets are from the first byte of the Ethernet frame.
 type Meta struct {
-	Hdr      VnetHdr // the header as the guest wrote it
-	FrameLen int     // bytes in the frame (virtio_net_hdr excluded)
+	Hdr      vnet.Hdr // the header as the guest wrote it
+	FrameLen int      // bytes in the frame (virtio_net_hdr excluded)
 	Kind     Kind
 	// Malformed is the reason Parse rejected the packet (ReasonNone if it
 	// did not). Decide returns DecisionDrop with it, so a caller may skip
@@ -70,7 +72,7 @@ type Meta struct {
 // Malformed input returns a Malformed* reason (also stored in Meta.Malformed)
 // and never panics. frame must be the whole frame; for a frame in several
 // pieces use ParseHead.
-func Parse(frame []byte, hdr VnetHdr) (Meta, Reason) {
+func Parse(frame []byte, hdr vnet.Hdr) (Meta, Reason) {
 	return ParseHead(frame, len(frame), hdr)
 }
 
@@ -80,7 +82,7 @@ func Parse(frame []byte, hdr VnetHdr) (Meta, Reason) {
 // drop): gather a longer prefix of the frame (256 bytes covers any header
 // stack short of long IPv6 extension-header chains) into a scratch buffer
 // and parse again. Nothing beyond the headers is read.
-func ParseHead(head []byte, frameLen int, hdr VnetHdr) (Meta, Reason) {
+func ParseHead(head []byte, frameLen int, hdr vnet.Hdr) (Meta, Reason) {
 	m := Meta{Hdr: hdr, FrameLen: frameLen}
 	r := m.parse(head)
 	if r != ReasonNone && r.Malformed() {
@@ -97,64 +99,34 @@ func (m *Meta) parse(head []byte) Reason {
 	if len(head) > m.FrameLen {
 		head = head[:m.FrameLen]
 	}
-	m.NeedsCsum = h.Flags&VnetFlagNeedsCsum != 0
-	gsoType := h.GSOType &^ VnetGSOECN
+	m.NeedsCsum = h.Flags&vnet.FlagNeedsCsum != 0
 
-	// virtio_net_hdr_to_skb(): gso_type must be one of the four known
-	// types, gso_size must not be 0 or GSO_BY_FRAGS.
-	thlen := 0 // the kernel's minimal transport header length for the type
-	var kind Kind
-	if h.GSOType != VnetGSONone {
-		switch gsoType {
-		case VnetGSOTCPv4:
-			kind, thlen = KindTCPv4, TCPMinLen
-		case VnetGSOTCPv6:
-			kind, thlen = KindTCPv6, TCPMinLen
-		case VnetGSOUDP:
-			kind, thlen = KindUFO, UDPLen
-		case VnetGSOUDPL4:
-			kind, thlen = KindUSO, UDPLen
-			// "if (gso_type != SKB_GSO_UDP_L4) return -EINVAL": no ECN bit.
-			if h.GSOType&VnetGSOECN != 0 {
-				return ReasonMalformedGSOType
-			}
-		default:
-			return ReasonMalformedGSOType
-		}
-		if h.GSOSize == 0 || h.GSOSize == gsoByFrags {
-			return ReasonMalformedGSOSize
-		}
+	// The header-level rules of virtio_net_hdr_to_skb() (gso_type,
+	// gso_size, csum_start/csum_offset, the 2024 strict TCP and UDP_L4
+	// rules) live in vnet, written once. Policy: gso mirrors the kernel
+	// (KernelRules), so a GSO header without NEEDS_CSUM passes here and
+	// Decide segments it in software (ReasonGSONoNeedsCsum), as the kernel
+	// would; the device's TX path is stricter and drops it first
+	// (vnet.DeviceRules, spec 5.1.6.2).
+	if r := h.Check(m.FrameLen, vnet.KernelRules); r != vnet.HdrOK {
+		return hdrReasons[r]
 	}
-
-	// NEEDS_CSUM: csum_start + max(thlen, csum_offset + 2) must lie inside
-	// the packet (pskb_may_pull) and skb_partial_csum_set() must accept
-	// csum_start + csum_offset + 2 <= len.
-	if m.NeedsCsum {
-		start, off := int(h.CsumStart), int(h.CsumOffset)
-		if start+max(thlen, off+2) > m.FrameLen {
-			return ReasonMalformedCsumRange
-		}
-	}
-	if h.GSOType == VnetGSONone {
+	if h.GSOType == vnet.GSONone {
 		m.Kind = KindPlain
 		return ReasonNone
 	}
-	switch kind {
-	case KindUSO:
-		// The 2024 "more strict VIRTIO_NET_HDR_GSO_UDP_L4 validation".
-		if !m.NeedsCsum {
-			return ReasonMalformedUSONoCsum
-		}
-		if h.CsumOffset != UDPChecksumOffset {
-			return ReasonMalformedCsumOffset
-		}
-	case KindTCPv4, KindTCPv6:
-		// "net: drop bad gso csum_start and offset in virtio_net_hdr".
-		if m.NeedsCsum && h.CsumOffset != TCPChecksumOffset {
-			return ReasonMalformedCsumOffset
-		}
+	var kind Kind
+	switch h.GSOType &^ vnet.GSOECN {
+	case vnet.GSOTCPv4:
+		kind = KindTCPv4
+	case vnet.GSOTCPv6:
+		kind = KindTCPv6
+	case vnet.GSOUDP:
+		kind = KindUFO
+	default: // vnet.GSOUDPL4: Check let no other type through
+		kind = KindUSO
 	}
-	m.ECN = h.GSOType&VnetGSOECN != 0
+	m.ECN = h.GSOType&vnet.GSOECN != 0
 	m.GSOSize = int(h.GSOSize)
 
 	if r := m.parseHeaders(head, kind); r != ReasonNone {
@@ -184,12 +156,10 @@ func (m *Meta) parse(head []byte) Reason {
 	}
 	m.Kind = kind
 	m.Segs = (m.PayloadLen + m.GSOSize - 1) / m.GSOSize
+	// USO's "len - p_off > gso_size * UDP_MAX_SEGMENTS" is one of Check's
+	// header rules: with csum_start at the transport header (checked above)
+	// it is the same bound as Segs > 128.
 	switch kind {
-	case KindUSO:
-		// len - p_off > gso_size * UDP_MAX_SEGMENTS => -EINVAL.
-		if m.Segs > udpMaxSegments {
-			return ReasonMalformedUSOSegs
-		}
 	case KindUFO:
 		// Fragment offsets are in 8-byte units; the kernel would silently
 		// emit wrong offsets (inet_gso_segment: offset >> 3) for any other
@@ -360,10 +330,39 @@ func (m *Meta) MaxSegmentLen() int {
 
 // PlainVnetHdr is the header for DecisionPassPlain: the guest's header with
 // the GSO fields cleared, keeping NEEDS_CSUM and its offsets.
-func (m *Meta) PlainVnetHdr() VnetHdr {
+func (m *Meta) PlainVnetHdr() vnet.Hdr {
 	h := m.Hdr
-	h.GSOType = VnetGSONone
+	h.GSOType = vnet.GSONone
 	h.GSOSize = 0
-	h.Flags &= VnetFlagNeedsCsum
+	h.Flags &= vnet.FlagNeedsCsum
+	h.NumBuffers = 0
 	return h
+}
+
+// hdrReasons maps vnet's header reasons to gso's (the metric labels of the
+// gso decision counters, which stay as they were). Only what KernelRules
+// can return needs an entry; the rest fall back to ReasonMalformedGSOType,
+// which no caller reaches.
+var hdrReasons = [vnet.NumHdrReasons]Reason{
+	vnet.HdrOK:                ReasonNone,
+	vnet.HdrShort:             ReasonMalformedEthernet,
+	vnet.HdrFrameShort:        ReasonMalformedEthernet,
+	vnet.HdrGSOUnknownType:    ReasonMalformedGSOType,
+	vnet.HdrGSOSizeZero:       ReasonMalformedGSOSize,
+	vnet.HdrGSOSizeByFrags:    ReasonMalformedGSOSize,
+	vnet.HdrGSONoCsum:         ReasonMalformedUSONoCsum, // KernelRules: UDP_L4 only
+	vnet.HdrGSOECNNotTCP:      ReasonMalformedGSOType,   // KernelRules: UDP_L4 only
+	vnet.HdrCsumOutOfFrame:    ReasonMalformedCsumRange,
+	vnet.HdrCsumStartTooSmall: ReasonMalformedCsumStart,
+	vnet.HdrCsumOffsetBad:     ReasonMalformedCsumOffset,
+	vnet.HdrUSOTooManySegs:    ReasonMalformedUSOSegs,
+}
+
+// HdrReasonOf returns the gso reason Parse gives for a header vnet's Check
+// refused with r.
+func HdrReasonOf(r vnet.HdrReason) Reason {
+	if int(r) < len(hdrReasons) {
+		return hdrReasons[r]
+	}
+	return ReasonMalformedGSOType
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // Test packet construction. Everything here is written independently of the
@@ -30,7 +32,7 @@ type pktSpec struct {
 	df         bool
 	seq        uint32
 	payloadLen int
-	gsoType    uint8 // VnetGSO*, ECN ORed in as needed
+	gsoType    uint8 // vnet.GSO*, ECN ORed in as needed
 	mss        int
 	noCsum     bool // no NEEDS_CSUM
 	srcMAC     byte // last byte of the source MAC (to filter captures)
@@ -75,7 +77,7 @@ func refPseudo(src, dst []byte, proto uint8, length int) uint32 {
 // for it: NEEDS_CSUM with csum_start at the transport header and the
 // pseudo-header sum in the checksum field (unless noCsum), hdr_len = the
 // header length.
-func (s pktSpec) build() ([]byte, VnetHdr) {
+func (s pktSpec) build() ([]byte, vnet.Hdr) {
 	var b []byte
 	b = append(b, 0x02, 0, 0, 0, 0, 0x02) // dst MAC
 	b = append(b, 0x02, 0, 0, 0, 0, s.srcMAC|1)
@@ -175,8 +177,8 @@ func (s pktSpec) build() ([]byte, VnetHdr) {
 	if s.ipv6 {
 		srcIP, dstIP = testIPv6Src, testIPv6Dst
 	}
-	h := VnetHdr{GSOType: s.gsoType, HdrLen: uint16(hdrLen)}
-	if s.gsoType != VnetGSONone {
+	h := vnet.Hdr{GSOType: s.gsoType, HdrLen: uint16(hdrLen)}
+	if s.gsoType != vnet.GSONone {
 		h.GSOSize = uint16(s.mss)
 	}
 	csumOff := 16
@@ -191,7 +193,7 @@ func (s pktSpec) build() ([]byte, VnetHdr) {
 		}
 		binary.BigEndian.PutUint16(b[l4+csumOff:], c)
 	} else {
-		h.Flags = VnetFlagNeedsCsum
+		h.Flags = vnet.FlagNeedsCsum
 		h.CsumStart = uint16(l4)
 		h.CsumOffset = uint16(csumOff)
 		binary.BigEndian.PutUint16(b[l4+csumOff:], refFold(refPseudo(srcIP, dstIP, l4proto, len(b)-l4)))

@@ -53,7 +53,7 @@ const (
 	ReasonMalformedGSOType      // unknown gso_type, or ECN with UDP_L4
 	ReasonMalformedGSOSize      // gso_size 0 or GSO_BY_FRAGS
 	ReasonMalformedCsumRange    // csum_start/csum_offset outside the frame
-	ReasonMalformedCsumStart    // GSO with csum_start != transport header
+	ReasonMalformedCsumStart    // GSO with csum_start != transport header, or csum_start below nh_min_len
 	ReasonMalformedCsumOffset   // GSO with csum_offset != 16 (TCP) / 6 (UDP)
 	ReasonMalformedUSONoCsum    // GSO_UDP_L4 without NEEDS_CSUM
 	ReasonMalformedUSOSegs      // GSO_UDP_L4 with more than 128 segments

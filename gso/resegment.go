@@ -1,5 +1,7 @@
 package gso
 
+import "github.com/vhostd/vhostd/virtionet/vnet"
+
 // Partial re-segmentation: a super-packet that the backend could take but
 // for gso_max_size or gso_max_segs is split into the fewest super-packets
 // that fit, each a valid GSO packet the backend's TSO/USO then cuts to MSS.
@@ -32,7 +34,7 @@ type ResegmentOut struct {
 	// bytes). cap(Hdrs[i]) must be at least VnetHdrLen + m.HdrLen.
 	Hdrs [][]byte
 	// VnetHdrs, if not nil, receives the virtio_net_hdr of each output.
-	VnetHdrs []VnetHdr
+	VnetHdrs []vnet.Hdr
 	// VnetHdrLen is 0 (no header in Hdrs), 10 or 12: the size of the
 	// virtio_net_hdr the backend expects in front of each frame.
 	VnetHdrLen int
@@ -74,7 +76,7 @@ func Resegment(out *ResegmentOut, src [][]byte, m *Meta, l Limits, from int) (in
 	n := min(len(out.Pkts), total-from)
 	vl := out.VnetHdrLen
 	if len(out.Hdrs) < n || (out.VnetHdrs != nil && len(out.VnetHdrs) < n) ||
-		(vl != 0 && vl < VnetHdrLen) {
+		(vl != 0 && vl < vnet.HdrLenLegacy) {
 		return 0, ReasonShortBuffer
 	}
 	for i := range n {
@@ -95,8 +97,8 @@ func Resegment(out *ResegmentOut, src [][]byte, m *Meta, l Limits, from int) (in
 	for i := 1; i < n; i++ {
 		copy(out.Hdrs[i][vl:vl+hl], t)
 	}
-	vh := VnetHdr{
-		Flags:      VnetFlagNeedsCsum,
+	vh := vnet.Hdr{
+		Flags:      vnet.FlagNeedsCsum,
 		GSOType:    m.Hdr.GSOType,
 		HdrLen:     uint16(hl),
 		GSOSize:    m.Hdr.GSOSize,
@@ -115,12 +117,13 @@ func Resegment(out *ResegmentOut, src [][]byte, m *Meta, l Limits, from int) (in
 		m.fixHeaders(h[vl:], &tp, s0, plen, j == 0, j == total-1)
 		v := vh
 		if j != 0 {
-			v.GSOType &^= VnetGSOECN
+			v.GSOType &^= vnet.GSOECN
 		}
 		if plen <= mss {
-			v.GSOType, v.GSOSize = VnetGSONone, 0
+			v.GSOType, v.GSOSize = vnet.GSONone, 0
 		}
 		if vl != 0 {
+			clear(h[:vl]) // bytes past num_buffers (hash fields) are zero
 			v.Encode(h[:vl])
 		}
 		if out.VnetHdrs != nil {

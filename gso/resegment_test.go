@@ -4,15 +4,17 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // resegmentAll runs Resegment with fresh buffers and returns each output
 // flattened to [vnet header][frame] plus its decoded header.
-func resegmentAll(t *testing.T, src [][]byte, m *Meta, l Limits, vl, batch int) ([][]byte, []VnetHdr) {
+func resegmentAll(t *testing.T, src [][]byte, m *Meta, l Limits, vl, batch int) ([][]byte, []vnet.Hdr) {
 	t.Helper()
 	total := ResegmentCount(m, l)
 	var frames [][]byte
-	var hdrs []VnetHdr
+	var hdrs []vnet.Hdr
 	for from := 0; from < total; {
 		n := total - from
 		if batch > 0 {
@@ -21,7 +23,7 @@ func resegmentAll(t *testing.T, src [][]byte, m *Meta, l Limits, vl, batch int) 
 		out := ResegmentOut{
 			Pkts:       make([][][]byte, n),
 			Hdrs:       make([][]byte, n),
-			VnetHdrs:   make([]VnetHdr, n),
+			VnetHdrs:   make([]vnet.Hdr, n),
 			VnetHdrLen: vl,
 		}
 		for i := range n {
@@ -73,7 +75,7 @@ func TestResegmentThenSegmentEqualsSegment(t *testing.T) {
 			var got [][]byte
 			for j, o := range outs {
 				if vl != 0 {
-					dh, _ := DecodeVnetHdr(o)
+					dh := vnet.DecodeHdr(o[:vl])
 					if dh != vhs[j] {
 						t.Fatalf("%s: encoded header %+v, reported %+v", c.name, dh, vhs[j])
 					}
@@ -89,7 +91,7 @@ func TestResegmentThenSegmentEqualsSegment(t *testing.T) {
 					t.Fatalf("%s: output %d does not parse: %v (%+v)", c.name, j, r, vh)
 				}
 				if om.Kind == KindPlain {
-					if vh.GSOType != VnetGSONone || !om.NeedsCsum {
+					if vh.GSOType != vnet.GSONone || !om.NeedsCsum {
 						t.Fatalf("%s: single-segment output %d header %+v", c.name, j, vh)
 					}
 					full := completeL4(f, int(vh.CsumStart), int(vh.CsumOffset), m.Kind == KindUSO)
@@ -99,7 +101,7 @@ func TestResegmentThenSegmentEqualsSegment(t *testing.T) {
 				if l.GSOMaxSegs != 0 && om.Segs > int(l.GSOMaxSegs) {
 					t.Fatalf("%s %+v: output %d has %d segments", c.name, l, j, om.Segs)
 				}
-				if j > 0 && vh.GSOType&VnetGSOECN != 0 {
+				if j > 0 && vh.GSOType&vnet.GSOECN != 0 {
 					t.Fatalf("%s: ECN bit on output %d", c.name, j)
 				}
 				got = append(got, segmentAll(t, [][]byte{f}, &om, 0, 0)...)
@@ -117,7 +119,7 @@ func TestResegmentThenSegmentEqualsSegment(t *testing.T) {
 }
 
 func TestResegmentAllocs(t *testing.T) {
-	s := pktSpec{payloadLen: 65000, mss: 1448, gsoType: VnetGSOTCPv4, tcpOpts: tcpOptsTS}
+	s := pktSpec{payloadLen: 65000, mss: 1448, gsoType: vnet.GSOTCPv4, tcpOpts: tcpOptsTS}
 	frame, h := s.build()
 	src := [][]byte{frame[:66], frame[66:30000], frame[30000:]}
 	l := Limits{GSOMaxSize: 16384}
@@ -130,7 +132,7 @@ func TestResegmentAllocs(t *testing.T) {
 	}
 	allocs := testing.AllocsPerRun(20, func() {
 		mm, _ := ParseHead(src[0], len(frame), h)
-		if d, r := Decide(mm, FeatCSUM|FeatTSO4, l, PolicyAuto); d != DecisionResegment || r != ReasonGSOMaxSize {
+		if d, r := Decide(mm, vnet.OffloadCSUM|vnet.OffloadTSO4, l, PolicyAuto); d != DecisionResegment || r != ReasonGSOMaxSize {
 			t.Fatal(d, r)
 		}
 		Resegment(&out, src, &mm, l, 0)
@@ -141,7 +143,7 @@ func TestResegmentAllocs(t *testing.T) {
 }
 
 func TestResegmentShortBuffers(t *testing.T) {
-	s := pktSpec{payloadLen: 65000, mss: 1448, gsoType: VnetGSOTCPv4}
+	s := pktSpec{payloadLen: 65000, mss: 1448, gsoType: vnet.GSOTCPv4}
 	frame, h := s.build()
 	m, _ := Parse(frame, h)
 	l := Limits{GSOMaxSize: 16384}

@@ -3,6 +3,8 @@ package gso
 import (
 	"math/rand/v2"
 	"sync/atomic"
+
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // ipv6FragIDs hands out IPv6 fragment identifications for UFO output when
@@ -39,16 +41,16 @@ type template struct {
 // comes from the parser, not from the bytes) without tot_len, id, frag_off
 // and check.
 func ipv4BaseSum(ip IPv4) uint16 {
-	s := Checksum(ip, 0)
-	s = sub16(s, ip.TotalLength())
-	s = sub16(s, ip.ID())
-	s = sub16(s, ip.FlagsFragOff())
-	return sub16(s, ip.Checksum())
+	s := vnet.Checksum(ip, 0)
+	s = vnet.ChecksumSub(s, ip.TotalLength())
+	s = vnet.ChecksumSub(s, ip.ID())
+	s = vnet.ChecksumSub(s, ip.FlagsFragOff())
+	return vnet.ChecksumSub(s, ip.Checksum())
 }
 
 // ipv4Checksum returns the header checksum for base plus the variable fields.
 func ipv4Checksum(base, totLen, id, fragOff uint16) uint16 {
-	return ^add16(add16(add16(base, totLen), id), fragOff)
+	return ^vnet.ChecksumAdd(vnet.ChecksumAdd(vnet.ChecksumAdd(base, totLen), id), fragOff)
 }
 
 // readTemplate reads the original header fields from t, which holds the
@@ -84,10 +86,10 @@ func (m *Meta) readTemplate(t []byte) template {
 func (m *Meta) pseudoSum(t []byte, proto uint8, length uint32) uint16 {
 	if m.IPv6 {
 		ip := IPv6(t[m.L3Off:])
-		return PseudoHeaderSum(proto, ip.Src(), ip.Dst(), length)
+		return vnet.PseudoHeaderSum(proto, ip.Src(), ip.Dst(), length)
 	}
 	ip := IPv4(t[m.L3Off:])
-	return PseudoHeaderSum(proto, ip.Src(), ip.Dst(), length)
+	return vnet.PseudoHeaderSum(proto, ip.Src(), ip.Dst(), length)
 }
 
 // fixHeaders rewrites the copied headers h (frame offsets, m.HdrLen bytes)
@@ -129,11 +131,11 @@ func (m *Meta) fixHeaders(h []byte, tp *template, s0, plen int, first, last bool
 			fl &^= TCPFlagCWR
 		}
 		th.SetFlags(fl)
-		th.SetChecksum(add32(sub32(tp.seed, tp.oldLen), l4len))
+		th.SetChecksum(vnet.ChecksumAdd32(vnet.ChecksumSub32(tp.seed, tp.oldLen), l4len))
 	case KindUSO:
 		uh := UDP(l4)
 		uh.SetLength(uint16(l4len))
-		uh.SetChecksum(add16(sub16(tp.seed, uint16(tp.oldLen)), uint16(l4len)))
+		uh.SetChecksum(vnet.ChecksumAdd(vnet.ChecksumSub(tp.seed, uint16(tp.oldLen)), uint16(l4len)))
 	}
 }
 
@@ -141,11 +143,11 @@ func (m *Meta) fixHeaders(h []byte, tp *template, s0, plen int, first, last bool
 // Segment produces for m and f: NEEDS_CSUM with the transport checksum
 // offsets when the checksums are left partial, all zero when they are
 // complete (always for UFO fragments).
-func (m *Meta) SegmentVnetHdr(f Features) VnetHdr {
+func (m *Meta) SegmentVnetHdr(f vnet.Offloads) vnet.Hdr {
 	if m.Kind == KindUFO || m.Kind == KindPlain || csumOffloadReason(m, f) != ReasonNone {
-		return VnetHdr{}
+		return vnet.Hdr{}
 	}
-	h := VnetHdr{Flags: VnetFlagNeedsCsum, CsumStart: uint16(m.L4Off), CsumOffset: TCPChecksumOffset}
+	h := vnet.Hdr{Flags: vnet.FlagNeedsCsum, CsumStart: uint16(m.L4Off), CsumOffset: TCPChecksumOffset}
 	if m.Kind == KindUSO {
 		h.CsumOffset = UDPChecksumOffset
 	}
@@ -163,7 +165,7 @@ func (m *Meta) SegmentVnetHdr(f Features) VnetHdr {
 // m.MaxSegmentLen(). Nothing is allocated.
 //
 // Checksums: if the backend can finish the packet's checksum (f has
-// FeatCSUM and csumOffloadReason allows it) the transport checksums are left
+// vnet.OffloadCSUM and csumOffloadReason allows it) the transport checksums are left
 // partial (pseudo-header sum, as the kernel leaves CHECKSUM_PARTIAL
 // segments for a device with NETIF_F_HW_CSUM) and the segments go out with
 // m.SegmentVnetHdr(f); otherwise they are complete (gso_make_checksum()).
@@ -175,7 +177,7 @@ func (m *Meta) SegmentVnetHdr(f Features) VnetHdr {
 // buffer is too small, and ReasonUFOIPv6ExtHdr for IPv6 UFO with extension
 // headers; for a plain (non-GSO) or malformed m it returns 0 and
 // m.Malformed.
-func Segment(dst [][]byte, src [][]byte, m *Meta, f Features, from int) (int, Reason) {
+func Segment(dst [][]byte, src [][]byte, m *Meta, f vnet.Offloads, from int) (int, Reason) {
 	if m.Malformed != ReasonNone || m.Kind == KindPlain {
 		return 0, m.Malformed
 	}
@@ -232,7 +234,7 @@ func segmentL4(dst [][]byte, src [][]byte, m *Meta, partial bool, from int) int 
 		if !partial {
 			// gso_make_checksum(): the L4 bytes now hold the partial value
 			// in their checksum field, so their sum is the full sum.
-			c := ^Checksum(seg[m.L4Off:], 0)
+			c := ^vnet.Checksum(seg[m.L4Off:], 0)
 			if m.Kind == KindUSO {
 				if c == 0 {
 					c = 0xffff // CSUM_MANGLED_0 (RFC 768: 0 means "none")
@@ -288,9 +290,9 @@ func segmentUFO(dst [][]byte, src [][]byte, m *Meta, from int) (int, Reason) {
 		r.read(uh[:])
 		orig := UDP(uh[:]).Checksum()
 		s, _ := r.sum(dlen - UDPLen)
-		s = Checksum(uh[:], s)
-		s = sub16(s, orig) // the sum as if uh->check were 0
-		c := ^add16(s, m.pseudoSum(t, ProtoUDP, uint32(dlen)))
+		s = vnet.Checksum(uh[:], s)
+		s = vnet.ChecksumSub(s, orig) // the sum as if uh->check were 0
+		c := ^vnet.ChecksumAdd(s, m.pseudoSum(t, ProtoUDP, uint32(dlen)))
 		if c == 0 {
 			c = 0xffff
 		}

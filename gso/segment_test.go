@@ -8,11 +8,12 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // segmentAll runs Segment over the whole packet with buffers of the right
 // size, in batches of batch segments (0: all at once).
-func segmentAll(t *testing.T, src [][]byte, m *Meta, f Features, batch int) [][]byte {
+func segmentAll(t *testing.T, src [][]byte, m *Meta, f vnet.Offloads, batch int) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for from := 0; from < m.Segs; {
@@ -188,19 +189,19 @@ var segmentSpecs = []struct {
 	name string
 	spec pktSpec
 }{
-	{"tcp4", pktSpec{payloadLen: 65000, mss: 1448, gsoType: VnetGSOTCPv4, tcpOpts: tcpOptsTS, ipID: 0xfffe, df: true, seq: 0xffffff00, tcpFlags: TCPFlagACK | TCPFlagPSH}},
-	{"tcp4 short last", pktSpec{payloadLen: 4000, mss: 1448, gsoType: VnetGSOTCPv4, tcpFlags: TCPFlagACK | TCPFlagPSH | TCPFlagFIN}},
-	{"tcp4 odd mss", pktSpec{payloadLen: 5001, mss: 999, gsoType: VnetGSOTCPv4, ipv4Opts: []byte{1, 1, 1, 0, 7, 3, 4, 0}}},
-	{"tcp4 ecn cwr", pktSpec{payloadLen: 6000, mss: 1448, gsoType: VnetGSOTCPv4 | VnetGSOECN, tcpFlags: TCPFlagACK | TCPFlagCWR | TCPFlagECE, tos: 0x02}},
-	{"tcp4 no needs_csum", pktSpec{payloadLen: 6000, mss: 1448, gsoType: VnetGSOTCPv4, noCsum: true}},
-	{"tcp6", pktSpec{ipv6: true, payloadLen: 65000, mss: 1428, gsoType: VnetGSOTCPv6, tcpOpts: tcpOptsTS}},
-	{"tcp6 exthdrs", pktSpec{ipv6: true, payloadLen: 9000, mss: 1400, gsoType: VnetGSOTCPv6,
+	{"tcp4", pktSpec{payloadLen: 65000, mss: 1448, gsoType: vnet.GSOTCPv4, tcpOpts: tcpOptsTS, ipID: 0xfffe, df: true, seq: 0xffffff00, tcpFlags: TCPFlagACK | TCPFlagPSH}},
+	{"tcp4 short last", pktSpec{payloadLen: 4000, mss: 1448, gsoType: vnet.GSOTCPv4, tcpFlags: TCPFlagACK | TCPFlagPSH | TCPFlagFIN}},
+	{"tcp4 odd mss", pktSpec{payloadLen: 5001, mss: 999, gsoType: vnet.GSOTCPv4, ipv4Opts: []byte{1, 1, 1, 0, 7, 3, 4, 0}}},
+	{"tcp4 ecn cwr", pktSpec{payloadLen: 6000, mss: 1448, gsoType: vnet.GSOTCPv4 | vnet.GSOECN, tcpFlags: TCPFlagACK | TCPFlagCWR | TCPFlagECE, tos: 0x02}},
+	{"tcp4 no needs_csum", pktSpec{payloadLen: 6000, mss: 1448, gsoType: vnet.GSOTCPv4, noCsum: true}},
+	{"tcp6", pktSpec{ipv6: true, payloadLen: 65000, mss: 1428, gsoType: vnet.GSOTCPv6, tcpOpts: tcpOptsTS}},
+	{"tcp6 exthdrs", pktSpec{ipv6: true, payloadLen: 9000, mss: 1400, gsoType: vnet.GSOTCPv6,
 		v6Ext: []v6ext{{ProtoHopByHop, 8}, {ProtoDestOpts, 16}}, tcpFlags: TCPFlagACK | TCPFlagFIN}},
-	{"vlan tcp4", pktSpec{vlanTPIDs: []uint16{EtherTypeVLAN}, payloadLen: 9000, mss: 1448, gsoType: VnetGSOTCPv4}},
-	{"qinq tcp6", pktSpec{vlanTPIDs: []uint16{EtherTypeQinQ, EtherTypeVLAN}, ipv6: true, payloadLen: 9000, mss: 1448, gsoType: VnetGSOTCPv6}},
-	{"uso4", pktSpec{udp: true, payloadLen: 20000, mss: 1472, gsoType: VnetGSOUDPL4, ipID: 7}},
-	{"uso6", pktSpec{udp: true, ipv6: true, payloadLen: 20001, mss: 1452, gsoType: VnetGSOUDPL4}},
-	{"uso6 exthdr", pktSpec{udp: true, ipv6: true, payloadLen: 5000, mss: 1000, gsoType: VnetGSOUDPL4, v6Ext: []v6ext{{ProtoDestOpts, 8}}}},
+	{"vlan tcp4", pktSpec{vlanTPIDs: []uint16{EtherTypeVLAN}, payloadLen: 9000, mss: 1448, gsoType: vnet.GSOTCPv4}},
+	{"qinq tcp6", pktSpec{vlanTPIDs: []uint16{EtherTypeQinQ, EtherTypeVLAN}, ipv6: true, payloadLen: 9000, mss: 1448, gsoType: vnet.GSOTCPv6}},
+	{"uso4", pktSpec{udp: true, payloadLen: 20000, mss: 1472, gsoType: vnet.GSOUDPL4, ipID: 7}},
+	{"uso6", pktSpec{udp: true, ipv6: true, payloadLen: 20001, mss: 1452, gsoType: vnet.GSOUDPL4}},
+	{"uso6 exthdr", pktSpec{udp: true, ipv6: true, payloadLen: 5000, mss: 1000, gsoType: vnet.GSOUDPL4, v6Ext: []v6ext{{ProtoDestOpts, 8}}}},
 }
 
 func TestSegmentTCPAndUSO(t *testing.T) {
@@ -216,14 +217,14 @@ func TestSegmentTCPAndUSO(t *testing.T) {
 			full := segmentAll(t, src, &m, 0, 0)
 			checkL4Segments(t, frame, &m, full, false)
 			if !c.spec.noCsum {
-				partial := segmentAll(t, src, &m, FeatCSUM, 0)
+				partial := segmentAll(t, src, &m, vnet.OffloadCSUM, 0)
 				checkL4Segments(t, frame, &m, partial, true)
-				vh := m.SegmentVnetHdr(FeatCSUM)
-				if vh.Flags != VnetFlagNeedsCsum || int(vh.CsumStart) != m.L4Off {
+				vh := m.SegmentVnetHdr(vnet.OffloadCSUM)
+				if vh.Flags != vnet.FlagNeedsCsum || int(vh.CsumStart) != m.L4Off {
 					t.Fatalf("segment vnet hdr %+v", vh)
 				}
 			}
-			if vh := m.SegmentVnetHdr(0); vh != (VnetHdr{}) {
+			if vh := m.SegmentVnetHdr(0); vh != (vnet.Hdr{}) {
 				t.Fatalf("full-checksum segments need a zero header, got %+v", vh)
 			}
 			// Scattered input and small batches give the same bytes.
@@ -243,18 +244,18 @@ func TestSegmentTCPAndUSO(t *testing.T) {
 // segments whose checksums are wrong by the same amount: the kernel adjusts
 // the guest's value incrementally and never recomputes it, and so do we.
 func TestSegmentKeepsGuestSeed(t *testing.T) {
-	s := pktSpec{payloadLen: 3000, mss: 1000, gsoType: VnetGSOTCPv4}
+	s := pktSpec{payloadLen: 3000, mss: 1000, gsoType: vnet.GSOTCPv4}
 	frame, h := s.build()
 	good, _ := Parse(frame, h)
-	want := segmentAll(t, [][]byte{frame}, &good, FeatCSUM, 0)
+	want := segmentAll(t, [][]byte{frame}, &good, vnet.OffloadCSUM, 0)
 	bad := append([]byte(nil), frame...)
 	binary.BigEndian.PutUint16(bad[good.L4Off+16:], binary.BigEndian.Uint16(frame[good.L4Off+16:])+1)
 	mb, _ := Parse(bad, h)
-	got := segmentAll(t, [][]byte{bad}, &mb, FeatCSUM, 0)
+	got := segmentAll(t, [][]byte{bad}, &mb, vnet.OffloadCSUM, 0)
 	for k := range got {
 		w := binary.BigEndian.Uint16(want[k][good.L4Off+16:])
 		g := binary.BigEndian.Uint16(got[k][good.L4Off+16:])
-		if g != add16(w, 1) {
+		if g != vnet.ChecksumAdd(w, 1) {
 			t.Fatalf("seg %d: %#04x, want %#04x+1", k, g, w)
 		}
 	}
@@ -262,14 +263,14 @@ func TestSegmentKeepsGuestSeed(t *testing.T) {
 
 func TestSegmentUFO(t *testing.T) {
 	for _, v6 := range []bool{false, true} {
-		s := pktSpec{udp: true, ipv6: v6, payloadLen: 8000, mss: 1480, gsoType: VnetGSOUDP, ipID: 0x1234, df: true}
+		s := pktSpec{udp: true, ipv6: v6, payloadLen: 8000, mss: 1480, gsoType: vnet.GSOUDP, ipID: 0x1234, df: true}
 		frame, h := s.build()
 		m, r := Parse(frame, h)
 		if r != ReasonNone || m.Kind != KindUFO {
 			t.Fatalf("parse: %v %v", r, m.Kind)
 		}
 		m.IPv6FragID = 0xabcdef01
-		frags := segmentAll(t, [][]byte{frame}, &m, FeatCSUM, 2)
+		frags := segmentAll(t, [][]byte{frame}, &m, vnet.OffloadCSUM, 2)
 		var data []byte
 		for k, f := range frags {
 			p := verifyGopacket(t, "fragment", f)
@@ -319,7 +320,7 @@ func TestSegmentUFO(t *testing.T) {
 }
 
 func TestSegmentShortBuffers(t *testing.T) {
-	s := pktSpec{payloadLen: 5000, mss: 1000, gsoType: VnetGSOTCPv4}
+	s := pktSpec{payloadLen: 5000, mss: 1000, gsoType: vnet.GSOTCPv4}
 	frame, h := s.build()
 	m, _ := Parse(frame, h)
 	dst := [][]byte{make([]byte, m.MaxSegmentLen()-1)}
@@ -336,7 +337,7 @@ func TestSegmentShortBuffers(t *testing.T) {
 }
 
 func TestSegmentAllocs(t *testing.T) {
-	s := pktSpec{payloadLen: 65000, mss: 1448, gsoType: VnetGSOTCPv4, tcpOpts: tcpOptsTS}
+	s := pktSpec{payloadLen: 65000, mss: 1448, gsoType: vnet.GSOTCPv4, tcpOpts: tcpOptsTS}
 	frame, h := s.build()
 	m, _ := Parse(frame, h)
 	dst := make([][]byte, m.Segs)
@@ -370,7 +371,7 @@ func TestSegmentOtherBytesThanParsed(t *testing.T) {
 				junk[i] = byte(rng.Uint32())
 			}
 			mm := m
-			segmentAll(t, randomSplit(rng, junk), &mm, Features(rng.Uint32()), 3)
+			segmentAll(t, randomSplit(rng, junk), &mm, vnet.Offloads(rng.Uint32()), 3)
 			if m.Kind != KindUFO && m.NeedsCsum {
 				resegmentAll(t, [][]byte{junk}, &mm, Limits{GSOMaxSegs: 3}, 12, 2)
 			}

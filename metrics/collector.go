@@ -9,6 +9,7 @@ import (
 
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // Namespace prefixes every metric name.
@@ -240,8 +241,8 @@ func (c *Collector) collectQueue(ch chan<- prometheus.Metric, qp *virtionet.Queu
 	}
 	for r := range s.HdrInvalid {
 		n := s.HdrInvalid[r].Load()
-		if virtionet.HdrReason(r) != virtionet.HdrOK || n != 0 {
-			counter(ch, c.txHeaderErrors, n, q, virtionet.HdrReason(r).String())
+		if vnet.HdrReason(r) != vnet.HdrOK || n != 0 {
+			counter(ch, c.txHeaderErrors, n, q, vnet.HdrReason(r).String())
 		}
 	}
 	// Errnos are sparse: only those seen are exported.
@@ -296,7 +297,7 @@ func (c *Collector) collectPort(ch chan<- prometheus.Metric) {
 		caps.gsoMaxSegs = strconv.FormatUint(uint64(bc.GSOMaxSegs), 10)
 		caps.mtu = strconv.Itoa(bc.MTU)
 	}
-	acked := virtionet.Feature(dev.Acked())
+	acked := vnet.Feature(dev.Acked())
 	features := ""
 	if acked != 0 {
 		features = acked.String()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // Status is the JSON document of GET /status.
@@ -52,7 +53,7 @@ type FeatureSet struct {
 func featureSet(f uint64) FeatureSet {
 	fs := FeatureSet{Bits: fmt.Sprintf("%#x", f), Names: []string{}}
 	if f != 0 {
-		fs.Names = strings.Split(virtionet.Feature(f).String(), "|")
+		fs.Names = strings.Split(vnet.Feature(f).String(), "|")
 	}
 	return fs
 }
@@ -387,7 +388,7 @@ func countersOf(s *virtionet.QueueStats, latBounds, batchBounds []float64) Queue
 		return gso.Reason(i).String(), s.TxDecisions[i].Load()
 	})
 	c.TxHeaderErrors = nonZero(len(s.HdrInvalid), func(i int) (string, uint64) {
-		return virtionet.HdrReason(i).String(), s.HdrInvalid[i].Load()
+		return vnet.HdrReason(i).String(), s.HdrInvalid[i].Load()
 	})
 	c.TxWriteErrors = nonZero(len(s.TxWriteErrno), func(i int) (string, uint64) {
 		return errnoLabel(i), s.TxWriteErrno[i].Load()

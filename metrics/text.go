@@ -10,6 +10,7 @@ import (
 
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // Stat is one `name: value` line of `vhostd stats`.
@@ -125,7 +126,7 @@ func dropNames(dir string) []string {
 
 func hdrReasonNames() []string {
 	var out []string
-	for r := virtionet.HdrReason(1); int(r) < virtionet.NumHdrReasons; r++ {
+	for r := vnet.HdrReason(1); int(r) < vnet.NumHdrReasons; r++ {
 		out = append(out, r.String())
 	}
 	return out

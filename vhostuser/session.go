@@ -15,15 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vhostd/vhostd/vdev"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
-)
-
-// Virtio feature bits the session itself looks at when building rings.
-const (
-	virtioFIndirectDesc = 1 << 28
-	virtioFEventIdx     = 1 << 29
-	virtioFRingPacked   = 1 << 34
-	virtioFInOrder      = 1 << 35
 )
 
 // maxRings is the most vrings addressable by SET_VRING_KICK/CALL/ERR, whose
@@ -410,7 +403,7 @@ func (s *Session) ringMemory(r *ring) (desc, avail, used []byte, err error) {
 }
 
 // packed reports whether VIRTIO_F_RING_PACKED is acked: rings are packed.
-func (s *Session) packed() bool { return s.acked&virtioFRingPacked != 0 }
+func (s *Session) packed() bool { return vnet.Feature(s.acked)&vnet.FeatureRingPacked != 0 }
 
 // startRing builds the ring over the current memory, continuing from
 // r.base, and hands it to the device. On failure the ring stays stopped,
@@ -452,9 +445,9 @@ func (s *Session) newRing(r *ring, desc, avail, used []byte) (vq virtqueue.Ring,
 			vq, err = nil, fmt.Errorf("guest memory at host address %#x faults: the front-end shrank or truncated the file behind its memory region", fault.Addr())
 		}
 	}()
-	eventIdx := s.acked&virtioFEventIdx != 0
-	indirect := s.acked&virtioFIndirectDesc != 0
-	inOrder := s.acked&virtioFInOrder != 0
+	eventIdx := vnet.Feature(s.acked)&vnet.FeatureEventIdx != 0
+	indirect := vnet.Feature(s.acked)&vnet.FeatureIndirectDesc != 0
+	inOrder := vnet.Feature(s.acked)&vnet.FeatureInOrder != 0
 	if s.packed() {
 		p, err := virtqueue.NewPacked(virtqueue.PackedConfig{
 			Size:     r.num,
@@ -623,9 +616,9 @@ func (s *Session) setFeatures(m *Message) ([]byte, error) {
 	// RING_PACKED changes what every ring's addresses and base mean: rings
 	// are stopped until the front-end sets them up again, and a base not
 	// set again is the new layout's initial one.
-	if (acked^s.acked)&virtioFRingPacked != 0 {
+	if vnet.Feature(acked^s.acked)&vnet.FeatureRingPacked != 0 {
 		base := uint32(0)
-		if acked&virtioFRingPacked != 0 {
+		if vnet.Feature(acked)&vnet.FeatureRingPacked != 0 {
 			base = virtqueue.InitialPackedState.Encode()
 		}
 		for i := range s.rings {

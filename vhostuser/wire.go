@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // All vhost-user numbers are "in the machine native byte order"
@@ -43,9 +45,10 @@ const (
 	// FeatureProtocolFeatures (VHOST_USER_F_PROTOCOL_FEATURES) is bit 30, the
 	// reserved virtio bit reused to signal protocol feature negotiation
 	// (vhost-user.rst, "Communication").
-	FeatureProtocolFeatures uint64 = 1 << 30
+	// The bit numbers live in vnet's one feature table.
+	FeatureProtocolFeatures = uint64(vnet.FeatureProtocolFeatures)
 	// FeatureLogAll (VHOST_F_LOG_ALL) asks for dirty logging during migration.
-	FeatureLogAll uint64 = 1 << 26
+	FeatureLogAll = uint64(vnet.FeatureLogAll)
 )
 
 // Flags is the header flags field (vhost-user.rst, "Header").

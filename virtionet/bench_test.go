@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/backend"
-	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
 	"golang.org/x/sys/unix"
 )
@@ -87,16 +87,16 @@ func BenchmarkTxNull(b *testing.B) {
 		})
 	}
 	b.Run("64KB-TSO-passthrough", func(b *testing.B) {
-		txBench(b, backend.NewNull(backend.NullConfig{}), tcpSuper(65000), vnetHdr(1, virtionet.GSOTCPv4, 1448, 34, 16))
+		txBench(b, backend.NewNull(backend.NullConfig{}), tcpSuper(65000), vnetHdr(1, vnet.GSOTCPv4, 1448, 34, 16))
 	})
 	b.Run("64KB-TSO-software-segmented", func(b *testing.B) {
-		caps := backend.Capabilities{Offloads: backend.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500}
-		txBench(b, backend.NewNull(backend.NullConfig{Caps: caps}), tcpSuper(65000), vnetHdr(1, virtionet.GSOTCPv4, 1448, 34, 16))
+		caps := backend.Capabilities{Offloads: vnet.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500}
+		txBench(b, backend.NewNull(backend.NullConfig{Caps: caps}), tcpSuper(65000), vnetHdr(1, vnet.GSOTCPv4, 1448, 34, 16))
 	})
 	b.Run("64KB-TSO-resegmented-16K", func(b *testing.B) {
 		caps := backend.DefaultNullCaps
 		caps.GSOMaxSize = 16384
-		txBench(b, backend.NewNull(backend.NullConfig{Caps: caps}), tcpSuper(65000), vnetHdr(1, virtionet.GSOTCPv4, 1448, 34, 16))
+		txBench(b, backend.NewNull(backend.NullConfig{Caps: caps}), tcpSuper(65000), vnetHdr(1, vnet.GSOTCPv4, 1448, 34, 16))
 	})
 }
 
@@ -176,7 +176,7 @@ func BenchmarkTx64KTap(b *testing.B) {
 		b.Skip("needs root to create taps")
 	}
 	frame := tcpSuper(65000)
-	hdr := vnetHdr(1, virtionet.GSOTCPv4, 1448, 34, 16)
+	hdr := vnetHdr(1, vnet.GSOTCPv4, 1448, 34, 16)
 	b.Run("direct-writev-baseline", func(b *testing.B) {
 		tap, err := backend.OpenTap(backend.TapConfig{Name: fmt.Sprintf("vhbd%d", os.Getpid()%10000)})
 		if err != nil {

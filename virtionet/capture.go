@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // CaptureDir selects which direction a Capture records.
@@ -35,7 +36,7 @@ type CapturedPacket struct {
 	Dir      CaptureDir
 	Time     time.Time
 	Queue    int
-	Hdr      Hdr
+	Hdr      vnet.Hdr
 	OrigLen  int    // frame length before truncation
 	Data     []byte // frame bytes, len <= snap length; owned by the Capture
 	Path     TxPath // TX only
@@ -167,7 +168,7 @@ func (d *Device) StopCapture() {
 }
 
 // captureTx records one TX packet after its fate is known.
-func (w *txWorker) captureTx(c *Capture, h Hdr, frame [][]byte, path TxPath, dec gso.Decision, reason gso.Reason, drop Drop) {
+func (w *txWorker) captureTx(c *Capture, h vnet.Hdr, frame [][]byte, path TxPath, dec gso.Decision, reason gso.Reason, drop Drop) {
 	p := c.take()
 	if p == nil {
 		return
@@ -185,7 +186,7 @@ func (w *rxWorker) captureRx(c *Capture, hdr []byte, frame [][]byte) {
 		return
 	}
 	p.Dir, p.Time, p.Queue = CaptureRX, time.Now(), w.q.Index
-	p.Hdr = DecodeHdr(hdr)
+	p.Hdr = vnet.DecodeHdr(hdr)
 	p.Path, p.Decision, p.Reason, p.Dropped = 0, 0, 0, DropNone
 	c.fill(p, frame)
 	c.put(p)

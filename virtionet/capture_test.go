@@ -8,17 +8,18 @@ import (
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 func TestCaptureRecordsVerdictsAndNeverBlocks(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{Offloads: backend.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
+	pipe := backend.NewPipe(backend.Capabilities{Offloads: vnet.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
 	r := newRig(t, pipe, rigOpts{})
 	// Two slots only: the third and later packets are skipped, not waited for.
 	c := virtionet.NewCapture(virtionet.CaptureBoth, 0, 128, 2)
 	r.dev.StartCapture(c)
 	frame := tcpSuper(3000)
-	r.sendTx(vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, 1448, 34, 16), frame)
-	r.sendTx(vnetHdr(1, virtionet.GSOTCPv4, 0, 34, 16), frame) // gso_size 0: dropped
+	r.sendTx(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame)
+	r.sendTx(vnetHdr(1, vnet.GSOTCPv4, 0, 34, 16), frame) // gso_size 0: dropped
 	for i := 0; i < 5; i++ {
 		r.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(64, false))
 	}

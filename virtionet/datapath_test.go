@@ -10,6 +10,7 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 func TestTxPlainPacketReachesBackend(t *testing.T) {
@@ -42,12 +43,12 @@ func TestTxBadHeadersAreCountedDrops(t *testing.T) {
 	cases := []struct {
 		name   string
 		hdr    []byte
-		reason virtionet.HdrReason
+		reason vnet.HdrReason
 	}{
-		{"gso size zero", vnetHdr(1, virtionet.GSOTCPv4, 0, 34, 16), virtionet.HdrGSOSizeZero},
-		{"unknown gso type", vnetHdr(1, 7, 1000, 34, 16), virtionet.HdrGSOUnknownType},
-		{"csum outside frame", vnetHdr(1, 0, 0, 199, 6), virtionet.HdrCsumOutOfFrame},
-		{"gso without needs_csum", vnetHdr(0, virtionet.GSOUDPL4, 100, 34, 6), virtionet.HdrGSONoCsum},
+		{"gso size zero", vnetHdr(1, vnet.GSOTCPv4, 0, 34, 16), vnet.HdrGSOSizeZero},
+		{"unknown gso type", vnetHdr(1, 7, 1000, 34, 16), vnet.HdrGSOUnknownType},
+		{"csum outside frame", vnetHdr(1, 0, 0, 199, 6), vnet.HdrCsumOutOfFrame},
+		{"gso without needs_csum", vnetHdr(0, vnet.GSOUDPL4, 100, 34, 6), vnet.HdrGSONoCsum},
 	}
 	for _, c := range cases {
 		r.sendTx(c.hdr, frame)
@@ -61,7 +62,7 @@ func TestTxBadHeadersAreCountedDrops(t *testing.T) {
 			t.Errorf("%s: reason %v counted %d times", c.name, c.reason, st.HdrInvalid[c.reason].Load())
 		}
 	}
-	if st.HdrInvalid[virtionet.HdrShort].Load() != 1 {
+	if st.HdrInvalid[vnet.HdrShort].Load() != 1 {
 		t.Errorf("short header not counted")
 	}
 	if st.TxDrops[virtionet.DropHdrInvalid].Load() != uint64(len(cases)+1) {
@@ -79,7 +80,7 @@ func TestTxGSOPassthroughAndSoftwareSegmentation(t *testing.T) {
 	const mss = 1448
 	payload := 10*mss + 100 // 11 segments, the last one short
 	frame := tcpSuper(payload)
-	hdr := vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, mss, 34, 16)
+	hdr := vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, mss, 34, 16)
 
 	t.Run("backend with TSO4 takes it whole", func(t *testing.T) {
 		pipe := backend.NewPipe(backend.Capabilities{})
@@ -196,7 +197,7 @@ func TestTxCompletesChecksumForBackendWithoutCsum(t *testing.T) {
 	frame := udpFrame(300, true)
 	// Split the frame so that the UDP checksum field (bytes 40-41) straddles
 	// two descriptors.
-	r.sendTx(vnetHdr(virtionet.FlagNeedsCsum, 0, 0, 34, 6), frame[:41], frame[41:])
+	r.sendTx(vnetHdr(vnet.FlagNeedsCsum, 0, 0, 34, 6), frame[:41], frame[41:])
 	got, ok := pipe.WaitWritten(1, 5e9)
 	if !ok {
 		t.Fatal("nothing written")
@@ -274,7 +275,7 @@ func TestRxMergeableSpreadsAcrossBuffers(t *testing.T) {
 func TestRxWithoutMergeableDropsOversizedButKeepsBuffer(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{})
 	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
-	r := newRig(t, pipe, rigOpts{features: uint64(offer &^ virtionet.NetMrgRxbuf)})
+	r := newRig(t, pipe, rigOpts{features: uint64(offer &^ vnet.NetMrgRxbuf)})
 	bufs := r.postRx(1, 1600)
 	pipe.Inject(append(make([]byte, 12), udpFrame(3000, false)...)) // too big
 	small := udpFrame(500, false)
@@ -318,14 +319,14 @@ func TestRxBackpressureWaitsForBuffers(t *testing.T) {
 func TestRxCompletesChecksumForGuestWithoutGuestCsum(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{})
 	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
-	acked := offer &^ (virtionet.NetGuestCsum | virtionet.NetGuestTSO4 | virtionet.NetGuestTSO6 | virtionet.NetGuestECN)
+	acked := offer &^ (vnet.NetGuestCsum | vnet.NetGuestTSO4 | vnet.NetGuestTSO6 | vnet.NetGuestECN)
 	r := newRig(t, pipe, rigOpts{features: uint64(acked)})
 	bufs := r.postRx(2, 2048)
 	frame := udpFrame(400, true)
-	pipe.Inject(append(vnetHdr(virtionet.FlagNeedsCsum, 0, 0, 34, 6), frame...))
+	pipe.Inject(append(vnetHdr(vnet.FlagNeedsCsum, 0, 0, 34, 6), frame...))
 	u := r.reap(r.rx, 1)[0]
 	got := bufs[u.ID][:u.Len]
-	if got[0]&virtionet.FlagNeedsCsum != 0 {
+	if got[0]&vnet.FlagNeedsCsum != 0 {
 		t.Error("NEEDS_CSUM passed to a guest without GUEST_CSUM")
 	}
 	pkt := gopacket.NewPacket(got[12:], layers.LayerTypeEthernet, gopacket.Default)

@@ -11,6 +11,7 @@ import (
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/vdev"
 	"github.com/vhostd/vhostd/virtionet/portlink"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // Config describes one virtio-net device (one vhost-user port).
@@ -149,7 +150,7 @@ func (d *Device) SetFeatures(acked uint64) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	hl := HdrLen(acked)
+	hl := vnet.HdrLen(acked)
 	for i, qp := range d.pairs {
 		be := qp.be
 		if be == nil {

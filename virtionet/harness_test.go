@@ -3,12 +3,14 @@ package virtionet_test
 import (
 	"context"
 	"encoding/binary"
-	"github.com/vhostd/vhostd/internal/unixpair"
 	"io"
 	"log/slog"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/vhostd/vhostd/internal/unixpair"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/vhostuser"
@@ -211,7 +213,7 @@ func eventually(t testing.TB, what string, cond func() bool) {
 
 // vnetHdr encodes a 12-byte virtio_net_hdr.
 func vnetHdr(flags, gsoType uint8, gsoSize, csumStart, csumOffset uint16) []byte {
-	h := virtionet.Hdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
+	h := vnet.Hdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
 	b := make([]byte, 12)
 	h.Encode(b)
 	return b
@@ -231,7 +233,7 @@ func udpFrame(size int, partial bool) []byte {
 	ip[8], ip[9] = 64, 17
 	copy(ip[12:], []byte{10, 0, 0, 1})
 	copy(ip[16:], []byte{10, 0, 0, 2})
-	binary.BigEndian.PutUint16(ip[10:], ^fold(sum(ip)))
+	binary.BigEndian.PutUint16(ip[10:], ^vnet.Checksum(ip, 0))
 	udp := f[34:]
 	binary.BigEndian.PutUint16(udp[0:], 1234)
 	binary.BigEndian.PutUint16(udp[2:], 5678)
@@ -240,28 +242,9 @@ func udpFrame(size int, partial bool) []byte {
 		f[i] = byte(i)
 	}
 	if partial {
-		ph := sum(ip[12:20]) + 17 + uint64(size-34)
-		binary.BigEndian.PutUint16(udp[6:], fold(ph))
+		binary.BigEndian.PutUint16(udp[6:], vnet.PseudoHeaderSum(17, ip[12:16], ip[16:20], uint32(size-34)))
 	}
 	return f
-}
-
-func sum(b []byte) uint64 {
-	var s uint64
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint64(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		s += uint64(b[len(b)-1]) << 8
-	}
-	return s
-}
-
-func fold(s uint64) uint16 {
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
 }
 
 // tcpSuper builds an Ethernet/IPv4/TCP super-packet with payload bytes of
@@ -281,7 +264,7 @@ func tcpSuper(payload int) []byte {
 	ip[8], ip[9] = 64, 6
 	copy(ip[12:], []byte{10, 0, 0, 1})
 	copy(ip[16:], []byte{10, 0, 0, 2})
-	binary.BigEndian.PutUint16(ip[10:], ^fold(sum(ip)))
+	binary.BigEndian.PutUint16(ip[10:], ^vnet.Checksum(ip, 0))
 	tcp := f[34:54]
 	binary.BigEndian.PutUint16(tcp[0:], 40000)
 	binary.BigEndian.PutUint16(tcp[2:], 5201)
@@ -293,7 +276,6 @@ func tcpSuper(payload int) []byte {
 	for i := 54; i < size; i++ {
 		f[i] = byte(i * 7)
 	}
-	ph := sum(ip[12:20]) + 6 + uint64(size-34)
-	binary.BigEndian.PutUint16(tcp[16:], fold(ph))
+	binary.BigEndian.PutUint16(tcp[16:], vnet.PseudoHeaderSum(6, ip[12:16], ip[16:20], uint32(size-34)))
 	return f
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/virtionet/portlink"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // rxPort is the receive side of a queue pair joined guest to guest
@@ -142,17 +143,17 @@ func inIovecs(addr uintptr, iovs [][]byte) bool {
 }
 
 func (e *rxPort) deliverOne(w *rxWorker, srcHdr []byte, frame [][]byte) {
-	sh := DecodeHdr(srcHdr)
+	sh := vnet.DecodeHdr(srcHdr)
 	frameLen := 0
 	for _, b := range frame {
 		frameLen += len(b)
 	}
 	hb := e.hdr[:w.hdrLen]
 	clear(hb)
-	gt := sh.GSOType &^ GSOECN
-	needsCsum := sh.Flags&FlagNeedsCsum != 0
+	gt := sh.GSOType &^ vnet.GSOECN
+	needsCsum := sh.Flags&vnet.FlagNeedsCsum != 0
 	switch {
-	case gt != GSONone && !w.gsoAcked(gt, sh.GSOType&GSOECN != 0):
+	case gt != vnet.GSONone && !w.gsoAcked(gt, sh.GSOType&vnet.GSOECN != 0):
 		e.segmentFor(w, sh, frame, frameLen)
 		return
 	case needsCsum && !w.guestCsum:
@@ -226,9 +227,9 @@ func (e *rxPort) gatherFrame(frame [][]byte, frameLen int) []byte {
 
 // completeFor finishes a partial checksum for a receiver without
 // GUEST_CSUM (spec 5.1.6.4.1: the device must not hand it NEEDS_CSUM).
-func (e *rxPort) completeFor(w *rxWorker, sh Hdr, frame [][]byte, frameLen int) {
+func (e *rxPort) completeFor(w *rxWorker, sh vnet.Hdr, frame [][]byte, frameLen int) {
 	buf := e.gatherFrame(frame, frameLen)
-	m, _ := gso.Parse(buf, toGSOHdr(sh))
+	m, _ := gso.Parse(buf, sh)
 	if !gso.CompleteCsum(buf, &m) {
 		w.drops[DropGSOMalformed]++
 		return
@@ -244,18 +245,18 @@ func (e *rxPort) completeFor(w *rxWorker, sh Hdr, frame [][]byte, frameLen int) 
 // negotiate, leaving checksums partial when it has GUEST_CSUM. The payload
 // is read straight from the sender's buffers; each segment is built in the
 // arena and copied into the receiver's buffers.
-func (e *rxPort) segmentFor(w *rxWorker, sh Hdr, frame [][]byte, frameLen int) {
-	m, r := gso.ParseHead(frame[0], frameLen, toGSOHdr(sh))
+func (e *rxPort) segmentFor(w *rxWorker, sh vnet.Hdr, frame [][]byte, frameLen int) {
+	m, r := gso.ParseHead(frame[0], frameLen, sh)
 	if r == gso.ReasonHeadTooShort {
-		m, _ = gso.Parse(e.gatherFrame(frame, frameLen), toGSOHdr(sh))
+		m, _ = gso.Parse(e.gatherFrame(frame, frameLen), sh)
 	}
 	if m.Malformed != gso.ReasonNone || m.Kind == gso.KindPlain {
 		w.drops[DropGSOMalformed]++
 		return
 	}
-	var f gso.Features
+	var f vnet.Offloads
 	if w.guestCsum {
-		f = gso.FeatCSUM
+		f = vnet.OffloadCSUM
 	}
 	per := m.MaxSegmentLen()
 	if len(e.arena) < 2*per {
@@ -286,9 +287,4 @@ func (e *rxPort) segmentFor(w *rxWorker, sh Hdr, frame [][]byte, frameLen int) {
 		from += n
 	}
 	w.qp.stats.RxSegmented.Add(1)
-}
-
-func toGSOHdr(h Hdr) gso.VnetHdr {
-	return gso.VnetHdr{Flags: h.Flags, GSOType: h.GSOType, HdrLen: h.HdrLen, GSOSize: h.GSOSize,
-		CsumStart: h.CsumStart, CsumOffset: h.CsumOffset}
 }

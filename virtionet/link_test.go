@@ -11,6 +11,7 @@ import (
 
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/portlink"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // linkedRigs cross-connects two ports; b acks featuresB (0: all offered).
@@ -45,7 +46,7 @@ func TestLinkSuperPacketCrossesWhole(t *testing.T) {
 	bufs := b.postRx(64, 4096)
 	eventually(t, "rx ring start", func() bool { return ringStarted(b, 0) })
 	frame := tcpSuper(20000)
-	hdr := vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, 1448, 34, 16)
+	hdr := vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16)
 	a.sendTx(hdr, frame[:54], frame[54:])
 	a.reap(a.tx, 1)
 	eventually(t, "delivery", func() bool { return b.stats().RxPackets.Load() == 1 })
@@ -55,7 +56,7 @@ func TestLinkSuperPacketCrossesWhole(t *testing.T) {
 		t.Fatalf("got %d packets", len(pkts))
 	}
 	got := pkts[0]
-	if got[1] != virtionet.GSOTCPv4 || binary.LittleEndian.Uint16(got[4:6]) != 1448 || got[0]&virtionet.FlagNeedsCsum == 0 {
+	if got[1] != vnet.GSOTCPv4 || binary.LittleEndian.Uint16(got[4:6]) != 1448 || got[0]&vnet.FlagNeedsCsum == 0 {
 		t.Errorf("header % x lost the GSO metadata", got[:12])
 	}
 	if !bytes.Equal(got[12:], frame) {
@@ -68,12 +69,12 @@ func TestLinkSuperPacketCrossesWhole(t *testing.T) {
 
 func TestLinkSegmentsForReceiverWithoutTSO(t *testing.T) {
 	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
-	a, b := linkedRigs(t, uint64(offer&^(virtionet.NetGuestTSO4|virtionet.NetGuestTSO6|virtionet.NetGuestECN)))
+	a, b := linkedRigs(t, uint64(offer&^(vnet.NetGuestTSO4|vnet.NetGuestTSO6|vnet.NetGuestECN)))
 	bufs := b.postRx(64, 2048)
 	eventually(t, "rx ring start", func() bool { return ringStarted(b, 0) })
 	payload := 5*1448 + 10
 	frame := tcpSuper(payload)
-	a.sendTx(vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, 1448, 34, 16), frame)
+	a.sendTx(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame)
 	deadline := time.Now().Add(3 * time.Second)
 	for b.stats().RxPackets.Load() != 6 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
@@ -84,12 +85,12 @@ func TestLinkSegmentsForReceiverWithoutTSO(t *testing.T) {
 				t.Logf("rx drop %v: %d", d, c)
 			}
 		}
-		t.Fatalf("receiver got %d packets, want 6 segments (acked %v)", n, virtionet.Feature(b.dev.Acked()))
+		t.Fatalf("receiver got %d packets, want 6 segments (acked %v)", n, vnet.Feature(b.dev.Acked()))
 	}
 	pkts := receivedPackets(b, bufs, 6)
 	total := 0
 	for i, p := range pkts {
-		if p[1] != virtionet.GSONone {
+		if p[1] != vnet.GSONone {
 			t.Errorf("segment %d still has gso_type %d", i, p[1])
 		}
 		pk := gopacket.NewPacket(p[12:], layers.LayerTypeEthernet, gopacket.Default)

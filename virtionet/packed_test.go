@@ -9,6 +9,7 @@ import (
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/portlink"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -28,8 +29,8 @@ var ringModes = []struct {
 // agree on the ring layout and IN_ORDER.
 func checkNegotiated(t *testing.T, r *rig, packed, inOrder bool) {
 	t.Helper()
-	acked := virtionet.Feature(r.dev.Acked())
-	if acked.Has(virtionet.FeatureRingPacked) != packed || acked.Has(virtionet.FeatureInOrder) != inOrder {
+	acked := vnet.Feature(r.dev.Acked())
+	if acked.Has(vnet.FeatureRingPacked) != packed || acked.Has(vnet.FeatureInOrder) != inOrder {
 		t.Fatalf("acked %v, want RING_PACKED=%t IN_ORDER=%t", acked, packed, inOrder)
 	}
 	fp, _, fi := r.fe.Layout()
@@ -56,8 +57,8 @@ func TestRingModesTx(t *testing.T) {
 				r.sendTx(vnetHdr(0, 0, 0, 0, 0), f[:20], f[20:])
 			}
 			super := tcpSuper(30000)
-			r.sendTx(vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, 1448, 34, 16), super[:54], super[54:])
-			r.sendTx(vnetHdr(1, virtionet.GSOTCPv4, 0, 34, 16), super) // gso_size 0: a counted drop
+			r.sendTx(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), super[:54], super[54:])
+			r.sendTx(vnetHdr(1, vnet.GSOTCPv4, 0, 34, 16), super) // gso_size 0: a counted drop
 			used := r.reap(r.tx, 5)
 			for _, u := range used {
 				if u.Len != 0 {
@@ -73,7 +74,7 @@ func TestRingModesTx(t *testing.T) {
 					t.Errorf("packet %d corrupted", i)
 				}
 			}
-			if len(got[3]) != 12+len(super) || got[3][1] != virtionet.GSOTCPv4 {
+			if len(got[3]) != 12+len(super) || got[3][1] != vnet.GSOTCPv4 {
 				t.Errorf("super-packet not passed whole: %d bytes, gso_type %d", len(got[3]), got[3][1])
 			}
 			st := r.stats()
@@ -341,7 +342,7 @@ func TestLinkPackedAndSplitKeepSuperPacketsWhole(t *testing.T) {
 				bufs := dst.postRx(32, 4096)
 				eventually(t, "rx ring start", func() bool { return ringStarted(dst, 0) })
 				frame := tcpSuper(40000 + dir)
-				src.sendTx(vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, 1448, 34, 16), frame[:54], frame[54:20000], frame[20000:])
+				src.sendTx(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame[:54], frame[54:20000], frame[20000:])
 				src.reap(src.tx, 1)
 				eventually(t, "delivery", func() bool { return dst.stats().RxPackets.Load() == 1 })
 				pkts := receivedPackets(dst, bufs, int(dst.stats().RxBuffers.Load()))
@@ -349,7 +350,7 @@ func TestLinkPackedAndSplitKeepSuperPacketsWhole(t *testing.T) {
 					t.Fatalf("direction %d: %d packets, want the super-packet whole", dir, len(pkts))
 				}
 				got := pkts[0]
-				if got[1] != virtionet.GSOTCPv4 || binary.LittleEndian.Uint16(got[4:6]) != 1448 || !bytes.Equal(got[12:], frame) {
+				if got[1] != vnet.GSOTCPv4 || binary.LittleEndian.Uint16(got[4:6]) != 1448 || !bytes.Equal(got[12:], frame) {
 					t.Errorf("direction %d: header % x, frame intact %t", dir, got[:12], bytes.Equal(got[12:], frame))
 				}
 				if src.stats().TxPackets[virtionet.PathPassthrough].Load() != 1 || dst.stats().RxGSOPkts.Load() != 1 || dst.stats().RxSegmented.Load() != 0 {

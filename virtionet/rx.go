@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/vhostd/vhostd/vdev"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -71,9 +72,9 @@ func newRxWorker(qp *QueuePair, q *vdev.Queue, hdrLen int, acked uint64) *rxWork
 	w := &rxWorker{
 		workerCtl: newWorkerCtl(),
 		qp:        qp, q: q, hdrLen: hdrLen, acked: acked,
-		mrg:       Feature(acked).Has(NetMrgRxbuf),
-		guestCsum: Feature(acked).Has(NetGuestCsum),
-		inOrder:   Feature(acked).Has(FeatureInOrder),
+		mrg:       vnet.Feature(acked).Has(vnet.NetMrgRxbuf),
+		guestCsum: vnet.Feature(acked).Has(vnet.NetGuestCsum),
+		inOrder:   vnet.Feature(acked).Has(vnet.FeatureInOrder),
 		cache:     make([]virtqueue.Chain, qs),
 		used:      make([]virtqueue.UsedElem, 0, qs),
 		qsize:     qs,
@@ -363,12 +364,12 @@ func (w *rxWorker) deliver(pkt []byte) (bool, error) {
 		w.drops[DropRxNoRoom]++ // cannot happen with a tap; count, never panic
 		return true, nil
 	}
-	gt := pkt[1] &^ GSOECN
-	if gt != GSONone && !w.gsoAcked(gt, pkt[1]&GSOECN != 0) {
+	gt := pkt[1] &^ vnet.GSOECN
+	if gt != vnet.GSONone && !w.gsoAcked(gt, pkt[1]&vnet.GSOECN != 0) {
 		w.drops[DropRxGSONotAcked]++
 		return true, nil
 	}
-	if pkt[0]&FlagNeedsCsum != 0 && !w.guestCsum {
+	if pkt[0]&vnet.FlagNeedsCsum != 0 && !w.guestCsum {
 		if completeRxChecksum(pkt, w.hdrLen) {
 			w.csumOK++
 		}
@@ -469,7 +470,7 @@ func (w *rxWorker) place(hdr []byte, frame [][]byte, frameLen int) (bool, error)
 	w.pkts++
 	w.bytes += uint64(frameLen)
 	w.nbufs += uint64(cnt)
-	if hdr[1] != GSONone {
+	if hdr[1] != vnet.GSONone {
 		w.gso++
 	}
 	if len(w.used) >= 64 {
@@ -481,19 +482,19 @@ func (w *rxWorker) place(hdr []byte, frame [][]byte, frameLen int) (bool, error)
 // gsoAcked reports whether the guest negotiated this GSO type (spec 5.1.6.4:
 // the device MUST NOT send GSO types the driver did not accept).
 func (w *rxWorker) gsoAcked(gt uint8, ecn bool) bool {
-	a := Feature(w.acked)
-	if ecn && !a.Has(NetGuestECN) {
+	a := vnet.Feature(w.acked)
+	if ecn && !a.Has(vnet.NetGuestECN) {
 		return false
 	}
 	switch gt {
-	case GSOTCPv4:
-		return a.Has(NetGuestTSO4)
-	case GSOTCPv6:
-		return a.Has(NetGuestTSO6)
-	case GSOUDPL4:
-		return a.Has(NetGuestUSO4) || a.Has(NetGuestUSO6)
-	case GSOUDP:
-		return a.Has(NetGuestUFO)
+	case vnet.GSOTCPv4:
+		return a.Has(vnet.NetGuestTSO4)
+	case vnet.GSOTCPv6:
+		return a.Has(vnet.NetGuestTSO6)
+	case vnet.GSOUDPL4:
+		return a.Has(vnet.NetGuestUSO4) || a.Has(vnet.NetGuestUSO6)
+	case vnet.GSOUDP:
+		return a.Has(vnet.NetGuestUFO)
 	}
 	return false
 }

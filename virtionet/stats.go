@@ -1,9 +1,11 @@
 package virtionet
 
 import (
-	"github.com/vhostd/vhostd/gso"
 	"sync/atomic"
 	"time"
+
+	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // TxPath says how a transmitted packet reached the backend. The names are the
@@ -168,7 +170,7 @@ type QueueStats struct {
 	TxSegments  atomic.Uint64                 // packets written to the backend after (re)segmentation
 	TxGSOPkts   atomic.Uint64                 // GSO super-packets seen from the guest
 	TxDecisions [gso.NumReasons]atomic.Uint64 // decisions by gso.Reason
-	HdrInvalid  [NumHdrReasons]atomic.Uint64
+	HdrInvalid  [vnet.NumHdrReasons]atomic.Uint64
 	TxKicks     atomic.Uint64
 	TxCalls     atomic.Uint64
 	TxCallsSupp atomic.Uint64 // calls suppressed by EVENT_IDX / NO_INTERRUPT

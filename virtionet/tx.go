@@ -12,6 +12,7 @@ import (
 
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/vdev"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -71,7 +72,7 @@ type txWorker struct {
 
 	// Decision inputs, re-read from the backend once per batch: a tap's
 	// limits follow its egress device, which can change while a ring runs.
-	feats  gso.Features
+	feats  vnet.Offloads
 	limits gso.Limits
 
 	head    [256]byte // contiguous copy of a frame head whose headers span descriptors
@@ -151,7 +152,7 @@ func (w *txWorker) writeInjected(pkt [][]byte) error {
 // tap) into the decision inputs.
 func (w *txWorker) readCaps() {
 	caps := w.qp.out.Caps()
-	w.feats = gso.Features(caps.Offloads)
+	w.feats = caps.Offloads
 	w.limits = gso.Limits{GSOMaxSize: caps.GSOMaxSize, GSOMaxSegs: caps.GSOMaxSegs, MTU: caps.MTU}
 }
 
@@ -309,12 +310,12 @@ func (w *txWorker) packet(c *virtqueue.Chain) {
 	hb := w.hdrs[k][:w.hdrLen]
 	if copyHeader(hb, c.Bufs) < w.hdrLen {
 		w.drop(DropHdrInvalid)
-		st.HdrInvalid[HdrShort].Add(1)
+		st.HdrInvalid[vnet.HdrShort].Add(1)
 		return
 	}
 	frameLen := int(c.ReadLen) - w.hdrLen
-	h := DecodeHdr(hb)
-	if r := h.Validate(frameLen); r != HdrOK {
+	h := vnet.DecodeHdr(hb)
+	if r := txHeaderCheck(h, frameLen); r != vnet.HdrOK {
 		w.drop(DropHdrInvalid)
 		st.HdrInvalid[r].Add(1)
 		return
@@ -323,15 +324,16 @@ func (w *txWorker) packet(c *virtqueue.Chain) {
 	// only the first 10 bytes anyway.
 	if w.hdrLen == 12 {
 		hb[10], hb[11] = 0, 0
+		h.NumBuffers = 0
 	}
 	start := len(w.iovs)
 	w.iovs = append(w.iovs, hb)
 	w.iovs = appendFrameIovecs(w.iovs, c.Bufs, w.hdrLen)
 	frame := w.iovs[start+1:]
 
-	plain := h.GSOType == GSONone
+	plain := h.GSOType == vnet.GSONone
 	if plain {
-		if h.Flags&FlagNeedsCsum == 0 || w.feats&gso.FeatCSUM != 0 {
+		if h.Flags&vnet.FlagNeedsCsum == 0 || w.feats&vnet.OffloadCSUM != 0 {
 			// The common small-packet case: nothing to decide, the backend
 			// takes the packet as it is (a partial checksum included).
 			w.queue(start, frameLen, PathPlain)
@@ -349,9 +351,7 @@ func (w *txWorker) packet(c *virtqueue.Chain) {
 		w.queue(start, frameLen, pathWhole(plain))
 		return
 	}
-	vh := gso.VnetHdr{Flags: h.Flags, GSOType: h.GSOType, HdrLen: h.HdrLen, GSOSize: h.GSOSize,
-		CsumStart: h.CsumStart, CsumOffset: h.CsumOffset}
-	m, r := gso.ParseHead(frame[0], frameLen, vh)
+	m, r := gso.ParseHead(frame[0], frameLen, h)
 	if r == gso.ReasonHeadTooShort {
 		// The headers span descriptors: parse a contiguous copy of the head.
 		nh := 0
@@ -361,7 +361,7 @@ func (w *txWorker) packet(c *virtqueue.Chain) {
 				break
 			}
 		}
-		m, _ = gso.ParseHead(w.head[:nh], frameLen, vh)
+		m, _ = gso.ParseHead(w.head[:nh], frameLen, h)
 	}
 	dec, reason := gso.Decide(m, w.feats, w.limits, policy)
 	w.decisions[reason]++
@@ -385,6 +385,16 @@ func (w *txWorker) packet(c *virtqueue.Chain) {
 		w.iovs = w.iovs[:start]
 		w.gsoDrop(reason)
 	}
+}
+
+// txHeaderCheck is the device's policy on a guest's TX header: the kernel's
+// virtio_net_hdr_to_skb rules plus the spec's driver MUSTs (5.1.6.2), so a
+// GSO header without NEEDS_CSUM is dropped and counted as gso_no_csum,
+// where gso.Parse (vnet.KernelRules, mirroring the kernel) would let
+// Decide segment it in software. TestTxHeaderCheckAgreesWithGSO pins the
+// difference.
+func txHeaderCheck(h vnet.Hdr, frameLen int) vnet.HdrReason {
+	return h.Check(frameLen, vnet.DeviceRules)
 }
 
 func pathWhole(plain bool) TxPath {
@@ -588,7 +598,7 @@ func (w *txWorker) capture(c *Capture, ch *virtqueue.Chain) {
 	copyHeader(hb[:w.hdrLen], ch.Bufs)
 	w.capIov = appendFrameIovecs(w.capIov[:0], ch.Bufs, w.hdrLen)
 	v := w.verdict
-	w.captureTx(c, DecodeHdr(hb[:w.hdrLen]), w.capIov, v.path, v.dec, v.reason, v.drop)
+	w.captureTx(c, vnet.DecodeHdr(hb[:w.hdrLen]), w.capIov, v.path, v.dec, v.reason, v.drop)
 }
 
 // copyHeader copies the first len(dst) bytes of the chain's readable buffers

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/vhostuser/frontend"
-	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -161,7 +161,7 @@ func tso4(payload int) (hdr, frame []byte) {
 	binary.BigEndian.PutUint16(ip[10:], ^uint16(s))
 	f[46] = 5 << 4
 	f[47] = 0x10
-	h := virtionet.Hdr{Flags: virtionet.FlagNeedsCsum, GSOType: virtionet.GSOTCPv4, GSOSize: 1448, CsumStart: 34, CsumOffset: 16}
+	h := vnet.Hdr{Flags: vnet.FlagNeedsCsum, GSOType: vnet.GSOTCPv4, GSOSize: 1448, CsumStart: 34, CsumOffset: 16}
 	hdr = make([]byte, 12)
 	h.Encode(hdr)
 	return hdr, f

@@ -29,6 +29,7 @@ import (
 	"github.com/vhostd/vhostd/metrics/admin"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // options are the command-line settings.
@@ -385,14 +386,7 @@ func udpTemplate(size int) []byte {
 	ip[8], ip[9] = 64, 17
 	copy(ip[12:16], []byte{198, 18, 0, 1})
 	copy(ip[16:20], []byte{198, 18, 0, 2})
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(ip[i])<<8 | uint32(ip[i+1])
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	c := ^uint16(sum)
+	c := ^vnet.Checksum(ip, 0)
 	ip[10], ip[11] = byte(c>>8), byte(c)
 	udp := f[34:]
 	udp[0], udp[1], udp[2], udp[3] = 0x04, 0x00, 0x04, 0x01

@@ -15,6 +15,7 @@ import (
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/portlink"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // Where a port came from (admin.PortInfo.Source).
@@ -185,7 +186,7 @@ func (m *portManager) start(spec portspec.Spec, source string, bes []backend.Bac
 	} else {
 		caps = bes[0].Caps()
 	}
-	offer, dropped := virtionet.Offer(virtionet.BackendOffloads{RxUSO: uso, TxUSO: caps.Offloads&backend.OffloadUSO != 0}, o.toggles)
+	offer, dropped := virtionet.Offer(virtionet.BackendOffloads{RxUSO: uso, TxUSO: caps.Offloads&vnet.OffloadUSO != 0}, o.toggles)
 	attrs := []any{"port", spec.Name, "backend", spec.Kind(), "name", spec.BackendName(), "queues", queues,
 		"offloads", caps.Offloads.String(), "gso_max_size", caps.GSOMaxSize, "gso_max_segs", caps.GSOMaxSegs,
 		"mtu", caps.MTU, "limits_from", caps.LimitsFrom, "policy", o.policy.String(), "offer", fmt.Sprintf("0x%x", uint64(offer))}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // Capture limits.
@@ -575,21 +576,21 @@ func comment(p *virtionet.CapturedPacket) string {
 // "none", "tcpv4", "tcpv6", "udp", "udp_l4", with "|ecn" for the ECN bit.
 func GSOTypeName(t uint8) string {
 	var name string
-	switch t &^ virtionet.GSOECN {
-	case virtionet.GSONone:
+	switch t &^ vnet.GSOECN {
+	case vnet.GSONone:
 		name = "none"
-	case virtionet.GSOTCPv4:
+	case vnet.GSOTCPv4:
 		name = "tcpv4"
-	case virtionet.GSOTCPv6:
+	case vnet.GSOTCPv6:
 		name = "tcpv6"
-	case virtionet.GSOUDP:
+	case vnet.GSOUDP:
 		name = "udp"
-	case virtionet.GSOUDPL4:
+	case vnet.GSOUDPL4:
 		name = "udp_l4"
 	default:
-		name = fmt.Sprintf("%#x", t&^virtionet.GSOECN)
+		name = fmt.Sprintf("%#x", t&^vnet.GSOECN)
 	}
-	if t&virtionet.GSOECN != 0 {
+	if t&vnet.GSOECN != 0 {
 		name += "|ecn"
 	}
 	return name
@@ -602,8 +603,8 @@ func flagNames(f uint8) string {
 		bit  uint8
 		name string
 	}{
-		{virtionet.FlagNeedsCsum, "needs_csum"}, {virtionet.FlagDataValid, "data_valid"},
-		{virtionet.FlagRSCInfo, "rsc_info"}, {virtionet.FlagUDPTunnelCsum, "udp_tunnel_csum"},
+		{vnet.FlagNeedsCsum, "needs_csum"}, {vnet.FlagDataValid, "data_valid"},
+		{vnet.FlagRSCInfo, "rsc_info"}, {vnet.FlagUDPTunnelCsum, "udp_tunnel_csum"},
 	} {
 		if f&b.bit != 0 {
 			parts = append(parts, b.name)

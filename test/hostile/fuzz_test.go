@@ -8,7 +8,7 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
-	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -51,7 +51,7 @@ func fuzzPort(t *testing.T, noTSO bool) *port {
 	caps := backend.Capabilities{}
 	if noTSO {
 		i = 1
-		caps = backend.Capabilities{Offloads: backend.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500}
+		caps = backend.Capabilities{Offloads: vnet.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500}
 	}
 	p := fuzzState.ports[i]
 	if p != nil && (p.stats(0).TxBroken.Load() || p.stats(0).RxBroken.Load()) {
@@ -106,10 +106,10 @@ func fuzzSeeds(windowGPA uint64) [][]byte {
 	copy(tso, tso4Hdr(1448))
 	copy(tso[64:], tcp4Super(3000))
 	uso := make([]byte, 4096)
-	copy(uso, vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOUDPL4, 1000, 34, 6))
+	copy(uso, vnetHdr(vnet.FlagNeedsCsum, vnet.GSOUDPL4, 1000, 34, 6))
 	copy(uso[64:], udpSuper(2500))
 	csum := make([]byte, 256)
-	copy(csum, vnetHdr(virtionet.FlagNeedsCsum, 0, 0, 34, 6))
+	copy(csum, vnetHdr(vnet.FlagNeedsCsum, 0, 0, 34, 6))
 	copy(csum[64:], udpSuper(150))
 	two := []fuzzDesc{{off: 0, len: 12, flags: 1, next: 1}, {off: 64, len: 100}}
 	// An indirect table at window offset 4096 describing the plain packet.

@@ -15,6 +15,7 @@ import (
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -40,8 +41,8 @@ const statusNeedsReset = 0x40
 type outcome struct {
 	txDrop   virtionet.Drop
 	rxDrop   virtionet.Drop
-	hdr      virtionet.HdrReason // with txDrop == DropHdrInvalid
-	gso      gso.Reason          // decision reason counted with the drop
+	hdr      vnet.HdrReason // with txDrop == DropHdrInvalid
+	gso      gso.Reason     // decision reason counted with the drop
 	txBroken bool
 	rxBroken bool
 	// refused: the ring set-up is refused; attack returns the NACK.
@@ -74,7 +75,7 @@ func (o outcome) String() string {
 		return "ignored (not available)"
 	case o.txDrop != virtionet.DropNone:
 		s := "tx drop " + o.txDrop.String()
-		if o.hdr != virtionet.HdrOK {
+		if o.hdr != vnet.HdrOK {
 			s += "/" + o.hdr.String()
 		}
 		if o.gso != gso.ReasonNone {
@@ -95,7 +96,7 @@ type guestCase struct {
 }
 
 func txDrop(d virtionet.Drop) outcome { return outcome{txDrop: d} }
-func hdrDrop(r virtionet.HdrReason) outcome {
+func hdrDrop(r vnet.HdrReason) outcome {
 	return outcome{txDrop: virtionet.DropHdrInvalid, hdr: r}
 }
 func gsoDrop(r gso.Reason) outcome    { return outcome{txDrop: virtionet.DropGSOMalformed, gso: r} }
@@ -103,7 +104,7 @@ func rxDrop(d virtionet.Drop) outcome { return outcome{rxDrop: d} }
 
 // noTSO is a backend that takes partial checksums but no super-packets, so
 // vhostd must parse and segment every GSO packet itself.
-var noTSO = backend.Capabilities{Offloads: backend.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500}
+var noTSO = backend.Capabilities{Offloads: vnet.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500}
 
 const (
 	fNext  = virtqueue.DescFNext
@@ -303,7 +304,7 @@ func guestCases() []guestCase {
 			virtqueue.Desc{Addr: h, Len: 12, Flags: fNext, Next: 2},
 			virtqueue.Desc{Addr: f, Len: 100})
 	}))
-	add("indirect/not_negotiated", portConfig{clearFeatures: virtionet.FeatureIndirectDesc},
+	add("indirect/not_negotiated", portConfig{clearFeatures: vnet.FeatureIndirectDesc},
 		txDrop(virtionet.DropIndirectNotNegotiated), indirect(32, 0, goodTable))
 	add("indirect/chain_over_4GiB", none, txDrop(virtionet.DropChainTooLong), func(p *port) error {
 		// 256 readable descriptors covering all of region 0: 4 GiB in total,
@@ -352,23 +353,23 @@ func guestCases() []guestCase {
 
 	// --- packet headers (validator: every policy, every backend) ---
 	frame := udpFrame(200)
-	add("hdr/chain_shorter_than_vnet_hdr", none, hdrDrop(virtionet.HdrShort), func(p *port) error {
+	add("hdr/chain_shorter_than_vnet_hdr", none, hdrDrop(vnet.HdrShort), func(p *port) error {
 		p.sendTx(victimTx, make([]byte, 8))
 		return nil
 	})
-	add("hdr/frame_shorter_than_ethernet", none, hdrDrop(virtionet.HdrFrameShort), txHdrFrame(vnetHdr(0, 0, 0, 0, 0), frame[:10]))
-	add("hdr/gso_size_zero", none, hdrDrop(virtionet.HdrGSOSizeZero), txHdrFrame(tso4Hdr(0), tcp4Super(3000)))
-	add("hdr/gso_size_0xffff", none, hdrDrop(virtionet.HdrGSOSizeByFrags), txHdrFrame(tso4Hdr(0xffff), tcp4Super(3000)))
-	add("hdr/gso_type_unknown", none, hdrDrop(virtionet.HdrGSOUnknownType), txHdrFrame(vnetHdr(1, 2, 1448, 34, 16), tcp4Super(3000)))
-	add("hdr/gso_type_udp_tunnel", none, hdrDrop(virtionet.HdrGSOUnknownType), txHdrFrame(vnetHdr(1, 0x20, 1448, 34, 16), tcp4Super(3000)))
-	add("hdr/gso_ecn_on_udp", none, hdrDrop(virtionet.HdrGSOECNNotTCP), txHdrFrame(vnetHdr(1, virtionet.GSOUDPL4|virtionet.GSOECN, 1000, 34, 6), udpSuper(3000)))
-	add("hdr/gso_without_needs_csum", none, hdrDrop(virtionet.HdrGSONoCsum), txHdrFrame(vnetHdr(0, virtionet.GSOTCPv4, 1448, 34, 16), tcp4Super(3000)))
-	add("hdr/csum_start_outside_frame", none, hdrDrop(virtionet.HdrCsumOutOfFrame), txHdrFrame(vnetHdr(1, 0, 0, 60000, 6), frame))
-	add("hdr/csum_offset_outside_frame", none, hdrDrop(virtionet.HdrCsumOutOfFrame), txHdrFrame(vnetHdr(1, 0, 0, 34, 65000), frame))
-	add("hdr/csum_start_inside_l2", none, hdrDrop(virtionet.HdrCsumStartTooSmall), txHdrFrame(vnetHdr(1, 0, 0, 4, 6), frame))
-	add("hdr/tso_csum_offset_not_16", none, hdrDrop(virtionet.HdrCsumOffsetBad), txHdrFrame(vnetHdr(1, virtionet.GSOTCPv4, 1448, 34, 6), tcp4Super(3000)))
-	add("hdr/tcp_header_cut_by_frame_end", none, hdrDrop(virtionet.HdrCsumOutOfFrame), txHdrFrame(tso4Hdr(1448), tcp4Super(0)[:44]))
-	add("hdr/uso_more_than_128_segments", none, hdrDrop(virtionet.HdrUSOTooManySegs), txHdrFrame(vnetHdr(1, virtionet.GSOUDPL4, 1, 34, 6), udpSuper(2000)))
+	add("hdr/frame_shorter_than_ethernet", none, hdrDrop(vnet.HdrFrameShort), txHdrFrame(vnetHdr(0, 0, 0, 0, 0), frame[:10]))
+	add("hdr/gso_size_zero", none, hdrDrop(vnet.HdrGSOSizeZero), txHdrFrame(tso4Hdr(0), tcp4Super(3000)))
+	add("hdr/gso_size_0xffff", none, hdrDrop(vnet.HdrGSOSizeByFrags), txHdrFrame(tso4Hdr(0xffff), tcp4Super(3000)))
+	add("hdr/gso_type_unknown", none, hdrDrop(vnet.HdrGSOUnknownType), txHdrFrame(vnetHdr(1, 2, 1448, 34, 16), tcp4Super(3000)))
+	add("hdr/gso_type_udp_tunnel", none, hdrDrop(vnet.HdrGSOUnknownType), txHdrFrame(vnetHdr(1, 0x20, 1448, 34, 16), tcp4Super(3000)))
+	add("hdr/gso_ecn_on_udp", none, hdrDrop(vnet.HdrGSOECNNotTCP), txHdrFrame(vnetHdr(1, vnet.GSOUDPL4|vnet.GSOECN, 1000, 34, 6), udpSuper(3000)))
+	add("hdr/gso_without_needs_csum", none, hdrDrop(vnet.HdrGSONoCsum), txHdrFrame(vnetHdr(0, vnet.GSOTCPv4, 1448, 34, 16), tcp4Super(3000)))
+	add("hdr/csum_start_outside_frame", none, hdrDrop(vnet.HdrCsumOutOfFrame), txHdrFrame(vnetHdr(1, 0, 0, 60000, 6), frame))
+	add("hdr/csum_offset_outside_frame", none, hdrDrop(vnet.HdrCsumOutOfFrame), txHdrFrame(vnetHdr(1, 0, 0, 34, 65000), frame))
+	add("hdr/csum_start_inside_l2", none, hdrDrop(vnet.HdrCsumStartTooSmall), txHdrFrame(vnetHdr(1, 0, 0, 4, 6), frame))
+	add("hdr/tso_csum_offset_not_16", none, hdrDrop(vnet.HdrCsumOffsetBad), txHdrFrame(vnetHdr(1, vnet.GSOTCPv4, 1448, 34, 6), tcp4Super(3000)))
+	add("hdr/tcp_header_cut_by_frame_end", none, hdrDrop(vnet.HdrCsumOutOfFrame), txHdrFrame(tso4Hdr(1448), tcp4Super(0)[:44]))
+	add("hdr/uso_more_than_128_segments", none, hdrDrop(vnet.HdrUSOTooManySegs), txHdrFrame(vnetHdr(1, vnet.GSOUDPL4, 1, 34, 6), udpSuper(2000)))
 
 	// --- packet headers the parser must catch (GSO: auto policy always
 	// parses; a no-TSO backend also makes vhostd segment, so both the
@@ -408,29 +409,29 @@ func guestCases() []guestCase {
 		gsoCase("l4_proto_udp_under_tcpv4_gso", gso.ReasonMalformedL4Proto, tso4Hdr(1448), proto)
 		doff := tcp4Super(20)
 		doff[46] = 15 << 4 // 60-byte TCP header in a 40-byte transport part
-		gsoCase("tcp_data_offset_past_frame", gso.ReasonMalformedTCP, vnetHdr(1, virtionet.GSOTCPv4, 8, 34, 16), doff)
+		gsoCase("tcp_data_offset_past_frame", gso.ReasonMalformedTCP, vnetHdr(1, vnet.GSOTCPv4, 8, 34, 16), doff)
 		small := tcp4Super(3000)
 		small[46] = 4 << 4
 		gsoCase("tcp_data_offset_below_5", gso.ReasonMalformedTCP, tso4Hdr(1448), small)
-		gsoCase("csum_start_not_transport_header", gso.ReasonMalformedCsumStart, vnetHdr(1, virtionet.GSOTCPv4, 1448, 38, 16), tcp4Super(3000))
+		gsoCase("csum_start_not_transport_header", gso.ReasonMalformedCsumStart, vnetHdr(1, vnet.GSOTCPv4, 1448, 38, 16), tcp4Super(3000))
 		vlan := make([]byte, 0, 3100)
 		vlan = append(vlan, tcp4Super(3000)[:12]...)
 		for i := 0; i < 9; i++ {
 			vlan = append(vlan, 0x81, 0x00, 0x00, byte(i+1))
 		}
 		vlan = append(vlan, tcp4Super(3000)[12:]...)
-		gsoCase("nine_vlan_tags", gso.ReasonMalformedVLAN, vnetHdr(1, virtionet.GSOTCPv4, 1448, 34+36, 16), vlan)
+		gsoCase("nine_vlan_tags", gso.ReasonMalformedVLAN, vnetHdr(1, vnet.GSOTCPv4, 1448, 34+36, 16), vlan)
 	}
 	// GSO that would need more than 65535 segments: with gso_size 1 that
 	// takes a frame over 64 KiB, which no IPv4/IPv6 length field can
 	// describe and no backend takes.
 	add("gso/over_65535_segments/software", portConfig{policy: "software"}, txDrop(virtionet.DropTxTooLarge), func(p *port) error {
 		big := tcp4Super(100_000)
-		p.sendTx(victimTx, vnetHdr(1, virtionet.GSOTCPv4, 1, 34, 16), big)
+		p.sendTx(victimTx, vnetHdr(1, vnet.GSOTCPv4, 1, 34, 16), big)
 		return nil
 	})
 	add("gso/over_65535_segments/auto_notso", portConfig{caps: noTSO}, txDrop(virtionet.DropTxTooLarge), func(p *port) error {
-		p.sendTx(victimTx, vnetHdr(1, virtionet.GSOTCPv4, 1, 34, 16), tcp4Super(100_000))
+		p.sendTx(victimTx, vnetHdr(1, vnet.GSOTCPv4, 1, 34, 16), tcp4Super(100_000))
 		return nil
 	})
 	add("size/plain_frame_of_1MiB", none, txDrop(virtionet.DropTxTooLarge), func(p *port) error {
@@ -441,7 +442,7 @@ func guestCases() []guestCase {
 	// The largest legal amplification: a 64 KiB super-packet with an MSS of
 	// one byte is cut into 65495 segments, every one written and counted.
 	add("gso/mss_1_on_64KiB/software", portConfig{policy: "software"}, outcome{segments: 65535 - 20 - 20}, func(p *port) error {
-		p.sendTx(victimTx, vnetHdr(1, virtionet.GSOTCPv4, 1, 34, 16), tcp4Super(65535-40))
+		p.sendTx(victimTx, vnetHdr(1, vnet.GSOTCPv4, 1, 34, 16), tcp4Super(65535-40))
 		return nil
 	})
 
@@ -576,7 +577,7 @@ func checkOutcome(t *testing.T, p *port, w outcome) {
 		if d := dropList(st.TxDrops[:]); len(d) != 1 || d[w.txDrop.String()] != 1 {
 			t.Errorf("drops %v, want exactly one %v", d, w.txDrop)
 		}
-		if w.hdr != virtionet.HdrOK && st.HdrInvalid[w.hdr].Load() != 1 {
+		if w.hdr != vnet.HdrOK && st.HdrInvalid[w.hdr].Load() != 1 {
 			t.Errorf("header reasons %v, want %v", hdrList(st), w.hdr)
 		}
 		if w.gso != gso.ReasonNone && st.TxDecisions[w.gso].Load() != 1 {
@@ -648,7 +649,7 @@ func hdrList(st *virtionet.QueueStats) map[string]uint64 {
 	m := map[string]uint64{}
 	for i := range st.HdrInvalid {
 		if n := st.HdrInvalid[i].Load(); n != 0 {
-			m[virtionet.HdrReason(i).String()] = n
+			m[vnet.HdrReason(i).String()] = n
 		}
 	}
 	return m
@@ -772,7 +773,7 @@ func TestRxPacketsTheGuestCannotHold(t *testing.T) {
 		small int // a packet that fits afterwards
 	}{
 		{"mrg_rxbuf/ring_of_4_byte_buffers", portConfig{}, queueSize, 4, virtionet.DropRxNoRoom, 100},
-		{"no_mrg_rxbuf/one_64_byte_buffer", portConfig{clearFeatures: virtionet.NetMrgRxbuf}, 1, 64, virtionet.DropRxBufferTooSmall, 40},
+		{"no_mrg_rxbuf/one_64_byte_buffer", portConfig{clearFeatures: vnet.NetMrgRxbuf}, 1, 64, virtionet.DropRxBufferTooSmall, 40},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := newPort(t, c.cfg)
@@ -791,7 +792,7 @@ func TestRxPacketsTheGuestCannotHold(t *testing.T) {
 			}
 			hdrLen := 12
 			if c.cfg.clearFeatures != 0 {
-				hdrLen = virtionet.HdrLen(p.dev.Acked())
+				hdrLen = vnet.HdrLen(p.dev.Acked())
 			}
 			must(t, p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0)[:hdrLen], udpFrame(c.small))))
 			want := (hdrLen + c.small + c.size - 1) / c.size

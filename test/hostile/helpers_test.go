@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/vhostd/vhostd/internal/unixpair"
 	"io"
 	"log/slog"
 	"os"
@@ -16,6 +15,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vhostd/vhostd/internal/unixpair"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 
 	"golang.org/x/sys/unix"
 
@@ -67,7 +69,7 @@ type portConfig struct {
 	// policy is the initial GSO policy (auto if empty).
 	policy string
 	// clearFeatures are virtio features the front-end refuses to ack.
-	clearFeatures virtionet.Feature
+	clearFeatures vnet.Feature
 	// noHandshake leaves the front-end set up but silent.
 	noHandshake bool
 	// queueSize of every ring; 0 = queueSize.
@@ -352,28 +354,10 @@ func rssBytes(t testing.TB) int64 {
 // --- frames ---
 
 func vnetHdr(flags, gsoType uint8, gsoSize, csumStart, csumOffset uint16) []byte {
-	h := virtionet.Hdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
+	h := vnet.Hdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
 	b := make([]byte, 12)
 	h.Encode(b)
 	return b
-}
-
-func csumSum(b []byte) uint64 {
-	var s uint64
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint64(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		s += uint64(b[len(b)-1]) << 8
-	}
-	return s
-}
-
-func csumFold(s uint64) uint16 {
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
 }
 
 func ethHeader(f []byte, etherType uint16) {
@@ -392,7 +376,7 @@ func udpFrame(size int) []byte {
 	ip[8], ip[9] = 64, 17
 	copy(ip[12:], []byte{10, 0, 0, 1})
 	copy(ip[16:], []byte{10, 0, 0, 2})
-	binary.BigEndian.PutUint16(ip[10:], ^csumFold(csumSum(ip)))
+	binary.BigEndian.PutUint16(ip[10:], ^vnet.Checksum(ip, 0))
 	udp := f[34:]
 	binary.BigEndian.PutUint16(udp[0:], 1234)
 	binary.BigEndian.PutUint16(udp[2:], 5678)
@@ -407,8 +391,7 @@ func udpFrame(size int) []byte {
 // field, as a guest sends with NEEDS_CSUM (+ GSO_UDP_L4).
 func udpSuper(size int) []byte {
 	f := udpFrame(size)
-	ph := csumSum(f[26:34]) + 17 + uint64(size-34)
-	binary.BigEndian.PutUint16(f[40:], csumFold(ph))
+	binary.BigEndian.PutUint16(f[40:], vnet.PseudoHeaderSum(17, f[26:30], f[30:34], uint32(size-34)))
 	return f
 }
 
@@ -426,7 +409,7 @@ func tcp4Super(payload int) []byte {
 	ip[8], ip[9] = 64, 6
 	copy(ip[12:], []byte{10, 0, 0, 1})
 	copy(ip[16:], []byte{10, 0, 0, 2})
-	binary.BigEndian.PutUint16(ip[10:], ^csumFold(csumSum(ip)))
+	binary.BigEndian.PutUint16(ip[10:], ^vnet.Checksum(ip, 0))
 	tcp := f[34:54]
 	binary.BigEndian.PutUint16(tcp[0:], 40000)
 	binary.BigEndian.PutUint16(tcp[2:], 5201)
@@ -438,8 +421,7 @@ func tcp4Super(payload int) []byte {
 	for i := 54; i < size; i++ {
 		f[i] = byte(i * 7)
 	}
-	ph := csumSum(ip[12:20]) + 6 + uint64(size-34)
-	binary.BigEndian.PutUint16(tcp[16:], csumFold(ph))
+	binary.BigEndian.PutUint16(tcp[16:], vnet.PseudoHeaderSum(6, ip[12:16], ip[16:20], uint32(size-34)))
 	return f
 }
 
@@ -451,12 +433,12 @@ func fixIPv4(f []byte) {
 	}
 	ip := f[14 : 14+ihl]
 	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:], ^csumFold(csumSum(ip)))
+	binary.BigEndian.PutUint16(ip[10:], ^vnet.Checksum(ip, 0))
 }
 
 // tso4Hdr is a well-formed TCPv4 GSO header for tcp4Super.
 func tso4Hdr(mss uint16) []byte {
-	return vnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, mss, 34, 16)
+	return vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, mss, 34, 16)
 }
 
 func concat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -171,7 +172,7 @@ func fuzzPackedPort(t *testing.T, noTSO, inOrder bool) *port {
 	caps := backend.Capabilities{}
 	if noTSO {
 		i = 1
-		caps = backend.Capabilities{Offloads: backend.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500}
+		caps = backend.Capabilities{Offloads: vnet.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500}
 	}
 	if inOrder {
 		i += 2

@@ -8,6 +8,7 @@ import (
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -216,7 +217,7 @@ func packedGuestCases(inOrder bool) []guestCase {
 		h, _ := p.goodTxBufs()
 		return p.packedTable(victimTx, pdesc(h, 12, 0), pdesc(holeGPA, 100, 0))
 	}))
-	add("packed/indirect/not_negotiated", portConfig{clearFeatures: virtionet.FeatureIndirectDesc},
+	add("packed/indirect/not_negotiated", portConfig{clearFeatures: vnet.FeatureIndirectDesc},
 		txDrop(virtionet.DropIndirectNotNegotiated), indirect(32, goodTable))
 	add("packed/indirect/chain_over_4GiB", pk, txDrop(virtionet.DropChainTooLong), func(p *port) error {
 		descs := make([]virtqueue.PackedDesc, queueSize)
@@ -235,11 +236,11 @@ func packedGuestCases(inOrder bool) []guestCase {
 		h, f := p.goodTxBufs()
 		return p.rawList(victimTx, pdesc(h, 12, fWrite|fNext), pdesc(f, 100, 0))
 	})
-	add("packed/hdr/chain_shorter_than_vnet_hdr", pk, hdrDrop(virtionet.HdrShort), func(p *port) error {
+	add("packed/hdr/chain_shorter_than_vnet_hdr", pk, hdrDrop(vnet.HdrShort), func(p *port) error {
 		p.sendTx(victimTx, make([]byte, 8))
 		return nil
 	})
-	add("packed/hdr/gso_size_zero", pk, hdrDrop(virtionet.HdrGSOSizeZero), txHdrFrame(tso4Hdr(0), tcp4Super(3000)))
+	add("packed/hdr/gso_size_zero", pk, hdrDrop(vnet.HdrGSOSizeZero), txHdrFrame(tso4Hdr(0), tcp4Super(3000)))
 
 	// --- RX ---
 	rxBuf := func(p *port) uint64 { return p.gpa(p.buf(victimRx, 2048)) }

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // Receiver is the receive side of a port joined to a Link or Switch.
@@ -60,7 +61,7 @@ type Port interface {
 // driver negotiated and the receiving device translates the rest on
 // delivery, so the sender never segments or checksums for the link.
 var Caps = backend.Capabilities{
-	Offloads:   backend.OffloadCSUM | backend.OffloadTSO4 | backend.OffloadTSO6 | backend.OffloadTSOECN | backend.OffloadUSO | backend.OffloadUFO,
+	Offloads:   vnet.OffloadCSUM | vnet.OffloadTSO4 | vnet.OffloadTSO6 | vnet.OffloadTSOECN | vnet.OffloadUSO | vnet.OffloadUFO,
 	GSOMaxSize: 65536,
 	GSOMaxSegs: 65535,
 	MTU:        65535,

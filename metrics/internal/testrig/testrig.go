@@ -8,12 +8,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/vhostd/vhostd/internal/unixpair"
 	"io"
 	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vhostd/vhostd/internal/unixpair"
+	"github.com/vhostd/vhostd/virtionet/vnet"
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
@@ -174,29 +176,10 @@ func (r *Rig) publish(q *frontend.Queue) {
 
 // VnetHdr encodes a 12-byte virtio_net_hdr.
 func VnetHdr(flags, gsoType uint8, gsoSize, csumStart, csumOffset uint16) []byte {
-	h := virtionet.Hdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
+	h := vnet.Hdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset}
 	b := make([]byte, 12)
 	h.Encode(b)
 	return b
-}
-
-// onesSum is the 16-bit one's complement sum of b (RFC 1071), unfolded.
-func onesSum(b []byte) uint32 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	return s
-}
-
-func fold16(s uint32) uint16 {
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
 }
 
 // ipv4Frame lays out Ethernet + IPv4 (protocol proto) for a frame of size
@@ -213,7 +196,7 @@ func ipv4Frame(size int, proto byte) []byte {
 	ip[8], ip[9] = 64, proto
 	copy(ip[12:], []byte{192, 0, 2, 1})
 	copy(ip[16:], []byte{192, 0, 2, 2})
-	binary.BigEndian.PutUint16(ip[10:], ^fold16(onesSum(ip)))
+	binary.BigEndian.PutUint16(ip[10:], ^vnet.Checksum(ip, 0))
 	for i := 34; i < size; i++ {
 		f[i] = byte(i * 13)
 	}
@@ -236,8 +219,7 @@ func TCPPacket(payload int) []byte {
 	binary.BigEndian.PutUint16(tcp[14:], 65535)
 	binary.BigEndian.PutUint16(tcp[16:], 0)
 	binary.BigEndian.PutUint16(tcp[18:], 0)
-	ph := onesSum(f[26:34]) + 6 + uint32(size-34)
-	binary.BigEndian.PutUint16(tcp[16:], fold16(ph))
+	binary.BigEndian.PutUint16(tcp[16:], vnet.PseudoHeaderSum(6, f[26:30], f[30:34], uint32(size-34)))
 	return f
 }
 
@@ -251,8 +233,7 @@ func UDPPacket(size int, partial bool) []byte {
 	binary.BigEndian.PutUint16(udp[4:], uint16(size-34))
 	binary.BigEndian.PutUint16(udp[6:], 0)
 	if partial {
-		ph := onesSum(f[26:34]) + 17 + uint32(size-34)
-		binary.BigEndian.PutUint16(udp[6:], fold16(ph))
+		binary.BigEndian.PutUint16(udp[6:], vnet.PseudoHeaderSum(17, f[26:30], f[30:34], uint32(size-34)))
 	}
 	return f
 }
@@ -263,18 +244,18 @@ const MSS = 1448
 // Typical guest packets.
 var (
 	HdrPlain   = VnetHdr(0, 0, 0, 0, 0)
-	HdrUDPCsum = VnetHdr(virtionet.FlagNeedsCsum, 0, 0, 34, 6)
-	HdrTSO4    = VnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, MSS, 34, 16)
-	HdrTSO4ECN = VnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4|virtionet.GSOECN, MSS, 34, 16)
-	HdrBadGSO  = VnetHdr(virtionet.FlagNeedsCsum, virtionet.GSOTCPv4, 0, 34, 16) // gso_size 0
-	SmallTSO4  = TCPPacket(1000)                                                 // fits one segment: small_gso
+	HdrUDPCsum = VnetHdr(vnet.FlagNeedsCsum, 0, 0, 34, 6)
+	HdrTSO4    = VnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, MSS, 34, 16)
+	HdrTSO4ECN = VnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4|vnet.GSOECN, MSS, 34, 16)
+	HdrBadGSO  = VnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 0, 34, 16) // gso_size 0
+	SmallTSO4  = TCPPacket(1000)                                       // fits one segment: small_gso
 	TSO4_8K    = TCPPacket(8000)
 	TSO4_30K   = TCPPacket(30000)
 	UDPSmall   = UDPPacket(200, false)
 	UDPPartial = UDPPacket(300, true)
 	// CapsLow: every offload but TSO_ECN and UFO, gso_max_size 16384.
 	CapsLow = backend.Capabilities{
-		Offloads:   backend.OffloadCSUM | backend.OffloadTSO4 | backend.OffloadTSO6 | backend.OffloadUSO,
+		Offloads:   vnet.OffloadCSUM | vnet.OffloadTSO4 | vnet.OffloadTSO6 | vnet.OffloadUSO,
 		GSOMaxSize: 16384, GSOMaxSegs: 65535, MTU: 1500,
 	}
 	// CapsNone: no offload at all.

@@ -1,4 +1,4 @@
-package gso
+package vnet
 
 import (
 	"encoding/binary"
@@ -69,30 +69,33 @@ func fold64(s uint64) uint16 {
 	return uint16(s)
 }
 
-// add16 is one's-complement addition of BE-domain values (csum16_add).
-func add16(a, b uint16) uint16 {
+// ChecksumAdd is one's-complement addition of BE-domain values
+// (csum16_add): it combines two sums, or adds a 16-bit field to one.
+func ChecksumAdd(a, b uint16) uint16 {
 	s := uint32(a) + uint32(b)
 	return uint16(s + s>>16)
 }
 
-// add32 adds a 32-bit quantity (e.g. an IPv6 upper-layer length) to a sum.
-func add32(a uint16, v uint32) uint16 {
-	return add16(add16(a, uint16(v>>16)), uint16(v))
+// ChecksumAdd32 adds a 32-bit quantity (e.g. an IPv6 upper-layer length)
+// to a sum.
+func ChecksumAdd32(a uint16, v uint32) uint16 {
+	return ChecksumAdd(ChecksumAdd(a, uint16(v>>16)), uint16(v))
 }
 
-// sub16 is one's-complement subtraction (csum16_sub: add the complement).
-func sub16(a, b uint16) uint16 { return add16(a, ^b) }
+// ChecksumSub is one's-complement subtraction (csum16_sub: add the
+// complement), for incremental updates (RFC 1624).
+func ChecksumSub(a, b uint16) uint16 { return ChecksumAdd(a, ^b) }
 
-// sub32 subtracts a 32-bit quantity.
-func sub32(a uint16, v uint32) uint16 {
-	return sub16(sub16(a, uint16(v>>16)), uint16(v))
+// ChecksumSub32 subtracts a 32-bit quantity.
+func ChecksumSub32(a uint16, v uint32) uint16 {
+	return ChecksumSub(ChecksumSub(a, uint16(v>>16)), uint16(v))
 }
 
 // Checksum returns the one's-complement sum of b added to initial, folded to
 // 16 bits and not complemented (gVisor's header.Checksum contract). b is
 // treated as starting at an even offset; an odd final byte is padded.
 func Checksum(b []byte, initial uint16) uint16 {
-	return add16(initial, bits.ReverseBytes16(fold64(sumLE(b))))
+	return ChecksumAdd(initial, bits.ReverseBytes16(fold64(sumLE(b))))
 }
 
 // PseudoHeaderSum returns the sum of the IPv4 or IPv6 pseudo-header (RFC 768,
@@ -102,6 +105,6 @@ func Checksum(b []byte, initial uint16) uint16 {
 func PseudoHeaderSum(proto uint8, src, dst []byte, length uint32) uint16 {
 	s := Checksum(src, 0)
 	s = Checksum(dst, s)
-	s = add16(s, uint16(proto))
-	return add32(s, length)
+	s = ChecksumAdd(s, uint16(proto))
+	return ChecksumAdd32(s, length)
 }

@@ -1,4 +1,4 @@
-package virtionet
+package vnet
 
 import (
 	"bytes"
@@ -6,7 +6,7 @@ import (
 )
 
 // FuzzHeader feeds arbitrary bytes as a header plus a frame length. Decode and
-// Validate must not panic, Validate must agree with a direct re-statement of
+// Check must not panic, Check must agree with a direct re-statement of
 // the kernel's bounds, and encode(decode(x)) must give back x's header bytes.
 // Seeds live in testdata/fuzz/FuzzHeader.
 func FuzzHeader(f *testing.F) {
@@ -17,13 +17,21 @@ func FuzzHeader(f *testing.F) {
 	f.Add([]byte{}, 0)
 	f.Fuzz(func(t *testing.T, b []byte, frameLen int) {
 		h := DecodeHdr(b)
-		r := h.Validate(frameLen)
+		r := h.Check(frameLen, DeviceRules)
 		if r >= numHdrReasons {
-			t.Fatalf("Validate returned out-of-range reason %d", r)
+			t.Fatalf("Check returned out-of-range reason %d", r)
 		}
 		_ = r.String()
 		if r == HdrOK {
 			checkAccepted(t, h, frameLen)
+		}
+		// KernelRules only drop the spec's extra MUSTs: whatever they
+		// refuse, DeviceRules refuse too, for the same reason unless one of
+		// those MUSTs came first.
+		if k := h.Check(frameLen, KernelRules); k != HdrOK && k != r {
+			if r == HdrOK || !specOnly(r) {
+				t.Fatalf("%+v len %d: KernelRules %v, DeviceRules %v", h, frameLen, k, r)
+			}
 		}
 		for _, n := range []int{HdrLenLegacy, HdrLenV1} {
 			if len(b) < n {
@@ -42,7 +50,7 @@ func FuzzHeader(f *testing.F) {
 }
 
 // checkAccepted re-states the invariants every accepted header satisfies, so
-// the fuzzer can find a header that slips past Validate.
+// the fuzzer can find a header that slips past Check.
 func checkAccepted(t *testing.T, h Hdr, frameLen int) {
 	t.Helper()
 	if frameLen < 14 {
@@ -71,4 +79,10 @@ func checkAccepted(t *testing.T, h Hdr, frameLen int) {
 			t.Fatalf("accepted csum_start %d csum_offset %d in %d bytes", h.CsumStart, h.CsumOffset, frameLen)
 		}
 	}
+}
+
+// specOnly reports whether r can come from a rule DeviceRules add to the
+// kernel's.
+func specOnly(r HdrReason) bool {
+	return r == HdrFrameShort || r == HdrGSONoCsum || r == HdrGSOECNNotTCP
 }

@@ -1,4 +1,4 @@
-package virtionet
+package vnet
 
 import (
 	"bytes"
@@ -120,10 +120,30 @@ func TestHdrValidate(t *testing.T) {
 		{"USO 128 segments + 1 byte", with(uso, func(h *Hdr) { h.GSOSize = 100 }), tcp4Start + 8 + 128*100 + 1, HdrUSOTooManySegs},
 		{"UFO has no segment limit here", with(ufo, func(h *Hdr) { h.GSOSize = 100 }), tcp4Start + 8 + 200*100, HdrOK},
 	}
+	// KernelRules differ from DeviceRules only where the spec says MUST and
+	// __virtio_net_hdr_to_skb lets the packet through.
+	kernelDiffers := map[string]HdrReason{
+		"frame shorter than Ethernet":           HdrOK,
+		"negative frame":                        HdrOK,
+		"GSO without NEEDS_CSUM":                HdrOK,
+		"GSO without NEEDS_CSUM but DATA_VALID": HdrOK,
+		"UFO with ECN":                          HdrOK,
+	}
 	for _, c := range cases {
-		if got := c.h.Validate(c.frameLen); got != c.want {
-			t.Errorf("%s: Validate(%+v, %d) = %v, want %v", c.name, c.h, c.frameLen, got, c.want)
+		if got := c.h.Check(c.frameLen, DeviceRules); got != c.want {
+			t.Errorf("%s: Check(%+v, %d, DeviceRules) = %v, want %v", c.name, c.h, c.frameLen, got, c.want)
 		}
+		want, ok := kernelDiffers[c.name]
+		if !ok {
+			want = c.want
+		}
+		if got := c.h.Check(c.frameLen, KernelRules); got != want {
+			t.Errorf("%s: Check(%+v, %d, KernelRules) = %v, want %v", c.name, c.h, c.frameLen, got, want)
+		}
+	}
+	// USO is the one GSO type the kernel also refuses without NEEDS_CSUM.
+	if got := (Hdr{GSOType: GSOUDPL4, GSOSize: 1400}).Check(frame, KernelRules); got != HdrGSONoCsum {
+		t.Errorf("USO without NEEDS_CSUM, KernelRules: %v, want %v", got, HdrGSONoCsum)
 	}
 }
 
@@ -133,7 +153,7 @@ func TestHdrZeroAlloc(t *testing.T) {
 	var sink HdrReason
 	allocs := testing.AllocsPerRun(100, func() {
 		h := DecodeHdr(b)
-		sink += h.Validate(9000)
+		sink += h.Check(9000, DeviceRules)
 		h.Encode(out)
 		_ = sink.String()
 	})
@@ -148,7 +168,7 @@ func BenchmarkHdrDecodeValidate(b *testing.B) {
 	var sink HdrReason
 	for b.Loop() {
 		h := DecodeHdr(wire)
-		sink += h.Validate(65000)
+		sink += h.Check(65000, DeviceRules)
 	}
 	_ = sink
 }

@@ -1,4 +1,4 @@
-package gso
+package vnet
 
 import "golang.org/x/sys/cpu"
 

@@ -1,6 +1,6 @@
 //go:build !amd64
 
-package gso
+package vnet
 
 const hasAVX2 = false
 

@@ -1,7 +1,8 @@
-package gso
+package vnet
 
 import (
 	"math/rand/v2"
+	"strconv"
 	"testing"
 )
 
@@ -60,45 +61,58 @@ func allZero(b []byte) bool {
 	return true
 }
 
-func TestIOVSumOddPieces(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	data := make([]byte, 3000)
-	for i := range data {
-		data[i] = byte(rng.Uint32())
-	}
-	for trial := 0; trial < 200; trial++ {
-		src := randomSplit(rng, data)
-		start := rng.IntN(100)
-		n := rng.IntN(len(data) - start)
-		r := iovReader{src: src}
-		r.seek(start)
-		got, ok := r.sum(n)
-		want := refFold(refSum(data[start:start+n], 0))
-		if !ok || got != want {
-			t.Fatalf("trial %d: got %#04x ok=%v want %#04x", trial, got, ok, want)
-		}
-	}
-}
-
-// randomSplit cuts b into 1..8 pieces of random (possibly odd or zero) size.
-func randomSplit(rng *rand.Rand, b []byte) [][]byte {
-	var out [][]byte
-	for len(b) > 0 {
-		if len(out) == 7 {
-			out = append(out, b)
-			break
-		}
-		n := rng.IntN(len(b) + 1)
-		out = append(out, b[:n])
-		b = b[n:]
-	}
-	return out
-}
-
 func TestPseudoHeaderSum(t *testing.T) {
-	got := PseudoHeaderSum(ProtoTCP, testIPv6Src, testIPv6Dst, 70000)
-	want := refFold(refPseudo(testIPv6Src, testIPv6Dst, ProtoTCP, 70000))
+	got := PseudoHeaderSum(6, testIPv6Src, testIPv6Dst, 70000)
+	want := refFold(refPseudo(testIPv6Src, testIPv6Dst, 6, 70000))
 	if got != want {
 		t.Fatalf("got %#04x want %#04x", got, want)
+	}
+}
+
+var (
+	testIPv6Src = []byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}
+	testIPv6Dst = []byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}
+)
+
+// refSum is a naive RFC 1071 sum over big-endian 16-bit words.
+func refSum(b []byte, s uint32) uint32 {
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	return s
+}
+
+func refFold(s uint32) uint16 {
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+// refPseudo is the pseudo-header sum (not folded) for the given addresses.
+func refPseudo(src, dst []byte, proto uint8, length int) uint32 {
+	s := refSum(src, 0)
+	s = refSum(dst, s)
+	s += uint32(proto)
+	s += uint32(length>>16) + uint32(length&0xffff)
+	return s
+}
+
+func BenchmarkChecksum(b *testing.B) {
+	for _, n := range []int{64, 1448, 65536} {
+		buf := make([]byte, n)
+		for i := range buf {
+			buf[i] = byte(i)
+		}
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			var s uint16
+			for b.Loop() {
+				s = Checksum(buf, s)
+			}
+		})
 	}
 }
