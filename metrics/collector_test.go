@@ -375,9 +375,9 @@ func TestPolicySwitchMidRunLosesNothing(t *testing.T) {
 
 	errc := make(chan error, 1)
 	go func() { errc <- r.Pump(n, pkts, func(int) int { return 0 }) }()
-	eventually(t, "a quarter of the traffic", func() bool { return st.TxPosted.Load() >= n/4 })
+	eventually(t, "a quarter of the traffic", func() bool { return st.Load(virtionet.CtrTxPosted) >= n/4 })
 	r.Dev.SetPolicy(gso.PolicySoftware)
-	switchedAt := st.TxPosted.Load()
+	switchedAt := st.Load(virtionet.CtrTxPosted)
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
@@ -387,22 +387,22 @@ func TestPolicySwitchMidRunLosesNothing(t *testing.T) {
 	eventually(t, "all packets accounted", func() bool { return st.TxWritten()+st.TxDropTotal() == n })
 
 	c := metrics.SnapshotPort(r.Port("null")).QueuePairs[0].Counters
-	pass, seg := c.TxPackets["passthrough"], c.TxPackets["segmented"]
+	pass, seg := c.Labelled(virtionet.CtrTxPackets)["passthrough"], c.Labelled(virtionet.CtrTxPackets)["segmented"]
 	if pass == 0 || seg == 0 {
 		t.Fatalf("passthrough %d, segmented %d: the switch did not move the path counters", pass, seg)
 	}
-	if pass+seg != n || c.TxDropped() != 0 || c.TxPosted != n {
-		t.Errorf("posted %d: passthrough %d + segmented %d, %d dropped; want all %d delivered", c.TxPosted, pass, seg, c.TxDropped(), n)
+	if pass+seg != n || c.TxDropped() != 0 || c.Get(virtionet.CtrTxPosted) != n {
+		t.Errorf("posted %d: passthrough %d + segmented %d, %d dropped; want all %d delivered", c.Get(virtionet.CtrTxPosted), pass, seg, c.TxDropped(), n)
 	}
 	if pass < switchedAt-virtionetBatch || pass > switchedAt+virtionetBatch {
 		t.Errorf("passthrough %d, but the switch came after %d posted packets", pass, switchedAt)
 	}
 	written, _ := null.Written()
-	if written != pass+c.TxGSOSegments || c.TxGSOSegments != 6*seg {
-		t.Errorf("backend got %d packets; passthrough %d + %d segments (6 per segmented packet: %d)", written, pass, c.TxGSOSegments, 6*seg)
+	if written != pass+c.Get(virtionet.CtrTxSegments) || c.Get(virtionet.CtrTxSegments) != 6*seg {
+		t.Errorf("backend got %d packets; passthrough %d + %d segments (6 per segmented packet: %d)", written, pass, c.Get(virtionet.CtrTxSegments), 6*seg)
 	}
-	if c.TxDecisions["policy"] != seg || c.TxDecisions["none"] != pass {
-		t.Errorf("decisions %v: want policy=%d none=%d", c.TxDecisions, seg, pass)
+	if c.Labelled(virtionet.CtrTxDecisions)["policy"] != seg || c.Labelled(virtionet.CtrTxDecisions)["none"] != pass {
+		t.Errorf("decisions %v: want policy=%d none=%d", c.Labelled(virtionet.CtrTxDecisions), seg, pass)
 	}
 }
 

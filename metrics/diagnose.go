@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/vhostd/vhostd/virtionet"
 )
 
 // Finding is one diagnosis in plain words.
@@ -68,8 +70,8 @@ func Diagnose(ps PortStatus) []Finding {
 	out = append(out, diagnoseSegmentation(&ps, &t)...)
 	out = append(out, diagnoseLatency(&t)...)
 	out = append(out, diagnoseDrops(&t)...)
-	if t.RxStalls > 0 && t.RxPackets > 0 && t.RxStalls*100 > t.RxPackets {
-		add(SevInfo, "rx", "Receive waited %d times for the guest to post buffers (%d packets delivered): the guest does not refill its RX ring fast enough. A larger ring helps (QEMU -device virtio-net-pci,rx_queue_size=1024); packets wait in vhostd meanwhile rather than being dropped.", t.RxStalls, t.RxPackets)
+	if t.Get(virtionet.CtrRxStalls) > 0 && t.Get(virtionet.CtrRxPackets) > 0 && t.Get(virtionet.CtrRxStalls)*100 > t.Get(virtionet.CtrRxPackets) {
+		add(SevInfo, "rx", "Receive waited %d times for the guest to post buffers (%d packets delivered): the guest does not refill its RX ring fast enough. A larger ring helps (QEMU -device virtio-net-pci,rx_queue_size=1024); packets wait in vhostd meanwhile rather than being dropped.", t.Get(virtionet.CtrRxStalls), t.Get(virtionet.CtrRxPackets))
 	}
 	sort.SliceStable(out, func(i, j int) bool { return sevRank(out[i].Severity) < sevRank(out[j].Severity) })
 	return out
@@ -149,16 +151,16 @@ func diagnoseSegmentation(ps *PortStatus, t *QueueCounters) []Finding {
 	if len(ps.QueuePairs) > 0 {
 		caps = ps.QueuePairs[0].Backend
 	}
-	gsoPkts := t.TxGSOPackets
-	reseg, seg := t.TxPackets["resegmented"], t.TxPackets["segmented"]
-	superPkts := t.TxPackets["passthrough"] + reseg + seg
+	gsoPkts := t.Get(virtionet.CtrTxGSOPackets)
+	reseg, seg := t.Labelled(virtionet.CtrTxPackets)["resegmented"], t.Labelled(virtionet.CtrTxPackets)["segmented"]
+	superPkts := t.Labelled(virtionet.CtrTxPackets)["passthrough"] + reseg + seg
 	// The size of the super-packets that were split says how far they
 	// are above the limit; without any, the average of all of them.
 	avg := uint64(0)
 	if reseg+seg > 0 {
-		avg = (t.TxBytes["resegmented"] + t.TxBytes["segmented"]) / (reseg + seg)
+		avg = (t.Labelled(virtionet.CtrTxBytes)["resegmented"] + t.Labelled(virtionet.CtrTxBytes)["segmented"]) / (reseg + seg)
 	} else if superPkts > 0 {
-		avg = (t.TxBytes["passthrough"] + t.TxBytes["resegmented"] + t.TxBytes["segmented"]) / superPkts
+		avg = (t.Labelled(virtionet.CtrTxBytes)["passthrough"] + t.Labelled(virtionet.CtrTxBytes)["resegmented"] + t.Labelled(virtionet.CtrTxBytes)["segmented"]) / superPkts
 	}
 	ofGSO := func(n uint64) string {
 		if gsoPkts == 0 {
@@ -179,7 +181,7 @@ func diagnoseSegmentation(ps *PortStatus, t *QueueCounters) []Finding {
 		}
 	}
 
-	reasons := t.TxDecisions
+	reasons := t.Labelled(virtionet.CtrTxDecisions)
 	n := func(r string) uint64 { return reasons[r] }
 	if c := n("gso_max_size"); c > 0 {
 		guest := "the guest's super-packets"
@@ -226,9 +228,9 @@ func diagnoseSegmentation(ps *PortStatus, t *QueueCounters) []Finding {
 	if !warned {
 		switch {
 		case gsoPkts > 0 && reseg+seg == 0:
-			add(SevOK, "No super-packet was split before the backend: %d of %d passed whole.", t.TxPackets["passthrough"], gsoPkts)
-		case gsoPkts == 0 && t.TxPosted >= MinPacketsForGSOHint:
-			add(SevInfo, "The guest sent no GSO super-packets (%d packets): %s. Large sends cost the guest one packet per MSS.", t.TxPosted, gsoHint(ps))
+			add(SevOK, "No super-packet was split before the backend: %d of %d passed whole.", t.Labelled(virtionet.CtrTxPackets)["passthrough"], gsoPkts)
+		case gsoPkts == 0 && t.Get(virtionet.CtrTxPosted) >= MinPacketsForGSOHint:
+			add(SevInfo, "The guest sent no GSO super-packets (%d packets): %s. Large sends cost the guest one packet per MSS.", t.Get(virtionet.CtrTxPosted), gsoHint(ps))
 		}
 	}
 	return out
@@ -287,24 +289,24 @@ func diagnoseLatency(t *QueueCounters) []Finding {
 func diagnoseDrops(t *QueueCounters) []Finding {
 	var out []Finding
 	if d := t.TxDropped(); d > 0 {
-		msg := fmt.Sprintf("%d of %d transmitted packets were dropped (%s): %s.", d, t.TxPosted, pct(d, t.TxPosted), listCounts(t.TxDrops))
-		if t.TxDrops["hdr_invalid"] > 0 {
-			msg += fmt.Sprintf(" Header errors: %s; the guest sent virtio_net_hdr values the kernel would refuse.", listCounts(t.TxHeaderErrors))
+		msg := fmt.Sprintf("%d of %d transmitted packets were dropped (%s): %s.", d, t.Get(virtionet.CtrTxPosted), pct(d, t.Get(virtionet.CtrTxPosted)), listCounts(t.Labelled(virtionet.CtrTxDrops)))
+		if t.Labelled(virtionet.CtrTxDrops)["hdr_invalid"] > 0 {
+			msg += fmt.Sprintf(" Header errors: %s; the guest sent virtio_net_hdr values the kernel would refuse.", listCounts(t.Labelled(virtionet.CtrTxHdrErrors)))
 		}
-		if t.TxDrops["backend_write"] > 0 {
-			msg += fmt.Sprintf(" The backend refused writes: %s (EINVAL: the kernel rejected the vnet header; EIO/ENOBUFS: the tap is down or full).", listCounts(t.TxWriteErrors))
+		if t.Labelled(virtionet.CtrTxDrops)["backend_write"] > 0 {
+			msg += fmt.Sprintf(" The backend refused writes: %s (EINVAL: the kernel rejected the vnet header; EIO/ENOBUFS: the tap is down or full).", listCounts(t.Labelled(virtionet.CtrTxWriteErrno)))
 		}
-		if t.TxDrops["ring_disabled"] > 0 {
+		if t.Labelled(virtionet.CtrTxDrops)["ring_disabled"] > 0 {
 			msg += " ring_disabled: the guest posted on a transmit ring it had disabled (SET_VRING_ENABLE 0)."
 		}
 		out = append(out, Finding{Severity: SevWarning, Topic: "drops", Message: msg})
 	}
 	if d := t.RxDropped(); d > 0 {
-		msg := fmt.Sprintf("%d received packets were dropped before reaching the guest: %s.", d, listCounts(t.RxDrops))
-		if t.RxDrops["rx_buffer_too_small"] > 0 {
+		msg := fmt.Sprintf("%d received packets were dropped before reaching the guest: %s.", d, listCounts(t.Labelled(virtionet.CtrRxDrops)))
+		if t.Labelled(virtionet.CtrRxDrops)["rx_buffer_too_small"] > 0 {
 			msg += " rx_buffer_too_small: without MRG_RXBUF each guest buffer must hold a whole packet; negotiate MRG_RXBUF (QEMU mrg_rxbuf=on) or post larger buffers."
 		}
-		if t.RxDrops["rx_gso_not_acked"] > 0 {
+		if t.Labelled(virtionet.CtrRxDrops)["rx_gso_not_acked"] > 0 {
 			msg += " rx_gso_not_acked: the backend produced a GSO type the guest did not negotiate."
 		}
 		out = append(out, Finding{Severity: SevWarning, Topic: "drops", Message: msg})

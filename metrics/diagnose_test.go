@@ -21,7 +21,6 @@ func craftedPort() metrics.PortStatus {
 		QueuePairs: []metrics.QueuePairStatus{{
 			Backend: metrics.BackendStatus{Offloads: []string{"csum", "tso4", "tso6", "tso_ecn", "ufo"}, GSOMaxSize: 16384, GSOMaxSegs: 65535, MTU: 1500},
 			Counters: metrics.QueueCounters{
-				TxPackets: map[string]uint64{}, TxBytes: map[string]uint64{},
 				TxLatency: latencyHist(nil),
 			},
 		}},
@@ -91,11 +90,14 @@ func dump(fs []metrics.Finding) string {
 func TestDiagnoseGSOMaxSizeOnTap(t *testing.T) {
 	ps := craftedPort()
 	c := &ps.QueuePairs[0].Counters
-	c.TxPosted, c.TxGSOPackets = 1300, 1300
-	c.TxPackets["passthrough"], c.TxPackets["resegmented"] = 66, 1234
-	c.TxBytes["passthrough"], c.TxBytes["resegmented"] = 66*10000, 1234*65000
-	c.TxDecisions = map[string]uint64{"none": 66, "gso_max_size": 1234}
-	c.TxGSOSegments = 1234 * 5
+	c.Set(virtionet.CtrTxPosted, 1300)
+	c.Set(virtionet.CtrTxGSOPackets, 1300)
+	c.SetLabel(virtionet.CtrTxPackets, "passthrough", 66)
+	c.SetLabel(virtionet.CtrTxPackets, "resegmented", 1234)
+	c.SetLabel(virtionet.CtrTxBytes, "passthrough", 66*10000)
+	c.SetLabel(virtionet.CtrTxBytes, "resegmented", 1234*65000)
+	c.SetLabelled(virtionet.CtrTxDecisions, map[string]uint64{"none": 66, "gso_max_size": 1234})
+	c.Set(virtionet.CtrTxSegments, 1234*5)
 	fs := findings(ps, "segmentation")
 	wantFinding(t, fs, metrics.SevWarning,
 		"gso_max_size 16384 on tap vm0 is below the guest's 63 KB super-packets",
@@ -122,10 +124,11 @@ func TestDiagnoseNamesEgressDevice(t *testing.T) {
 	ps := craftedPort()
 	ps.QueuePairs[0].Backend.LimitsFrom = "eth1 (bridge br0)"
 	c := &ps.QueuePairs[0].Counters
-	c.TxPosted, c.TxGSOPackets = 100, 100
-	c.TxPackets["resegmented"] = 100
-	c.TxBytes["resegmented"] = 100 * 65000
-	c.TxDecisions = map[string]uint64{"gso_max_size": 100}
+	c.Set(virtionet.CtrTxPosted, 100)
+	c.Set(virtionet.CtrTxGSOPackets, 100)
+	c.SetLabel(virtionet.CtrTxPackets, "resegmented", 100)
+	c.SetLabel(virtionet.CtrTxBytes, "resegmented", 100*65000)
+	c.SetLabelled(virtionet.CtrTxDecisions, map[string]uint64{"gso_max_size": 100})
 	wantFinding(t, findings(ps, "segmentation"), metrics.SevWarning,
 		"gso_max_size 16384 on egress device eth1 (bridge br0) of tap vm0",
 		"Raise it on eth1 (ip link set dev eth1 gso_max_size 65536; vhostd follows the change within seconds)",
@@ -154,9 +157,11 @@ func TestDiagnoseGSOMaxSegsAndMissingOffloads(t *testing.T) {
 	ps.QueuePairs[0].Backend.GSOMaxSegs = 16
 	ps.QueuePairs[0].Backend.Offloads = []string{"csum", "tso4"}
 	c := &ps.QueuePairs[0].Counters
-	c.TxPosted, c.TxGSOPackets = 200, 200
-	c.TxPackets["resegmented"], c.TxPackets["segmented"] = 100, 100
-	c.TxDecisions = map[string]uint64{"gso_max_segs": 100, "no_tso6": 100}
+	c.Set(virtionet.CtrTxPosted, 200)
+	c.Set(virtionet.CtrTxGSOPackets, 200)
+	c.SetLabel(virtionet.CtrTxPackets, "resegmented", 100)
+	c.SetLabel(virtionet.CtrTxPackets, "segmented", 100)
+	c.SetLabelled(virtionet.CtrTxDecisions, map[string]uint64{"gso_max_segs": 100, "no_tso6": 100})
 	fs := findings(ps, "segmentation")
 	wantFinding(t, fs, metrics.SevWarning, "gso_max_segs 16 on the null backend", "100 of 200 super-packets (50%)", "vhostd --gso-max-segs 65535", "gso_max_segs 16)")
 	wantFinding(t, fs, metrics.SevWarning, "The null backend does not take TCP/IPv6 super-packets (offloads: csum|tso4, no tso6)", "100 of 200 super-packets (50%) were cut to MSS in vhostd", "ethtool -K <guest NIC> tso off")
@@ -166,13 +171,15 @@ func TestDiagnosePolicies(t *testing.T) {
 	ps := craftedPort()
 	ps.Policy = "software"
 	c := &ps.QueuePairs[0].Counters
-	c.TxPosted, c.TxGSOPackets = 50, 50
-	c.TxPackets["segmented"] = 50
-	c.TxDecisions = map[string]uint64{"policy": 50}
+	c.Set(virtionet.CtrTxPosted, 50)
+	c.Set(virtionet.CtrTxGSOPackets, 50)
+	c.SetLabel(virtionet.CtrTxPackets, "segmented", 50)
+	c.SetLabelled(virtionet.CtrTxDecisions, map[string]uint64{"policy": 50})
 	wantFinding(t, findings(ps, "segmentation"), metrics.SevInfo, "Policy software", "50 of 50 super-packets", "vhostd policy --port vm0 auto")
 
 	ps.Policy = "defer"
-	c.TxPackets["segmented"], c.TxPackets["passthrough"] = 0, 50
+	c.SetLabel(virtionet.CtrTxPackets, "segmented", 0)
+	c.SetLabel(virtionet.CtrTxPackets, "passthrough", 50)
 	wantFinding(t, findings(ps, "segmentation"), metrics.SevInfo, "Policy defer", "the kernel segments what tap vm0 cannot take")
 	wantFinding(t, findings(ps, "segmentation"), metrics.SevOK, "No super-packet was split before the backend: 50 of 50 passed whole")
 }
@@ -181,8 +188,8 @@ func TestDiagnoseNoSuperPackets(t *testing.T) {
 	ps := craftedPort()
 	ps.Negotiated.Names = []string{"VERSION_1", "CSUM"}
 	c := &ps.QueuePairs[0].Counters
-	c.TxPosted = 5000
-	c.TxPackets["plain"] = 5000
+	c.Set(virtionet.CtrTxPosted, 5000)
+	c.SetLabel(virtionet.CtrTxPackets, "plain", 5000)
 	wantFinding(t, findings(ps, "segmentation"), metrics.SevInfo, "no GSO super-packets (5000 packets)", "HOST_TSO4, HOST_TSO6 not negotiated")
 }
 
@@ -213,13 +220,13 @@ func TestDiagnoseDropsRingsAndConnection(t *testing.T) {
 	no := false
 	ps.Connected = &no
 	c := &ps.QueuePairs[0].Counters
-	c.TxPosted = 100
-	c.TxPackets["plain"] = 90
-	c.TxDrops = map[string]uint64{"hdr_invalid": 6, "backend_write": 4}
-	c.TxHeaderErrors = map[string]uint64{"gso_size_zero": 6}
-	c.TxWriteErrors = map[string]uint64{"EINVAL": 4}
-	c.RxPackets = 10
-	c.RxDrops = map[string]uint64{"rx_buffer_too_small": 3}
+	c.Set(virtionet.CtrTxPosted, 100)
+	c.SetLabel(virtionet.CtrTxPackets, "plain", 90)
+	c.SetLabelled(virtionet.CtrTxDrops, map[string]uint64{"hdr_invalid": 6, "backend_write": 4})
+	c.SetLabelled(virtionet.CtrTxHdrErrors, map[string]uint64{"gso_size_zero": 6})
+	c.SetLabelled(virtionet.CtrTxWriteErrno, map[string]uint64{"EINVAL": 4})
+	c.Set(virtionet.CtrRxPackets, 10)
+	c.SetLabelled(virtionet.CtrRxDrops, map[string]uint64{"rx_buffer_too_small": 3})
 	c.RxBroken = true
 	fs := metrics.Diagnose(ps)
 	wantFinding(t, fs, metrics.SevWarning, "10 of 100 transmitted packets were dropped (10%): hdr_invalid 6, backend_write 4", "gso_size_zero 6", "EINVAL 4")
@@ -234,16 +241,19 @@ func TestDiagnoseDropsRingsAndConnection(t *testing.T) {
 func TestDiagnoseIntervalSince(t *testing.T) {
 	before := craftedPort()
 	c := &before.QueuePairs[0].Counters
-	c.TxPosted, c.TxGSOPackets = 1234, 1234
-	c.TxPackets["resegmented"] = 1234
-	c.TxDecisions = map[string]uint64{"gso_max_size": 1234}
+	c.Set(virtionet.CtrTxPosted, 1234)
+	c.Set(virtionet.CtrTxGSOPackets, 1234)
+	c.SetLabel(virtionet.CtrTxPackets, "resegmented", 1234)
+	c.SetLabelled(virtionet.CtrTxDecisions, map[string]uint64{"gso_max_size": 1234})
 	c.TxLatency = latencyHist(map[float64]uint64{4.096e-3: 500})
 
 	after := craftedPort()
 	a := &after.QueuePairs[0].Counters
-	a.TxPosted, a.TxGSOPackets = 2234, 2234
-	a.TxPackets["resegmented"], a.TxPackets["passthrough"] = 1234, 1000
-	a.TxDecisions = map[string]uint64{"gso_max_size": 1234, "none": 1000}
+	a.Set(virtionet.CtrTxPosted, 2234)
+	a.Set(virtionet.CtrTxGSOPackets, 2234)
+	a.SetLabel(virtionet.CtrTxPackets, "resegmented", 1234)
+	a.SetLabel(virtionet.CtrTxPackets, "passthrough", 1000)
+	a.SetLabelled(virtionet.CtrTxDecisions, map[string]uint64{"gso_max_size": 1234, "none": 1000})
 	a.TxLatency = latencyHist(map[float64]uint64{4.096e-3: 500, 8e-6: 1000})
 
 	if fs := findings(after, "segmentation"); len(fs) == 0 || fs[0].Severity != metrics.SevWarning {
@@ -251,7 +261,7 @@ func TestDiagnoseIntervalSince(t *testing.T) {
 	}
 	iv := after.Since(&before)
 	got := iv.QueuePairs[0].Counters
-	if got.TxPosted != 1000 || got.TxPackets["resegmented"] != 0 || got.TxDecisions["gso_max_size"] != 0 || got.TxLatency.Count != 1000 {
+	if got.Get(virtionet.CtrTxPosted) != 1000 || got.Labelled(virtionet.CtrTxPackets)["resegmented"] != 0 || got.Labelled(virtionet.CtrTxDecisions)["gso_max_size"] != 0 || got.TxLatency.Count != 1000 {
 		t.Fatalf("interval counters wrong: %+v", got)
 	}
 	wantFinding(t, iv.Diagnosis, metrics.SevOK, "No super-packet was split before the backend: 1000 of 1000 passed whole")

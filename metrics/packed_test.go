@@ -10,6 +10,7 @@ import (
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/metrics"
 	"github.com/vhostd/vhostd/metrics/internal/testrig"
+	"github.com/vhostd/vhostd/virtionet"
 )
 
 // TestStatusShowsPackedRings: a port whose front-end negotiated packed rings
@@ -37,8 +38,8 @@ func TestStatusShowsPackedRings(t *testing.T) {
 		t.Errorf("ring layouts %v, want packed", layouts)
 	}
 	c := ps.Total()
-	if c.TxPosted != 300 || c.TxPosted != c.TxWritten()+c.TxDropped() || c.TxDropped() != 150 {
-		t.Errorf("posted %d written %d dropped %d", c.TxPosted, c.TxWritten(), c.TxDropped())
+	if c.Get(virtionet.CtrTxPosted) != 300 || c.Get(virtionet.CtrTxPosted) != c.TxWritten()+c.TxDropped() || c.TxDropped() != 150 {
+		t.Errorf("posted %d written %d dropped %d", c.Get(virtionet.CtrTxPosted), c.TxWritten(), c.TxDropped())
 	}
 	var b bytes.Buffer
 	if err := metrics.WriteStatus(&b, metrics.Status{Ports: []metrics.PortStatus{ps}}); err != nil {

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 )
@@ -99,62 +98,6 @@ type RingStatus struct {
 	Layout    string `json:"layout"`     // "split" or "packed" (VIRTIO_F_RING_PACKED)
 	LastAvail uint16 `json:"last_avail"` // next avail index it starts from (packed: avail wrap counter in bit 15)
 	Broken    bool   `json:"broken"`
-}
-
-// QueueCounters are one queue pair's counters. Maps keyed by label value
-// hold every path but only the non-zero reasons and errnos.
-type QueueCounters struct {
-	TxPosted          uint64            `json:"tx_posted"`
-	TxPackets         map[string]uint64 `json:"tx_packets"` // by path
-	TxBytes           map[string]uint64 `json:"tx_bytes"`   // by path
-	TxGSOPackets      uint64            `json:"tx_gso_packets"`
-	TxGSOSegments     uint64            `json:"tx_gso_segments"`
-	TxGSOPacketsNoseg uint64            `json:"tx_gso_packets_noseg"`
-	TxDecisions       map[string]uint64 `json:"tx_decisions,omitempty"`     // by gso reason
-	TxHeaderErrors    map[string]uint64 `json:"tx_header_errors,omitempty"` // by header rule
-	TxDrops           map[string]uint64 `json:"tx_drops,omitempty"`         // by drop reason
-	TxWriteErrors     map[string]uint64 `json:"tx_write_errors,omitempty"`  // by errno name
-	TxKicks           uint64            `json:"tx_kicks"`
-	TxCalls           uint64            `json:"tx_calls"`
-	TxCallsSuppressed uint64            `json:"tx_calls_suppressed"`
-	TxLatency         Histogram         `json:"tx_completion_latency_seconds"`
-	TxBatch           Histogram         `json:"tx_batch_size"`
-	TxBroken          bool              `json:"tx_broken,omitempty"`
-
-	RxPackets         uint64            `json:"rx_packets"`
-	RxBytes           uint64            `json:"rx_bytes"`
-	RxGSOPackets      uint64            `json:"rx_gso_packets"`
-	RxBuffers         uint64            `json:"rx_buffers"`
-	RxCsumCompleted   uint64            `json:"rx_csum_completed"`
-	RxKicks           uint64            `json:"rx_kicks"`
-	RxCalls           uint64            `json:"rx_calls"`
-	RxCallsSuppressed uint64            `json:"rx_calls_suppressed"`
-	RxStalls          uint64            `json:"rx_stalls"`
-	RxReadErrors      uint64            `json:"rx_read_errors"`
-	RxBuffersUnused   uint64            `json:"rx_buffers_unused,omitempty"`
-	RxDrops           map[string]uint64 `json:"rx_drops,omitempty"`
-	RxBatch           Histogram         `json:"rx_batch_size"`
-	RxBroken          bool              `json:"rx_broken,omitempty"`
-}
-
-// TxWritten is the sum of TxPackets over all paths.
-func (c *QueueCounters) TxWritten() uint64 { return sumMap(c.TxPackets) }
-
-// TxDropped is the sum of TxDrops.
-func (c *QueueCounters) TxDropped() uint64 { return sumMap(c.TxDrops) }
-
-// RxDropped is the sum of RxDrops.
-func (c *QueueCounters) RxDropped() uint64 { return sumMap(c.RxDrops) }
-
-// TxBytesTotal is the sum of TxBytes over all paths.
-func (c *QueueCounters) TxBytesTotal() uint64 { return sumMap(c.TxBytes) }
-
-func sumMap(m map[string]uint64) uint64 {
-	var n uint64
-	for _, v := range m {
-		n += v
-	}
-	return n
 }
 
 // Histogram is a snapshot of a fixed-bucket histogram.
@@ -368,72 +311,6 @@ type ringStateView struct {
 	num, lastAvail   uint16
 }
 
-// countersOf loads one queue pair's counters. As in the collector, outcomes
-// are loaded before TxPosted so that posted >= outcomes holds mid-traffic.
-func countersOf(s *virtionet.QueueStats, latBounds, batchBounds []float64) QueueCounters {
-	c := QueueCounters{TxPackets: map[string]uint64{}, TxBytes: map[string]uint64{}}
-	for p := 0; p < virtionet.NumTxPaths; p++ {
-		name := virtionet.TxPath(p).String()
-		c.TxPackets[name] = s.TxPackets[p].Load()
-		c.TxBytes[name] = s.TxBytes[p].Load()
-	}
-	c.TxDrops = nonZero(len(s.TxDrops), func(i int) (string, uint64) {
-		return virtionet.Drop(i).String(), s.TxDrops[i].Load()
-	})
-	c.TxPosted = s.TxPosted.Load()
-	c.TxGSOPackets = s.TxGSOPkts.Load()
-	c.TxGSOSegments = s.TxSegments.Load()
-	c.TxGSOPacketsNoseg = s.TxDecisions[gso.ReasonSmallGSO].Load()
-	c.TxDecisions = nonZero(len(s.TxDecisions), func(i int) (string, uint64) {
-		return gso.Reason(i).String(), s.TxDecisions[i].Load()
-	})
-	c.TxHeaderErrors = nonZero(len(s.HdrInvalid), func(i int) (string, uint64) {
-		return vnet.HdrReason(i).String(), s.HdrInvalid[i].Load()
-	})
-	c.TxWriteErrors = nonZero(len(s.TxWriteErrno), func(i int) (string, uint64) {
-		return errnoLabel(i), s.TxWriteErrno[i].Load()
-	})
-	c.TxKicks = s.TxKicks.Load()
-	c.TxCalls = s.TxCalls.Load()
-	c.TxCallsSuppressed = s.TxCallsSupp.Load()
-	c.TxLatency = histogramOf(&s.TxLatency, latBounds, 1e-9)
-	c.TxBatch = histogramOf(&s.TxBatch, batchBounds, 1)
-	c.TxBroken = s.TxBroken.Load()
-
-	c.RxPackets = s.RxPackets.Load()
-	c.RxBytes = s.RxBytes.Load()
-	c.RxGSOPackets = s.RxGSOPkts.Load()
-	c.RxBuffers = s.RxBuffers.Load()
-	c.RxCsumCompleted = s.RxCsumDone.Load()
-	c.RxKicks = s.RxKicks.Load()
-	c.RxCalls = s.RxCalls.Load()
-	c.RxCallsSuppressed = s.RxCallsSupp.Load()
-	c.RxStalls = s.RxStalls.Load()
-	c.RxReadErrors = s.RxReadErrors.Load()
-	c.RxBuffersUnused = s.RxBuffersUnused.Load()
-	c.RxDrops = nonZero(len(s.RxDrops), func(i int) (string, uint64) {
-		return virtionet.Drop(i).String(), s.RxDrops[i].Load()
-	})
-	c.RxBatch = histogramOf(&s.RxBatch, batchBounds, 1)
-	c.RxBroken = s.RxBroken.Load()
-	return c
-}
-
-func nonZero(n int, at func(i int) (string, uint64)) map[string]uint64 {
-	var m map[string]uint64
-	for i := 0; i < n; i++ {
-		name, v := at(i)
-		if v == 0 {
-			continue
-		}
-		if m == nil {
-			m = map[string]uint64{}
-		}
-		m[name] += v
-	}
-	return m
-}
-
 // Virtio device status bits (virtio 1.x section 2.1).
 var deviceStatusBits = []struct {
 	bit  uint8
@@ -464,110 +341,6 @@ func (ps *PortStatus) Total() QueueCounters {
 		t = t.add(&ps.QueuePairs[i].Counters)
 	}
 	return t
-}
-
-func addMap(a, b map[string]uint64) map[string]uint64 {
-	if len(b) == 0 {
-		return a
-	}
-	out := make(map[string]uint64, len(a)+len(b))
-	for k, v := range a {
-		out[k] = v
-	}
-	for k, v := range b {
-		out[k] += v
-	}
-	return out
-}
-
-// subMap returns a - b per key; a key that went down (restart) keeps a's value.
-func subMap(a, b map[string]uint64) map[string]uint64 {
-	if len(a) == 0 {
-		return a
-	}
-	out := make(map[string]uint64, len(a))
-	for k, v := range a {
-		out[k] = sub(v, b[k])
-	}
-	return out
-}
-
-func sub(a, b uint64) uint64 {
-	if b > a {
-		return a
-	}
-	return a - b
-}
-
-func (c QueueCounters) add(o *QueueCounters) QueueCounters {
-	return QueueCounters{
-		TxPosted:          c.TxPosted + o.TxPosted,
-		TxPackets:         addMap(c.TxPackets, o.TxPackets),
-		TxBytes:           addMap(c.TxBytes, o.TxBytes),
-		TxGSOPackets:      c.TxGSOPackets + o.TxGSOPackets,
-		TxGSOSegments:     c.TxGSOSegments + o.TxGSOSegments,
-		TxGSOPacketsNoseg: c.TxGSOPacketsNoseg + o.TxGSOPacketsNoseg,
-		TxDecisions:       addMap(c.TxDecisions, o.TxDecisions),
-		TxHeaderErrors:    addMap(c.TxHeaderErrors, o.TxHeaderErrors),
-		TxDrops:           addMap(c.TxDrops, o.TxDrops),
-		TxWriteErrors:     addMap(c.TxWriteErrors, o.TxWriteErrors),
-		TxKicks:           c.TxKicks + o.TxKicks,
-		TxCalls:           c.TxCalls + o.TxCalls,
-		TxCallsSuppressed: c.TxCallsSuppressed + o.TxCallsSuppressed,
-		TxLatency:         c.TxLatency.add(o.TxLatency),
-		TxBatch:           c.TxBatch.add(o.TxBatch),
-		TxBroken:          c.TxBroken || o.TxBroken,
-		RxPackets:         c.RxPackets + o.RxPackets,
-		RxBytes:           c.RxBytes + o.RxBytes,
-		RxGSOPackets:      c.RxGSOPackets + o.RxGSOPackets,
-		RxBuffers:         c.RxBuffers + o.RxBuffers,
-		RxCsumCompleted:   c.RxCsumCompleted + o.RxCsumCompleted,
-		RxKicks:           c.RxKicks + o.RxKicks,
-		RxCalls:           c.RxCalls + o.RxCalls,
-		RxCallsSuppressed: c.RxCallsSuppressed + o.RxCallsSuppressed,
-		RxStalls:          c.RxStalls + o.RxStalls,
-		RxReadErrors:      c.RxReadErrors + o.RxReadErrors,
-		RxBuffersUnused:   c.RxBuffersUnused + o.RxBuffersUnused,
-		RxDrops:           addMap(c.RxDrops, o.RxDrops),
-		RxBatch:           c.RxBatch.add(o.RxBatch),
-		RxBroken:          c.RxBroken || o.RxBroken,
-	}
-}
-
-// Since returns the counters accumulated between an earlier sample and c.
-func (c QueueCounters) Since(before *QueueCounters) QueueCounters {
-	return QueueCounters{
-		TxPosted:          sub(c.TxPosted, before.TxPosted),
-		TxPackets:         subMap(c.TxPackets, before.TxPackets),
-		TxBytes:           subMap(c.TxBytes, before.TxBytes),
-		TxGSOPackets:      sub(c.TxGSOPackets, before.TxGSOPackets),
-		TxGSOSegments:     sub(c.TxGSOSegments, before.TxGSOSegments),
-		TxGSOPacketsNoseg: sub(c.TxGSOPacketsNoseg, before.TxGSOPacketsNoseg),
-		TxDecisions:       subMap(c.TxDecisions, before.TxDecisions),
-		TxHeaderErrors:    subMap(c.TxHeaderErrors, before.TxHeaderErrors),
-		TxDrops:           subMap(c.TxDrops, before.TxDrops),
-		TxWriteErrors:     subMap(c.TxWriteErrors, before.TxWriteErrors),
-		TxKicks:           sub(c.TxKicks, before.TxKicks),
-		TxCalls:           sub(c.TxCalls, before.TxCalls),
-		TxCallsSuppressed: sub(c.TxCallsSuppressed, before.TxCallsSuppressed),
-		TxLatency:         c.TxLatency.sub(before.TxLatency),
-		TxBatch:           c.TxBatch.sub(before.TxBatch),
-		TxBroken:          c.TxBroken,
-		RxPackets:         sub(c.RxPackets, before.RxPackets),
-		RxBytes:           sub(c.RxBytes, before.RxBytes),
-		RxGSOPackets:      sub(c.RxGSOPackets, before.RxGSOPackets),
-		RxBuffers:         sub(c.RxBuffers, before.RxBuffers),
-		RxCsumCompleted:   sub(c.RxCsumCompleted, before.RxCsumCompleted),
-		RxKicks:           sub(c.RxKicks, before.RxKicks),
-		RxCalls:           sub(c.RxCalls, before.RxCalls),
-		RxCallsSuppressed: sub(c.RxCallsSuppressed, before.RxCallsSuppressed),
-		RxStalls:          sub(c.RxStalls, before.RxStalls),
-		RxReadErrors:      sub(c.RxReadErrors, before.RxReadErrors),
-		RxBuffersUnused:   sub(c.RxBuffersUnused, before.RxBuffersUnused),
-		RxDrops:           subMap(c.RxDrops, before.RxDrops),
-		RxBatch:           c.RxBatch.sub(before.RxBatch),
-		RxBroken:          c.RxBroken,
-	}
 }
 
 // Since returns the port as of ps with counters accumulated since before

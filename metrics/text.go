@@ -8,9 +8,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/virtionet"
-	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // Stat is one `name: value` line of `vhostd stats`.
@@ -20,78 +18,42 @@ type Stat struct {
 }
 
 // StatLines lists one queue pair's counters in the spirit of `ethtool -S`:
-// totals first, then per path, reason and errno. Reason, drop and errno
+// the registered counters in declaration order (counterLines), with the
+// lines computed from several of them (totals, latency quantiles, means,
+// ring state) after the counter they belong with. Reason, drop and errno
 // lines with a zero count are left out unless all is set.
 func StatLines(c *QueueCounters, all bool) []Stat {
-	var out []Stat
-	u := func(name string, v uint64) { out = append(out, Stat{name, strconv.FormatUint(v, 10)}) }
-	f := func(name string, v float64) { out = append(out, Stat{name, strconv.FormatFloat(v, 'f', 2, 64)}) }
-	b := func(name string, v bool) {
-		if v {
-			u(name, 1)
-		} else {
-			u(name, 0)
-		}
-	}
-	labelled := func(prefix string, m map[string]uint64, names []string) {
-		for _, n := range names {
-			if v := m[n]; v != 0 || all {
-				u(prefix+n, v)
+	u := func(name string, v uint64) Stat { return Stat{name, strconv.FormatUint(v, 10)} }
+	f := func(name string, v float64) Stat { return Stat{name, strconv.FormatFloat(v, 'f', 2, 64)} }
+	derived := map[string]func() []Stat{
+		"tx_posted": func() []Stat {
+			return []Stat{u("tx_packets", c.TxWritten()), u("tx_bytes", c.TxBytesTotal()), u("tx_dropped", c.TxDropped())}
+		},
+		"tx_calls_suppressed": func() []Stat {
+			p50, _ := c.TxLatency.Quantile(0.5)
+			p99, _ := c.TxLatency.Quantile(0.99)
+			return []Stat{
+				u("tx_completion_latency_p50_us", uint64(p50*1e6+0.5)),
+				u("tx_completion_latency_p99_us", uint64(p99*1e6+0.5)),
+				u("tx_completion_latency_mean_us", uint64(c.TxLatency.Mean()*1e6+0.5)),
+				u("tx_completion_over_1ms", c.TxLatency.CountAbove(firstBoundAtLeast(c.TxLatency.Bounds, TSQLatency))),
+				f("tx_batch_mean", c.TxBatch.Mean()),
+				u("tx_ring_broken", uint64(b2i(c.TxBroken))),
 			}
-		}
+		},
+		"rx_bytes": func() []Stat { return []Stat{u("rx_dropped", c.RxDropped())} },
+		"rx_buffers": func() []Stat {
+			perPkt := 0.0
+			if rx := c.Get(virtionet.CtrRxPackets); rx > 0 {
+				perPkt = float64(c.Get(virtionet.CtrRxBuffers)) / float64(rx)
+			}
+			return []Stat{f("rx_buffers_per_packet", perPkt)}
+		},
+		"rx_drops": func() []Stat {
+			return []Stat{f("rx_batch_mean", c.RxBatch.Mean()), u("rx_ring_broken", uint64(b2i(c.RxBroken)))}
+		},
 	}
-
-	u("tx_posted", c.TxPosted)
-	u("tx_packets", c.TxWritten())
-	u("tx_bytes", c.TxBytesTotal())
-	u("tx_dropped", c.TxDropped())
-	for p := 0; p < virtionet.NumTxPaths; p++ {
-		name := virtionet.TxPath(p).String()
-		u("tx_"+name+"_packets", c.TxPackets[name])
-		u("tx_"+name+"_bytes", c.TxBytes[name])
-	}
-	u("tx_gso_packets", c.TxGSOPackets)
-	u("tx_gso_segments", c.TxGSOSegments)
-	u("tx_gso_packets_noseg", c.TxGSOPacketsNoseg)
-	labelled("tx_decision_", c.TxDecisions, reasonNames())
-	labelled("tx_drop_", c.TxDrops, dropNames("tx"))
-	labelled("tx_header_error_", c.TxHeaderErrors, hdrReasonNames())
-	for _, e := range sortedKeys(c.TxWriteErrors) {
-		u("tx_write_error_"+strings.ToLower(e), c.TxWriteErrors[e])
-	}
-	u("tx_kicks", c.TxKicks)
-	u("tx_calls", c.TxCalls)
-	u("tx_calls_suppressed", c.TxCallsSuppressed)
-	p50, _ := c.TxLatency.Quantile(0.5)
-	p99, _ := c.TxLatency.Quantile(0.99)
-	u("tx_completion_latency_p50_us", uint64(p50*1e6+0.5))
-	u("tx_completion_latency_p99_us", uint64(p99*1e6+0.5))
-	u("tx_completion_latency_mean_us", uint64(c.TxLatency.Mean()*1e6+0.5))
-	u("tx_completion_over_1ms", c.TxLatency.CountAbove(firstBoundAtLeast(c.TxLatency.Bounds, TSQLatency)))
-	f("tx_batch_mean", c.TxBatch.Mean())
-	b("tx_ring_broken", c.TxBroken)
-
-	u("rx_packets", c.RxPackets)
-	u("rx_bytes", c.RxBytes)
-	u("rx_dropped", c.RxDropped())
-	u("rx_gso_packets", c.RxGSOPackets)
-	u("rx_buffers", c.RxBuffers)
-	perPkt := 0.0
-	if c.RxPackets > 0 {
-		perPkt = float64(c.RxBuffers) / float64(c.RxPackets)
-	}
-	f("rx_buffers_per_packet", perPkt)
-	u("rx_csum_completed", c.RxCsumCompleted)
-	u("rx_kicks", c.RxKicks)
-	u("rx_calls", c.RxCalls)
-	u("rx_calls_suppressed", c.RxCallsSuppressed)
-	u("rx_stalls", c.RxStalls)
-	u("rx_read_errors", c.RxReadErrors)
-	u("rx_buffers_unused", c.RxBuffersUnused)
-	labelled("rx_drop_", c.RxDrops, dropNames("rx"))
-	f("rx_batch_mean", c.RxBatch.Mean())
-	b("rx_ring_broken", c.RxBroken)
-	return out
+	return counterLines(c, all, derived)
 }
 
 // firstBoundAtLeast returns the first bound >= v, or +large if none.
@@ -102,34 +64,6 @@ func firstBoundAtLeast(bounds []float64, v float64) float64 {
 		}
 	}
 	return 1e308
-}
-
-func reasonNames() []string {
-	var out []string
-	for r := gso.Reason(0); r < gso.NumReasons; r++ {
-		if decisionReasonApplies(r) {
-			out = append(out, r.String())
-		}
-	}
-	return out
-}
-
-func dropNames(dir string) []string {
-	var out []string
-	for d := virtionet.Drop(0); int(d) < virtionet.NumDrops; d++ {
-		if dropApplies(d, dir) {
-			out = append(out, d.String())
-		}
-	}
-	return out
-}
-
-func hdrReasonNames() []string {
-	var out []string
-	for r := vnet.HdrReason(1); int(r) < vnet.NumHdrReasons; r++ {
-		out = append(out, r.String())
-	}
-	return out
 }
 
 func sortedKeys(m map[string]uint64) []string {
@@ -246,12 +180,12 @@ func writePortStatus(ew *errWriter, ps *PortStatus) {
 		var paths []string
 		for p := 0; p < virtionet.NumTxPaths; p++ {
 			name := virtionet.TxPath(p).String()
-			paths = append(paths, fmt.Sprintf("%d %s", c.TxPackets[name], name))
+			paths = append(paths, fmt.Sprintf("%d %s", c.Labelled(virtionet.CtrTxPackets)[name], name))
 		}
-		kv("  TX", "%d posted: %s, %d dropped", c.TxPosted, strings.Join(paths, ", "), c.TxDropped())
-		kv("  TX GSO", "%d super-packets, %d segments written, %d fit one segment", c.TxGSOPackets, c.TxGSOSegments, c.TxGSOPacketsNoseg)
-		if len(c.TxDecisions) > 0 {
-			kv("  TX reasons", "%s", listCounts(c.TxDecisions))
+		kv("  TX", "%d posted: %s, %d dropped", c.Get(virtionet.CtrTxPosted), strings.Join(paths, ", "), c.TxDropped())
+		kv("  TX GSO", "%d super-packets, %d segments written, %d fit one segment", c.Get(virtionet.CtrTxGSOPackets), c.Get(virtionet.CtrTxSegments), c.Get(virtionet.CtrTxGSONoseg))
+		if len(c.Labelled(virtionet.CtrTxDecisions)) > 0 {
+			kv("  TX reasons", "%s", listCounts(c.Labelled(virtionet.CtrTxDecisions)))
 		}
 		if c.TxLatency.Count > 0 {
 			p50, _ := c.TxLatency.Quantile(0.5)
@@ -262,14 +196,14 @@ func writePortStatus(ew *errWriter, ps *PortStatus) {
 			}
 			kv("  TX completion", "p50 %s, p99 %s over %d packets; batches of %.1f", dur(p50), p99s, c.TxLatency.Count, c.TxBatch.Mean())
 		}
-		kv("  TX notifications", "%d kicks, %d calls, %d calls suppressed", c.TxKicks, c.TxCalls, c.TxCallsSuppressed)
+		kv("  TX notifications", "%d kicks, %d calls, %d calls suppressed", c.Get(virtionet.CtrTxKicks), c.Get(virtionet.CtrTxCalls), c.Get(virtionet.CtrTxCallsSupp))
 		perPkt := 0.0
-		if c.RxPackets > 0 {
-			perPkt = float64(c.RxBuffers) / float64(c.RxPackets)
+		if c.Get(virtionet.CtrRxPackets) > 0 {
+			perPkt = float64(c.Get(virtionet.CtrRxBuffers)) / float64(c.Get(virtionet.CtrRxPackets))
 		}
 		kv("  RX", "%d packets, %d bytes, %d GSO, %.2f buffers per packet, %d dropped, %d stalls",
-			c.RxPackets, c.RxBytes, c.RxGSOPackets, perPkt, c.RxDropped(), c.RxStalls)
-		kv("  RX notifications", "%d kicks, %d calls, %d calls suppressed", c.RxKicks, c.RxCalls, c.RxCallsSuppressed)
+			c.Get(virtionet.CtrRxPackets), c.Get(virtionet.CtrRxBytes), c.Get(virtionet.CtrRxGSOPackets), perPkt, c.RxDropped(), c.Get(virtionet.CtrRxStalls))
+		kv("  RX notifications", "%d kicks, %d calls, %d calls suppressed", c.Get(virtionet.CtrRxKicks), c.Get(virtionet.CtrRxCalls), c.Get(virtionet.CtrRxCallsSupp))
 	}
 	ew.printf("  Diagnosis\n")
 	if len(ps.Diagnosis) == 0 {

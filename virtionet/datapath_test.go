@@ -30,9 +30,9 @@ func TestTxPlainPacketReachesBackend(t *testing.T) {
 		t.Errorf("used %+v, want id %d len 0 (TX writes nothing)", used[0], head)
 	}
 	st := r.stats()
-	eventually(t, "counters", func() bool { return st.TxPackets[virtionet.PathPlain].Load() == 1 })
-	if st.TxBytes[virtionet.PathPlain].Load() != 100 || st.TxPosted.Load() != 1 {
-		t.Errorf("bytes %d posted %d", st.TxBytes[virtionet.PathPlain].Load(), st.TxPosted.Load())
+	eventually(t, "counters", func() bool { return st.Load(virtionet.CtrTxPackets.At(int(virtionet.PathPlain))) == 1 })
+	if st.Load(virtionet.CtrTxBytes.At(int(virtionet.PathPlain))) != 100 || st.Load(virtionet.CtrTxPosted) != 1 {
+		t.Errorf("bytes %d posted %d", st.Load(virtionet.CtrTxBytes.At(int(virtionet.PathPlain))), st.Load(virtionet.CtrTxPosted))
 	}
 }
 
@@ -58,20 +58,20 @@ func TestTxBadHeadersAreCountedDrops(t *testing.T) {
 	st := r.stats()
 	eventually(t, "drops", func() bool { return st.TxDropTotal() == uint64(len(cases)+1) })
 	for _, c := range cases {
-		if st.HdrInvalid[c.reason].Load() != 1 {
-			t.Errorf("%s: reason %v counted %d times", c.name, c.reason, st.HdrInvalid[c.reason].Load())
+		if st.Load(virtionet.CtrTxHdrErrors.At(int(c.reason))) != 1 {
+			t.Errorf("%s: reason %v counted %d times", c.name, c.reason, st.Load(virtionet.CtrTxHdrErrors.At(int(c.reason))))
 		}
 	}
-	if st.HdrInvalid[vnet.HdrShort].Load() != 1 {
+	if st.Load(virtionet.CtrTxHdrErrors.At(int(vnet.HdrShort))) != 1 {
 		t.Errorf("short header not counted")
 	}
-	if st.TxDrops[virtionet.DropHdrInvalid].Load() != uint64(len(cases)+1) {
-		t.Errorf("hdr_invalid drops %d", st.TxDrops[virtionet.DropHdrInvalid].Load())
+	if st.Load(virtionet.CtrTxDrops.At(int(virtionet.DropHdrInvalid))) != uint64(len(cases)+1) {
+		t.Errorf("hdr_invalid drops %d", st.Load(virtionet.CtrTxDrops.At(int(virtionet.DropHdrInvalid))))
 	}
 	if n := len(pipe.Written()); n != 0 {
 		t.Errorf("backend got %d packets", n)
 	}
-	if st.TxPosted.Load() != st.TxWritten()+st.TxDropTotal() {
+	if st.Load(virtionet.CtrTxPosted) != st.TxWritten()+st.TxDropTotal() {
 		t.Error("accounting: posted != written + dropped")
 	}
 }
@@ -91,7 +91,7 @@ func TestTxGSOPassthroughAndSoftwareSegmentation(t *testing.T) {
 			t.Fatalf("want one %d-byte packet, got %d packets", 12+len(frame), len(got))
 		}
 		st := r.stats()
-		eventually(t, "passthrough", func() bool { return st.TxPackets[virtionet.PathPassthrough].Load() == 1 })
+		eventually(t, "passthrough", func() bool { return st.Load(virtionet.CtrTxPackets.At(int(virtionet.PathPassthrough))) == 1 })
 	})
 
 	t.Run("backend without TSO4 gets MSS segments with complete checksums", func(t *testing.T) {
@@ -140,9 +140,9 @@ func TestTxGSOPassthroughAndSoftwareSegmentation(t *testing.T) {
 			t.Errorf("payload total %d want %d", seq-1000, payload)
 		}
 		st := r.stats()
-		eventually(t, "segmented", func() bool { return st.TxPackets[virtionet.PathSegmented].Load() == 1 })
-		if st.TxSegments.Load() != 11 {
-			t.Errorf("segments %d", st.TxSegments.Load())
+		eventually(t, "segmented", func() bool { return st.Load(virtionet.CtrTxPackets.At(int(virtionet.PathSegmented))) == 1 })
+		if st.Load(virtionet.CtrTxSegments) != 11 {
+			t.Errorf("segments %d", st.Load(virtionet.CtrTxSegments))
 		}
 	})
 
@@ -151,7 +151,7 @@ func TestTxGSOPassthroughAndSoftwareSegmentation(t *testing.T) {
 		r := newRig(t, pipe, rigOpts{})
 		r.sendTx(hdr, frame[:54], frame[54:])
 		st := r.stats()
-		eventually(t, "resegmented", func() bool { return st.TxPackets[virtionet.PathResegmented].Load() == 1 })
+		eventually(t, "resegmented", func() bool { return st.Load(virtionet.CtrTxPackets.At(int(virtionet.PathResegmented))) == 1 })
 		got := pipe.Written()
 		total := 0
 		for _, p := range got {
@@ -225,7 +225,7 @@ func TestTxCompletesChecksumForBackendWithoutCsum(t *testing.T) {
 		t.Error("bytes other than the checksum changed")
 	}
 	st := r.stats()
-	eventually(t, "csum path", func() bool { return st.TxPackets[virtionet.PathCsumCompleted].Load() == 1 })
+	eventually(t, "csum path", func() bool { return st.Load(virtionet.CtrTxPackets.At(int(virtionet.PathCsumCompleted))) == 1 })
 }
 
 func TestTxDisabledRingDiscardsAndCounts(t *testing.T) {
@@ -239,7 +239,7 @@ func TestTxDisabledRingDiscardsAndCounts(t *testing.T) {
 	}
 	r.reap(r.tx, 3)
 	st := r.stats()
-	eventually(t, "ring_disabled drops", func() bool { return st.TxDrops[virtionet.DropRingDisabled].Load() == 3 })
+	eventually(t, "ring_disabled drops", func() bool { return st.Load(virtionet.CtrTxDrops.At(int(virtionet.DropRingDisabled))) == 3 })
 	if len(pipe.Written()) != 0 {
 		t.Error("a disabled ring's packets reached the backend")
 	}
@@ -269,7 +269,7 @@ func TestRxMergeableSpreadsAcrossBuffers(t *testing.T) {
 		t.Error("frame corrupted")
 	}
 	st := r.stats()
-	eventually(t, "rx counters", func() bool { return st.RxPackets.Load() == 1 && st.RxBuffers.Load() == 3 })
+	eventually(t, "rx counters", func() bool { return st.Load(virtionet.CtrRxPackets) == 1 && st.Load(virtionet.CtrRxBuffers) == 3 })
 }
 
 func TestRxWithoutMergeableDropsOversizedButKeepsBuffer(t *testing.T) {
@@ -288,7 +288,7 @@ func TestRxWithoutMergeableDropsOversizedButKeepsBuffer(t *testing.T) {
 		t.Errorf("num_buffers %d, want 1", n)
 	}
 	st := r.stats()
-	eventually(t, "drop", func() bool { return st.RxDrops[virtionet.DropRxBufferTooSmall].Load() == 1 })
+	eventually(t, "drop", func() bool { return st.Load(virtionet.CtrRxDrops.At(int(virtionet.DropRxBufferTooSmall))) == 1 })
 }
 
 func TestRxBackpressureWaitsForBuffers(t *testing.T) {
@@ -300,7 +300,7 @@ func TestRxBackpressureWaitsForBuffers(t *testing.T) {
 	}
 	r.reap(r.rx, 1)
 	st := r.stats()
-	eventually(t, "stall", func() bool { return st.RxStalls.Load() >= 1 })
+	eventually(t, "stall", func() bool { return st.Load(virtionet.CtrRxStalls) >= 1 })
 	// Nothing is dropped while the guest has no buffers: posting more
 	// delivers the held packets.
 	bufs := r.postRx(4, 2048)

@@ -75,7 +75,7 @@ func TestQueueAttachFollowsEnable(t *testing.T) {
 	if qs[1].attached {
 		t.Error("pair 1 disabled but still attached")
 	}
-	if a, dt := st(1).BackendAttaches.Load(), st(1).BackendDetaches.Load(); a != 1 || dt != 2 {
+	if a, dt := st(1).Load(CtrBackendAttaches), st(1).Load(CtrBackendDetaches); a != 1 || dt != 2 {
 		t.Errorf("pair 1 counted %d attaches, %d detaches; want 1 and 2 (New, then disable)", a, dt)
 	}
 	if st(1).BackendAttached.Load() {

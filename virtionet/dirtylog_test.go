@@ -9,6 +9,7 @@ import (
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
+	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -256,8 +257,8 @@ func TestSendRARPAnnounces(t *testing.T) {
 		t.Errorf("RARPs counted %d, want 1", n)
 	}
 	// The TX accounting is the guest's: the announce is not in it.
-	if st := r.stats(); st.TxPosted.Load() != 1 || st.TxWritten() != 1 {
-		t.Errorf("TX accounting changed: posted %d written %d", st.TxPosted.Load(), st.TxWritten())
+	if st := r.stats(); st.Load(virtionet.CtrTxPosted) != 1 || st.TxWritten() != 1 {
+		t.Errorf("TX accounting changed: posted %d written %d", st.Load(virtionet.CtrTxPosted), st.TxWritten())
 	}
 }
 

@@ -21,7 +21,7 @@ import (
 // Super-packets cross whole. The header is translated to what this guest
 // negotiated: a GSO type it did not accept is segmented in software, and a
 // partial checksum it cannot take is completed, each counted here
-// (RxSegmented, RxSegments, RxCsumDone).
+// (CtrRxSegmented, CtrRxSegments, CtrRxCsumDone).
 //
 // The RX ring is filled under mu (taken once per batch), so the ring has
 // one writer at a time however many peers send (a switch); the pair runs
@@ -116,7 +116,7 @@ func (e *rxPort) deliverBatch(w *rxWorker, pkts [][][]byte) (done int) {
 		if !ok || done < len(pkts) && inIovecs(fault.Addr(), pkts[done][1:]) {
 			panic(r)
 		}
-		w.qp.stats.MemFaults.Add(1)
+		w.qp.stats.Add(CtrMemFaults, 1)
 		w.broken(fmt.Errorf("guest memory faulted at %#x while receiving from a linked port (did the front-end shrink its memory file?)", fault.Addr()))
 		e.rx = nil
 	}()
@@ -189,7 +189,7 @@ func (e *rxPort) place(w *rxWorker, hb []byte, frame [][]byte, frameLen int) {
 		q := w.q
 		if e.waitUntil.IsZero() {
 			e.waitUntil = time.Now().Add(LinkWait)
-			w.qp.stats.RxStalls.Add(1)
+			w.qp.stats.Add(CtrRxStalls, 1)
 		}
 		deadline := e.waitUntil
 		if q.VQ.EnableNotify() {
@@ -206,7 +206,7 @@ func (e *rxPort) place(w *rxWorker, hb []byte, frame [][]byte, frameLen int) {
 		_ = q.Kick.SetDeadline(time.Time{})
 		q.VQ.DisableNotify()
 		if err == nil {
-			w.qp.stats.RxKicks.Add(1)
+			w.qp.stats.Add(CtrRxKicks, 1)
 		}
 	}
 }
@@ -283,8 +283,8 @@ func (e *rxPort) segmentFor(w *rxWorker, sh vnet.Hdr, frame [][]byte, frameLen i
 			e.iov[0] = e.segs[i]
 			e.place(w, hb, e.iov[:], len(e.segs[i]))
 		}
-		w.qp.stats.RxSegments.Add(uint64(n))
+		w.qp.stats.Add(CtrRxSegments, uint64(n))
 		from += n
 	}
-	w.qp.stats.RxSegmented.Add(1)
+	w.qp.stats.Add(CtrRxSegmented, 1)
 }

@@ -49,8 +49,8 @@ func TestLinkSuperPacketCrossesWhole(t *testing.T) {
 	hdr := vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16)
 	a.sendTx(hdr, frame[:54], frame[54:])
 	a.reap(a.tx, 1)
-	eventually(t, "delivery", func() bool { return b.stats().RxPackets.Load() == 1 })
-	nb := int(b.stats().RxBuffers.Load())
+	eventually(t, "delivery", func() bool { return b.stats().Load(virtionet.CtrRxPackets) == 1 })
+	nb := int(b.stats().Load(virtionet.CtrRxBuffers))
 	pkts := receivedPackets(b, bufs, nb)
 	if len(pkts) != 1 {
 		t.Fatalf("got %d packets", len(pkts))
@@ -62,7 +62,7 @@ func TestLinkSuperPacketCrossesWhole(t *testing.T) {
 	if !bytes.Equal(got[12:], frame) {
 		t.Error("frame changed on the way")
 	}
-	if a.stats().TxPackets[virtionet.PathPassthrough].Load() != 1 || b.stats().RxGSOPkts.Load() != 1 {
+	if a.stats().Load(virtionet.CtrTxPackets.At(int(virtionet.PathPassthrough))) != 1 || b.stats().Load(virtionet.CtrRxGSOPackets) != 1 {
 		t.Error("counters do not show a super-packet crossing whole")
 	}
 }
@@ -76,12 +76,12 @@ func TestLinkSegmentsForReceiverWithoutTSO(t *testing.T) {
 	frame := tcpSuper(payload)
 	a.sendTx(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame)
 	deadline := time.Now().Add(3 * time.Second)
-	for b.stats().RxPackets.Load() != 6 && time.Now().Before(deadline) {
+	for b.stats().Load(virtionet.CtrRxPackets) != 6 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if n := b.stats().RxPackets.Load(); n != 6 {
+	if n := b.stats().Load(virtionet.CtrRxPackets); n != 6 {
 		for d := virtionet.Drop(0); int(d) < virtionet.NumDrops; d++ {
-			if c := b.stats().RxDrops[d].Load(); c != 0 {
+			if c := b.stats().Load(virtionet.CtrRxDrops.At(int(d))); c != 0 {
 				t.Logf("rx drop %v: %d", d, c)
 			}
 		}
@@ -103,8 +103,8 @@ func TestLinkSegmentsForReceiverWithoutTSO(t *testing.T) {
 	if total != payload {
 		t.Errorf("segments carry %d bytes, want %d", total, payload)
 	}
-	if b.stats().RxSegmented.Load() != 1 || b.stats().RxSegments.Load() != 6 {
-		t.Errorf("rx_segmented %d segments %d", b.stats().RxSegmented.Load(), b.stats().RxSegments.Load())
+	if b.stats().Load(virtionet.CtrRxSegmented) != 1 || b.stats().Load(virtionet.CtrRxSegments) != 6 {
+		t.Errorf("rx_segmented %d segments %d", b.stats().Load(virtionet.CtrRxSegmented), b.stats().Load(virtionet.CtrRxSegments))
 	}
 }
 
@@ -117,7 +117,7 @@ func TestLinkDropsAfterWaitWhenReceiverHasNoBuffers(t *testing.T) {
 	eventually(t, "rx ring start", func() bool { return ringStarted(b, 0) })
 	a.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(100, false))
 	a.reap(a.tx, 1)
-	eventually(t, "drop", func() bool { return b.stats().RxDrops[virtionet.DropRxRingFull].Load() == 1 })
+	eventually(t, "drop", func() bool { return b.stats().Load(virtionet.CtrRxDrops.At(int(virtionet.DropRxRingFull))) == 1 })
 	// Buffers posted during the wait are used: post, then send.
 	bufs := b.postRx(2, 2048)
 	a.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(120, false))
@@ -156,5 +156,5 @@ func TestLinkWaitIsPerBatchNotPerPacket(t *testing.T) {
 	if el := time.Since(start); el > 500*time.Millisecond {
 		t.Errorf("20 packets toward a full ring took %v: the wait is not bounded per batch", el)
 	}
-	eventually(t, "drops", func() bool { return b.stats().RxDrops[virtionet.DropRxRingFull].Load() == 20 })
+	eventually(t, "drops", func() bool { return b.stats().Load(virtionet.CtrRxDrops.At(int(virtionet.DropRxRingFull))) == 20 })
 }

@@ -78,11 +78,11 @@ func TestRingModesTx(t *testing.T) {
 				t.Errorf("super-packet not passed whole: %d bytes, gso_type %d", len(got[3]), got[3][1])
 			}
 			st := r.stats()
-			eventually(t, "accounting", func() bool { return st.TxPosted.Load() == 5 && st.TxDropTotal() == 1 })
-			if st.TxPosted.Load() != st.TxWritten()+st.TxDropTotal() {
-				t.Errorf("tx_posted %d != written %d + dropped %d", st.TxPosted.Load(), st.TxWritten(), st.TxDropTotal())
+			eventually(t, "accounting", func() bool { return st.Load(virtionet.CtrTxPosted) == 5 && st.TxDropTotal() == 1 })
+			if st.Load(virtionet.CtrTxPosted) != st.TxWritten()+st.TxDropTotal() {
+				t.Errorf("tx_posted %d != written %d + dropped %d", st.Load(virtionet.CtrTxPosted), st.TxWritten(), st.TxDropTotal())
 			}
-			if st.TxPackets[virtionet.PathPassthrough].Load() != 1 {
+			if st.Load(virtionet.CtrTxPackets.At(int(virtionet.PathPassthrough))) != 1 {
 				t.Error("super-packet not counted as passthrough")
 			}
 		})
@@ -148,8 +148,8 @@ func TestTxInOrderOneUsedEntryPerBatch(t *testing.T) {
 					t.Errorf("reaped %d: %+v, want id %d len 0", i, u, ids[i])
 				}
 			}
-			if st := r.stats(); st.TxPosted.Load() != n || st.TxWritten() != n {
-				t.Errorf("posted %d written %d", st.TxPosted.Load(), st.TxWritten())
+			if st := r.stats(); st.Load(virtionet.CtrTxPosted) != n || st.TxWritten() != n {
+				t.Errorf("posted %d written %d", st.Load(virtionet.CtrTxPosted), st.TxWritten())
 			}
 		})
 	}
@@ -184,7 +184,7 @@ func TestRingModesRx(t *testing.T) {
 			}
 			r.reap(r.rx, 1)
 			st := r.stats()
-			eventually(t, "stall", func() bool { return st.RxStalls.Load() >= 1 })
+			eventually(t, "stall", func() bool { return st.Load(virtionet.CtrRxStalls) >= 1 })
 			more := r.postRx(4, 1024)
 			for i, u := range r.reap(r.rx, 2) {
 				if int(u.Len) != 12+501+i {
@@ -257,8 +257,8 @@ func TestPackedOddSizeManyLapsWithRestarts(t *testing.T) {
 			if rx != rxWant {
 				t.Errorf("RX base %#x = %+v, want %+v", bases[0], rx, rxWant)
 			}
-			if st := r.stats(); st.TxPosted.Load() != 31 || st.TxDropTotal() != 0 || st.RxPackets.Load() != 3 {
-				t.Errorf("posted %d dropped %d rx %d", st.TxPosted.Load(), st.TxDropTotal(), st.RxPackets.Load())
+			if st := r.stats(); st.Load(virtionet.CtrTxPosted) != 31 || st.TxDropTotal() != 0 || st.Load(virtionet.CtrRxPackets) != 3 {
+				t.Errorf("posted %d dropped %d rx %d", st.Load(virtionet.CtrTxPosted), st.TxDropTotal(), st.Load(virtionet.CtrRxPackets))
 			}
 		})
 	}
@@ -309,9 +309,9 @@ func TestRxInOrderMalformedChainKeepsOrder(t *testing.T) {
 				t.Errorf("packet in buffer 3: %+v", u)
 			}
 			st := r.stats()
-			if st.RxBuffersUnused.Load() != 2 || st.RxDrops[virtionet.DropRxReadableBuffer].Load() != 1 || st.RxPackets.Load() != 1 {
-				t.Errorf("unused %d, rx_readable_buffer drops %d, packets %d", st.RxBuffersUnused.Load(),
-					st.RxDrops[virtionet.DropRxReadableBuffer].Load(), st.RxPackets.Load())
+			if st.Load(virtionet.CtrRxBuffersUnused) != 2 || st.Load(virtionet.CtrRxDrops.At(int(virtionet.DropRxReadableBuffer))) != 1 || st.Load(virtionet.CtrRxPackets) != 1 {
+				t.Errorf("unused %d, rx_readable_buffer drops %d, packets %d", st.Load(virtionet.CtrRxBuffersUnused),
+					st.Load(virtionet.CtrRxDrops.At(int(virtionet.DropRxReadableBuffer))), st.Load(virtionet.CtrRxPackets))
 			}
 		})
 	}
@@ -344,8 +344,8 @@ func TestLinkPackedAndSplitKeepSuperPacketsWhole(t *testing.T) {
 				frame := tcpSuper(40000 + dir)
 				src.sendTx(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame[:54], frame[54:20000], frame[20000:])
 				src.reap(src.tx, 1)
-				eventually(t, "delivery", func() bool { return dst.stats().RxPackets.Load() == 1 })
-				pkts := receivedPackets(dst, bufs, int(dst.stats().RxBuffers.Load()))
+				eventually(t, "delivery", func() bool { return dst.stats().Load(virtionet.CtrRxPackets) == 1 })
+				pkts := receivedPackets(dst, bufs, int(dst.stats().Load(virtionet.CtrRxBuffers)))
 				if len(pkts) != 1 {
 					t.Fatalf("direction %d: %d packets, want the super-packet whole", dir, len(pkts))
 				}
@@ -353,7 +353,7 @@ func TestLinkPackedAndSplitKeepSuperPacketsWhole(t *testing.T) {
 				if got[1] != vnet.GSOTCPv4 || binary.LittleEndian.Uint16(got[4:6]) != 1448 || !bytes.Equal(got[12:], frame) {
 					t.Errorf("direction %d: header % x, frame intact %t", dir, got[:12], bytes.Equal(got[12:], frame))
 				}
-				if src.stats().TxPackets[virtionet.PathPassthrough].Load() != 1 || dst.stats().RxGSOPkts.Load() != 1 || dst.stats().RxSegmented.Load() != 0 {
+				if src.stats().Load(virtionet.CtrTxPackets.At(int(virtionet.PathPassthrough))) != 1 || dst.stats().Load(virtionet.CtrRxGSOPackets) != 1 || dst.stats().Load(virtionet.CtrRxSegmented) != 0 {
 					t.Errorf("direction %d: counters do not show a super-packet crossing whole", dir)
 				}
 			}

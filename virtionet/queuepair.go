@@ -90,7 +90,7 @@ func (qp *QueuePair) setAttached(on bool) {
 	}
 	was := a.QueueAttached()
 	if err := a.SetQueueAttached(on); err != nil {
-		qp.stats.BackendAttachErrors.Add(1)
+		qp.stats.Add(CtrBackendAttachErrors, 1)
 		qp.dev.log.Error("cannot attach or detach the backend queue; the host may steer flows to a queue no guest ring reads",
 			"queue_pair", qp.index, "attach", on, "err", err)
 	}
@@ -98,10 +98,10 @@ func (qp *QueuePair) setAttached(on bool) {
 	qp.stats.BackendAttached.Store(now)
 	switch {
 	case now && !was:
-		qp.stats.BackendAttaches.Add(1)
+		qp.stats.Add(CtrBackendAttaches, 1)
 		qp.dev.log.Info("backend queue attached", "queue_pair", qp.index)
 	case !now && was:
-		qp.stats.BackendDetaches.Add(1)
+		qp.stats.Add(CtrBackendDetaches, 1)
 		qp.dev.log.Info("backend queue detached", "queue_pair", qp.index)
 	}
 }
@@ -282,7 +282,7 @@ func (qp *QueuePair) recoverFault(q *vdev.Queue, broken *atomic.Bool, dir string
 		panic(r)
 	}
 	broken.Store(true)
-	qp.stats.MemFaults.Add(1)
+	qp.stats.Add(CtrMemFaults, 1)
 	qp.dev.log.Error(dir+" ring broken: guest memory faulted (did the front-end shrink its memory file?); stopping the ring until the front-end resets the device",
 		"queue", q.Index, "addr", fmt.Sprintf("%#x", fault.Addr()))
 	q.Fail()

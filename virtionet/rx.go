@@ -102,7 +102,7 @@ func (w *rxWorker) stop() {
 		// its memory file must not kill the daemon here (recoverFault).
 		w.peer.detach()
 		if !guardFault(w.releaseCache) {
-			w.qp.stats.MemFaults.Add(1)
+			w.qp.stats.Add(CtrMemFaults, 1)
 		}
 		return
 	}
@@ -170,7 +170,7 @@ func (w *rxWorker) run() {
 				if w.stopping.Load() {
 					return
 				}
-				st.RxReadErrors.Add(1)
+				st.Add(CtrRxReadErrors, 1)
 				log.Warn("backend read failed", "err", err)
 				time.Sleep(10 * time.Millisecond)
 				continue
@@ -236,11 +236,11 @@ func (w *rxWorker) waitBuffers(idle *time.Duration) bool {
 		q.VQ.DisableNotify()
 		return true
 	}
-	w.qp.stats.RxStalls.Add(1)
+	w.qp.stats.Add(CtrRxStalls, 1)
 	if !w.waitKick(q, idle) {
 		return false
 	}
-	w.qp.stats.RxKicks.Add(1)
+	w.qp.stats.Add(CtrRxKicks, 1)
 	q.VQ.DisableNotify()
 	return true
 }
@@ -260,19 +260,19 @@ func (w *rxWorker) flush() {
 	if len(w.used) > 0 {
 		w.q.VQ.Push(w.used)
 		w.used = w.used[:0]
-		w.qp.signal(w.q.Call, w.q.VQ, &st.RxCalls, &st.RxCallsSupp)
+		w.qp.signal(w.q.Call, w.q.VQ, st.C.Ptr(CtrRxCalls), st.C.Ptr(CtrRxCallsSupp))
 	}
 	if w.pkts != 0 {
-		st.RxPackets.Add(w.pkts)
-		st.RxBytes.Add(w.bytes)
-		st.RxGSOPkts.Add(w.gso)
-		st.RxBuffers.Add(w.nbufs)
-		st.RxCsumDone.Add(w.csumOK)
+		st.Add(CtrRxPackets, w.pkts)
+		st.Add(CtrRxBytes, w.bytes)
+		st.Add(CtrRxGSOPackets, w.gso)
+		st.Add(CtrRxBuffers, w.nbufs)
+		st.Add(CtrRxCsumDone, w.csumOK)
 		w.pkts, w.bytes, w.gso, w.nbufs, w.csumOK = 0, 0, 0, 0, 0
 	}
 	for d, c := range w.drops {
 		if c != 0 {
-			st.RxDrops[d].Add(uint64(c))
+			st.Add(CtrRxDrops.At(int(d)), uint64(c))
 			w.drops[d] = 0
 		}
 	}
@@ -352,7 +352,7 @@ func (w *rxWorker) returnUnused(batch []virtqueue.Chain, base int) {
 	for i := range batch {
 		w.used = append(w.used, virtqueue.UsedElem{ID: uint32(batch[i].Head)})
 	}
-	w.qp.stats.RxBuffersUnused.Add(uint64(w.cLen + len(batch)))
+	w.qp.stats.Add(CtrRxBuffersUnused, uint64(w.cLen+len(batch)))
 	w.cHead, w.cLen = base, 0
 }
 

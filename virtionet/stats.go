@@ -4,8 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vhostd/vhostd/gso"
-	"github.com/vhostd/vhostd/virtionet/vnet"
+	"github.com/vhostd/vhostd/internal/counters"
 )
 
 // TxPath says how a transmitted packet reached the backend. The names are the
@@ -160,88 +159,48 @@ func (h *Histogram) observeBatch(n int) {
 	h.Count.Add(1)
 }
 
-// QueueStats are the counters of one queue pair. Workers add to them once per
-// batch; readers (metrics, status, tests) load them at any time.
+// QueueStats are the counters of one queue pair: the registered counters
+// (counters.go) in flat slots, plus the histograms and flags. Workers add to
+// them once per batch; readers (metrics, status, tests) load them at any
+// time.
 type QueueStats struct {
-	// TX (guest -> backend)
-	TxPosted    atomic.Uint64 // chains popped from the TX ring
-	TxPackets   [numTxPaths]atomic.Uint64
-	TxBytes     [numTxPaths]atomic.Uint64     // frame bytes, without virtio_net_hdr
-	TxSegments  atomic.Uint64                 // packets written to the backend after (re)segmentation
-	TxGSOPkts   atomic.Uint64                 // GSO super-packets seen from the guest
-	TxDecisions [gso.NumReasons]atomic.Uint64 // decisions by gso.Reason
-	HdrInvalid  [vnet.NumHdrReasons]atomic.Uint64
-	TxKicks     atomic.Uint64
-	TxCalls     atomic.Uint64
-	TxCallsSupp atomic.Uint64 // calls suppressed by EVENT_IDX / NO_INTERRUPT
-	TxLatency   Histogram     // ns
-	TxBatch     Histogram
-	// TxWriteErrno counts backend write failures by errno (index = errno, capped).
-	TxWriteErrno [134]atomic.Uint64
+	// C holds every counter declared in Counters, by ID.
+	C counters.Values
 
-	// RX (backend -> guest)
-	RxPackets    atomic.Uint64
-	RxBytes      atomic.Uint64
-	RxGSOPkts    atomic.Uint64
-	RxBuffers    atomic.Uint64 // descriptor chains used; RxBuffers/RxPackets = merged buffers per packet
-	RxCsumDone   atomic.Uint64 // checksums completed for a guest without GUEST_CSUM
-	RxSegmented  atomic.Uint64 // super-packets segmented for a guest without that GUEST_TSO/USO (port links)
-	RxSegments   atomic.Uint64 // segments those produced
-	RxKicks      atomic.Uint64
-	RxCalls      atomic.Uint64
-	RxCallsSupp  atomic.Uint64
-	RxStalls     atomic.Uint64 // times RX waited because the guest had posted no (or too few) buffers
-	RxReadErrors atomic.Uint64
-	RxBatch      Histogram
-
-	// RxBuffersUnused counts good RX buffers given back unused (len 0)
-	// because a malformed chain followed them under IN_ORDER (see refill).
-	RxBuffersUnused atomic.Uint64
-
-	// Drops by reason, kept apart per direction so TX accounting is exact:
-	// TxPosted == TxWritten() + sum(TxDrops).
-	TxDrops [numDrops]atomic.Uint64
-	RxDrops [numDrops]atomic.Uint64
+	TxLatency Histogram // ns
+	TxBatch   Histogram
+	RxBatch   Histogram
 
 	// Broken is set when the ring hit a device error (e.g. avail index jump).
 	TxBroken atomic.Bool
 	RxBroken atomic.Bool
-	// MemFaults counts faults on guest memory (SIGBUS: the front-end shrank
-	// the file behind a region after we mapped it) that broke a ring.
-	MemFaults atomic.Uint64
 
-	// Backend queue steering (multiqueue taps and macvtaps): whether the
-	// pair's backend queue is attached (the host may steer packets to it),
-	// and how often it was attached and detached as the guest enabled and
-	// disabled the pair. AttachErrors counts refused TUNSETQUEUE calls.
-	BackendAttached     atomic.Bool
-	BackendAttaches     atomic.Uint64
-	BackendDetaches     atomic.Uint64
-	BackendAttachErrors atomic.Uint64
+	// BackendAttached: the pair's backend queue is attached (the host may
+	// steer packets to it).
+	BackendAttached atomic.Bool
 }
 
 func newQueueStats() *QueueStats {
 	return &QueueStats{
+		C:         Counters.NewValues(),
 		TxLatency: newHistogram(len(latencyBucketsNs)),
 		TxBatch:   newHistogram(len(batchBuckets)),
 		RxBatch:   newHistogram(len(batchBuckets)),
 	}
 }
 
+// Add adds n to counter id.
+func (s *QueueStats) Add(id counters.ID, n uint64) { s.C.Add(id, n) }
+
+// Load reads counter id (for a family, id.At(i)).
+func (s *QueueStats) Load(id counters.ID) uint64 { return s.C.Load(id) }
+
 // TxDropTotal sums the TX drop reasons.
-func (s *QueueStats) TxDropTotal() uint64 { return sumCounters(s.TxDrops[:]) }
+func (s *QueueStats) TxDropTotal() uint64 { return s.C.Sum(CtrTxDrops, NumDrops) }
 
 // RxDropTotal sums the RX drop reasons.
-func (s *QueueStats) RxDropTotal() uint64 { return sumCounters(s.RxDrops[:]) }
-
-func sumCounters(c []atomic.Uint64) uint64 {
-	var n uint64
-	for i := range c {
-		n += c[i].Load()
-	}
-	return n
-}
+func (s *QueueStats) RxDropTotal() uint64 { return s.C.Sum(CtrRxDrops, NumDrops) }
 
 // TxWritten sums packets handed to the backend over all paths (a segmented
-// super-packet counts once here; its segments are in TxSegments).
-func (s *QueueStats) TxWritten() uint64 { return sumCounters(s.TxPackets[:]) }
+// super-packet counts once here; its segments are in CtrTxSegments).
+func (s *QueueStats) TxWritten() uint64 { return s.C.Sum(CtrTxPackets, NumTxPaths) }

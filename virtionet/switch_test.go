@@ -3,6 +3,7 @@ package virtionet_test
 import (
 	"testing"
 
+	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/portlink"
 )
 
@@ -27,7 +28,7 @@ func TestSwitchLearnsAndFloods(t *testing.T) {
 		r := rigs[i]
 		eventually(t, "rx ring start", func() bool { return ringStarted(r, 0) })
 	}
-	got := func(i int) uint64 { return rigs[i].stats().RxPackets.Load() }
+	got := func(i int) uint64 { return rigs[i].stats().Load(virtionet.CtrRxPackets) }
 	hdr := vnetHdr(0, 0, 0, 0, 0)
 
 	// A (MAC ..:01 on port 0) broadcasts: B and C get it.

@@ -203,7 +203,7 @@ func (w *txWorker) run() {
 			if !w.waitKick(q, &idle) {
 				return
 			}
-			st.TxKicks.Add(1)
+			st.Add(CtrTxKicks, 1)
 			q.VQ.DisableNotify()
 			continue
 		}
@@ -224,7 +224,7 @@ func (w *txWorker) processBatch(n int, seen time.Time) {
 	w.pkts = w.pkts[:0]
 	w.iovs = w.iovs[:0]
 	w.readCaps()
-	st.TxPosted.Add(uint64(n))
+	st.Add(CtrTxPosted, uint64(n))
 	for i := 0; i < n; i++ {
 		c := &w.chains[i]
 		w.used = append(w.used, virtqueue.UsedElem{ID: uint32(c.Head)})
@@ -251,7 +251,7 @@ func (w *txWorker) processBatch(n int, seen time.Time) {
 	// that is one used entry (packed: one used descriptor) for the batch,
 	// less where a chain was malformed; without it, Push.
 	q.VQ.PushInOrder(w.used)
-	w.qp.signal(q.Call, q.VQ, &st.TxCalls, &st.TxCallsSupp)
+	w.qp.signal(q.Call, q.VQ, st.C.Ptr(CtrTxCalls), st.C.Ptr(CtrTxCallsSupp))
 	st.TxLatency.observeLatency(time.Since(seen), uint64(n))
 	st.TxBatch.observeBatch(n)
 	w.foldStats()
@@ -262,29 +262,33 @@ func (w *txWorker) foldStats() {
 	st := w.qp.stats
 	for d, c := range w.drops {
 		if c != 0 {
-			st.TxDrops[d].Add(uint64(c))
+			st.Add(CtrTxDrops.At(int(d)), uint64(c))
 			w.drops[d] = 0
 		}
 	}
 	for p := range w.pathPkts {
 		if w.pathPkts[p] != 0 {
-			st.TxPackets[p].Add(w.pathPkts[p])
-			st.TxBytes[p].Add(w.pathBytes[p])
+			st.Add(CtrTxPackets.At(int(p)), w.pathPkts[p])
+			st.Add(CtrTxBytes.At(int(p)), w.pathBytes[p])
 			w.pathPkts[p], w.pathBytes[p] = 0, 0
 		}
 	}
 	for r, c := range w.decisions {
 		if c != 0 {
-			st.TxDecisions[r].Add(uint64(c))
+			st.Add(CtrTxDecisions.At(int(r)), uint64(c))
+			if gso.Reason(r) == gso.ReasonSmallGSO {
+				// Also exported on its own (virtio tx_gso_packets_noseg).
+				st.Add(CtrTxGSONoseg, uint64(c))
+			}
 			w.decisions[r] = 0
 		}
 	}
 	if w.gsoPkts != 0 {
-		st.TxGSOPkts.Add(w.gsoPkts)
+		st.Add(CtrTxGSOPackets, w.gsoPkts)
 		w.gsoPkts = 0
 	}
 	if w.segs != 0 {
-		st.TxSegments.Add(w.segs)
+		st.Add(CtrTxSegments, w.segs)
 		w.segs = 0
 	}
 }
@@ -310,14 +314,14 @@ func (w *txWorker) packet(c *virtqueue.Chain) {
 	hb := w.hdrs[k][:w.hdrLen]
 	if copyHeader(hb, c.Bufs) < w.hdrLen {
 		w.drop(DropHdrInvalid)
-		st.HdrInvalid[vnet.HdrShort].Add(1)
+		st.Add(CtrTxHdrErrors.At(int(vnet.HdrShort)), 1)
 		return
 	}
 	frameLen := int(c.ReadLen) - w.hdrLen
 	h := vnet.DecodeHdr(hb)
 	if r := txHeaderCheck(h, frameLen); r != vnet.HdrOK {
 		w.drop(DropHdrInvalid)
-		st.HdrInvalid[r].Add(1)
+		st.Add(CtrTxHdrErrors.At(int(r)), 1)
 		return
 	}
 	// num_buffers is meaningless on TX (the driver sets 0); the tap reads
@@ -527,7 +531,7 @@ func (w *txWorker) gsoDrop(r gso.Reason) {
 
 // splitDone accounts a super-packet written as several packets: under its
 // path when every piece went out, else as one backend_write drop (its
-// pieces that did go out still count in TxSegments).
+// pieces that did go out still count in CtrTxSegments).
 func (w *txWorker) splitDone(path TxPath, written int, failed bool, frameLen int) {
 	w.segs += uint64(written)
 	if failed {
@@ -555,10 +559,10 @@ func (w *txWorker) writeAll(pkts [][][]byte) (int, bool) {
 			break
 		}
 		var errno syscall.Errno
-		if errors.As(err, &errno) && int(errno) < len(st.TxWriteErrno) {
-			st.TxWriteErrno[errno].Add(1)
+		if errors.As(err, &errno) && int(errno) < maxErrno {
+			st.Add(CtrTxWriteErrno.At(int(errno)), 1)
 		} else {
-			st.TxWriteErrno[0].Add(1)
+			st.Add(CtrTxWriteErrno, 1)
 		}
 		if w.qp.dev.log.Enabled(context.Background(), slog.LevelDebug) {
 			w.qp.dev.log.Debug("backend refused a packet", "queue", w.q.Index, "err", err)

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/vhostd/vhostd/internal/portspec"
+	"github.com/vhostd/vhostd/metrics"
 	"github.com/vhostd/vhostd/metrics/admin"
 )
 
@@ -26,72 +27,13 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	m := newPortManager(ctx, o, log, inherited)
-	hint := "use the control socket"
-	if o.controlSocket != "" {
-		hint += " " + o.controlSocket + " (vhostd status|stats|policy|capture|port --control-socket " + o.controlSocket + ") as root"
-	} else {
-		hint += " (this vhostd runs with --control-socket '': none)"
-	}
-	adm, err := admin.New(admin.Config{Logger: log, CaptureDir: o.captureDir, Control: m, ReadOnlyHint: hint})
+	stopAPI, err := serveAPI(o, m, inherited, log)
+	defer stopAPI()
 	if err != nil {
 		return err
 	}
-	m.adm = adm
-
-	actx, stopAPI := context.WithCancel(context.Background())
-	apiDone := make(chan struct{}, 2)
-	running := 0
-	defer func() {
-		stopAPI()
-		for ; running > 0; running-- {
-			<-apiDone
-		}
-	}()
-	ctl, err := controlListener(o, inherited, log)
-	if err != nil {
+	if err := startPorts(o, m, log); err != nil {
 		return err
-	}
-	if ctl != nil {
-		running++
-		go func() {
-			defer func() { apiDone <- struct{}{} }()
-			if err := adm.ServeControl(actx, ctl, admin.AllowPeers(o.controlGroup, o.hasControlGroup)); err != nil {
-				log.Error("control socket stopped", "err", err)
-			}
-		}()
-	}
-	ro, err := readOnlyListener(o, log)
-	if err != nil {
-		return err
-	}
-	if ro != nil {
-		running++
-		go func() {
-			defer func() { apiDone <- struct{}{} }()
-			if err := adm.ServeReadOnly(actx, ro); err != nil {
-				log.Error("read-only admin listener stopped", "err", err)
-			}
-		}()
-	}
-
-	switch {
-	case o.configPath != "":
-		specs, err := portspec.ReadConfig(o.configPath)
-		if err == nil {
-			err = checkPorts(specs, o.useSwitch)
-		}
-		if err != nil {
-			return err
-		}
-		log.Info("config file read", "config", o.configPath, "ports", len(specs))
-		_ = m.startSet(specs, sourceConfig, false) // a port that fails is listed as failed; reload tries again
-	case len(o.ports) > 0:
-		if err := m.startSet(o.ports, sourceFlags, true); err != nil {
-			return err
-		}
-	default:
-		log.Info("no ports yet: add one with vhostd port add NAME --socket PATH --tap IF (or start vhostd with --config FILE or --port)",
-			"control_socket", o.controlSocket)
 	}
 	m.unusedInherited()
 	defer m.stopAll()
@@ -109,21 +51,103 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 			log.Info("vhostd stopped cleanly")
 			return nil
 		case sig := <-signals:
-			switch sig {
-			case syscall.SIGUSR1:
-				m.each(func(p *runningPort) { logStats(log, p.dev) })
-			case syscall.SIGHUP:
-				if o.configPath == "" {
-					log.Warn("SIGHUP: vhostd runs without --config, there is no config file to reload")
-					continue
-				}
-				_ = sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
-				if _, err := m.Reload(ctx); err != nil {
-					log.Error("SIGHUP: reload failed", "err", err)
-				}
-				_ = sdNotify(fmt.Sprintf("READY=1\nSTATUS=serving %d ports", len(m.Ports())))
-			}
+			handleSignal(ctx, sig, o, m, log)
 		}
+	}
+}
+
+// serveAPI starts the admin API on the control socket and the read-only
+// listener; the returned stop (never nil) ends both and waits for them.
+func serveAPI(o *options, m *portManager, inherited []*inheritedSocket, log *slog.Logger) (stop func(), err error) {
+	actx, cancel := context.WithCancel(context.Background())
+	apiDone := make(chan struct{}, 2)
+	running := 0
+	stop = func() {
+		cancel()
+		for ; running > 0; running-- {
+			<-apiDone
+		}
+	}
+	hint := "use the control socket"
+	if o.controlSocket != "" {
+		hint += " " + o.controlSocket + " (vhostd status|stats|policy|capture|port --control-socket " + o.controlSocket + ") as root"
+	} else {
+		hint += " (this vhostd runs with --control-socket '': none)"
+	}
+	adm, err := admin.New(admin.Config{Logger: log, CaptureDir: o.captureDir, Control: m, ReadOnlyHint: hint})
+	if err != nil {
+		return stop, err
+	}
+	m.adm = adm
+	ctl, err := controlListener(o, inherited, log)
+	if err != nil {
+		return stop, err
+	}
+	if ctl != nil {
+		running++
+		go func() {
+			defer func() { apiDone <- struct{}{} }()
+			if err := adm.ServeControl(actx, ctl, admin.AllowPeers(o.controlGroup, o.hasControlGroup)); err != nil {
+				log.Error("control socket stopped", "err", err)
+			}
+		}()
+	}
+	ro, err := readOnlyListener(o, log)
+	if err != nil {
+		return stop, err
+	}
+	if ro != nil {
+		running++
+		go func() {
+			defer func() { apiDone <- struct{}{} }()
+			if err := adm.ServeReadOnly(actx, ro); err != nil {
+				log.Error("read-only admin listener stopped", "err", err)
+			}
+		}()
+	}
+	return stop, nil
+}
+
+// startPorts starts the ports the config file or the flags list. A port of
+// the config file that fails is listed as failed (reload tries again); one
+// from the flags ends the daemon.
+func startPorts(o *options, m *portManager, log *slog.Logger) error {
+	switch {
+	case o.configPath != "":
+		specs, err := portspec.ReadConfig(o.configPath)
+		if err == nil {
+			err = checkPorts(specs, o.useSwitch)
+		}
+		if err != nil {
+			return err
+		}
+		log.Info("config file read", "config", o.configPath, "ports", len(specs))
+		_ = m.startSet(specs, sourceConfig, false)
+	case len(o.ports) > 0:
+		return m.startSet(o.ports, sourceFlags, true)
+	default:
+		log.Info("no ports yet: add one with vhostd port add NAME --socket PATH --tap IF (or start vhostd with --config FILE or --port)",
+			"control_socket", o.controlSocket)
+	}
+	return nil
+}
+
+// handleSignal: SIGUSR1 logs every port's counters, SIGHUP reloads the
+// config file.
+func handleSignal(ctx context.Context, sig os.Signal, o *options, m *portManager, log *slog.Logger) {
+	switch sig {
+	case syscall.SIGUSR1:
+		m.each(func(p *runningPort) { metrics.LogStats(log, p.dev) })
+	case syscall.SIGHUP:
+		if o.configPath == "" {
+			log.Warn("SIGHUP: vhostd runs without --config, there is no config file to reload")
+			return
+		}
+		_ = sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+		if _, err := m.Reload(ctx); err != nil {
+			log.Error("SIGHUP: reload failed", "err", err)
+		}
+		_ = sdNotify(fmt.Sprintf("READY=1\nSTATUS=serving %d ports", len(m.Ports())))
 	}
 }
 

@@ -29,7 +29,6 @@ import (
 	"github.com/vhostd/vhostd/metrics/admin"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/virtionet"
-	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 // options are the command-line settings.
@@ -318,81 +317,6 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
-
-// logStats logs one "port stats" line per queue pair, in key=value form so
-// scripts can read it (scripts/e2e).
-func logStats(log *slog.Logger, dev *virtionet.Device) {
-	for _, qp := range dev.QueuePairs() {
-		s := qp.Stats()
-		attrs := []any{
-			"port", dev.Name(), "queue_pair", qp.Index(),
-			"tx_posted", s.TxPosted.Load(), "tx_written", s.TxWritten(), "tx_dropped", s.TxDropTotal(),
-			"tx_bytes", sumBytes(s), "tx_gso", s.TxGSOPkts.Load(), "tx_segments", s.TxSegments.Load(),
-			"tx_kicks", s.TxKicks.Load(), "tx_calls", s.TxCalls.Load(), "tx_calls_suppressed", s.TxCallsSupp.Load(),
-			"rx_packets", s.RxPackets.Load(), "rx_bytes", s.RxBytes.Load(), "rx_gso", s.RxGSOPkts.Load(),
-			"rx_buffers", s.RxBuffers.Load(), "rx_dropped", s.RxDropTotal(), "rx_stalls", s.RxStalls.Load(),
-			"rx_kicks", s.RxKicks.Load(), "rx_calls", s.RxCalls.Load(), "rx_segmented", s.RxSegmented.Load(),
-			"backend_attached", b2i(s.BackendAttached.Load()), "backend_attaches", s.BackendAttaches.Load(),
-			"backend_detaches", s.BackendDetaches.Load(),
-		}
-		for p := virtionet.TxPath(0); int(p) < virtionet.NumTxPaths; p++ {
-			attrs = append(attrs, "tx_"+p.String(), s.TxPackets[p].Load())
-		}
-		for d := virtionet.Drop(1); int(d) < virtionet.NumDrops; d++ {
-			if n := s.TxDrops[d].Load(); n != 0 {
-				attrs = append(attrs, "tx_drop_"+d.String(), n)
-			}
-			if n := s.RxDrops[d].Load(); n != 0 {
-				attrs = append(attrs, "rx_drop_"+d.String(), n)
-			}
-		}
-		log.Info("port stats", attrs...)
-	}
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-func sumBytes(s *virtionet.QueueStats) uint64 {
-	var n uint64
-	for i := range s.TxBytes {
-		n += s.TxBytes[i].Load()
-	}
-	return n
-}
-
-// udpTemplate builds one RX packet for the null backend: a 12-byte
-// virtio_net_hdr (no offloads) and an Ethernet/IPv4/UDP frame of size bytes
-// with a valid IPv4 header checksum and no UDP checksum, as DPDK testpmd's
-// txonly engine sends. A 10-byte header negotiation reads the same bytes: the
-// Null backend copies what it is given, so SetVnetHdrLen(10) would shift the
-// frame; vhostd offers VERSION_1, so the header is 12 bytes in practice.
-func udpTemplate(size int) []byte {
-	const hdr = 12
-	p := make([]byte, hdr+size)
-	f := p[hdr:]
-	copy(f[0:6], []byte{0x52, 0x54, 0x00, 0x12, 0x34, 0x56})  // dst
-	copy(f[6:12], []byte{0x02, 0x00, 0x00, 0x00, 0x00, 0x01}) // src
-	f[12], f[13] = 0x08, 0x00
-	ip := f[14:34]
-	ip[0] = 0x45
-	tot := size - 14
-	ip[2], ip[3] = byte(tot>>8), byte(tot)
-	ip[8], ip[9] = 64, 17
-	copy(ip[12:16], []byte{198, 18, 0, 1})
-	copy(ip[16:20], []byte{198, 18, 0, 2})
-	c := ^vnet.Checksum(ip, 0)
-	ip[10], ip[11] = byte(c>>8), byte(c)
-	udp := f[34:]
-	udp[0], udp[1], udp[2], udp[3] = 0x04, 0x00, 0x04, 0x01
-	ul := tot - 20
-	udp[4], udp[5] = byte(ul>>8), byte(ul)
-	return p
 }
 
 // lookupGroup resolves a group name or numeric id.

@@ -294,7 +294,7 @@ func (m *portManager) stop(p *runningPort) {
 	p.cancel()
 	<-p.done
 	p.srv.Close()
-	logStats(m.log, p.dev)
+	metrics.LogStats(m.log, p.dev)
 	for _, be := range p.bes {
 		be.Close()
 	}

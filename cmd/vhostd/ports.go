@@ -88,7 +88,7 @@ func openPortBackends(p portspec.Spec, o *options) ([]backend.Backend, bool, err
 		}
 		var tmpl []byte
 		if o.nullRxSize > 0 {
-			tmpl = udpTemplate(o.nullRxSize)
+			tmpl = backend.UDPTemplate(o.nullRxSize)
 		}
 		out := make([]backend.Backend, queues)
 		for i := range out {

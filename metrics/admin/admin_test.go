@@ -27,6 +27,7 @@ import (
 	"github.com/vhostd/vhostd/metrics"
 	"github.com/vhostd/vhostd/metrics/admin"
 	"github.com/vhostd/vhostd/metrics/internal/testrig"
+	"github.com/vhostd/vhostd/virtionet"
 )
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -98,7 +99,7 @@ func TestStatusReportsNegotiationBackendRingsAndCounters(t *testing.T) {
 	if len(qp.Rings) != 2 || qp.Rings[1].Kind != "tx" || !qp.Rings[1].Started || qp.Rings[1].Size != 256 {
 		t.Errorf("rings %+v", qp.Rings)
 	}
-	if qp.Counters.TxPosted != 40 || qp.Counters.TxPackets["resegmented"] != 40 || qp.Counters.TxDecisions["gso_max_size"] != 40 {
+	if qp.Counters.Get(virtionet.CtrTxPosted) != 40 || qp.Counters.Labelled(virtionet.CtrTxPackets)["resegmented"] != 40 || qp.Counters.Labelled(virtionet.CtrTxDecisions)["gso_max_size"] != 40 {
 		t.Errorf("counters %+v", qp.Counters)
 	}
 	if len(ps.Diagnosis) == 0 || ps.Diagnosis[0].Severity != "warning" || !strings.Contains(ps.Diagnosis[0].Message, "gso_max_size 16384") {
@@ -168,14 +169,14 @@ func TestPolicySwitchOverHTTPMidTraffic(t *testing.T) {
 		n, err := r.PumpUntil(stop, pkts, func(int) int { return 0 })
 		done <- result{n, err}
 	}()
-	waitFor(t, func() bool { return st.TxPackets[0].Load() >= 500 })
+	waitFor(t, func() bool { return st.Load(virtionet.CtrTxPackets.At(int(0))) >= 500 })
 	if code, body := call(t, "GET", ts.URL+"/metrics", ""); code != 200 || !strings.Contains(body, `vhostd_tx_packets_total{path="passthrough",port="live",queue="0"}`) {
 		t.Fatalf("scrape during traffic: %d", code)
 	}
 	if code, body := call(t, "PUT", ts.URL+"/ports/live/policy?policy=software", ""); code != 200 {
 		t.Fatalf("switch: %d %s", code, body)
 	}
-	waitFor(t, func() bool { return st.TxPackets[2].Load() >= 500 }) // segmented
+	waitFor(t, func() bool { return st.Load(virtionet.CtrTxPackets.At(int(2))) >= 500 }) // segmented
 	close(stop)
 	res := <-done
 	if res.err != nil {
@@ -184,9 +185,9 @@ func TestPolicySwitchOverHTTPMidTraffic(t *testing.T) {
 	n := uint64(res.n)
 	waitFor(t, func() bool { return st.TxWritten()+st.TxDropTotal() == n })
 	c := metrics.SnapshotPort(r.Port("null")).QueuePairs[0].Counters
-	pass, seg := c.TxPackets["passthrough"], c.TxPackets["segmented"]
-	if pass+seg != n || c.TxPosted != n || c.TxDropped() != 0 {
-		t.Errorf("posted %d: passthrough %d + segmented %d, dropped %d", c.TxPosted, pass, seg, c.TxDropped())
+	pass, seg := c.Labelled(virtionet.CtrTxPackets)["passthrough"], c.Labelled(virtionet.CtrTxPackets)["segmented"]
+	if pass+seg != n || c.Get(virtionet.CtrTxPosted) != n || c.TxDropped() != 0 {
+		t.Errorf("posted %d: passthrough %d + segmented %d, dropped %d", c.Get(virtionet.CtrTxPosted), pass, seg, c.TxDropped())
 	}
 	if w, _ := null.Written(); w != pass+6*seg {
 		t.Errorf("backend got %d packets, want %d passed whole + %d segments", w, pass, 6*seg)

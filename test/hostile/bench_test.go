@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/portlink"
 	"github.com/vhostd/vhostd/virtqueue"
 )
@@ -51,7 +52,7 @@ func BenchmarkLinkDelivery(b *testing.B) {
 		tx.Reap(used)
 	}
 	b.StopTimer()
-	if pb.stats(0).RxPackets.Load() < uint64(b.N) {
-		b.Fatalf("receiver got %d of %d packets", pb.stats(0).RxPackets.Load(), b.N)
+	if pb.stats(0).Load(virtionet.CtrRxPackets) < uint64(b.N) {
+		b.Fatalf("receiver got %d of %d packets", pb.stats(0).Load(virtionet.CtrRxPackets), b.N)
 	}
 }

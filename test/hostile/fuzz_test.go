@@ -8,6 +8,7 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
@@ -192,7 +193,7 @@ func FuzzTxChain(f *testing.F) {
 			drv.PostRaw(h)
 		}
 		st := p.stats(0)
-		postedBefore := st.TxPosted.Load()
+		postedBefore := st.Load(virtionet.CtrTxPosted)
 		want := drv.LastUsed() + uint16(chains)
 		drv.Publish()
 		if err := p.queue(victimTx).Kick(); err != nil {
@@ -201,7 +202,7 @@ func FuzzTxChain(f *testing.F) {
 		deadline := time.Now().Add(10 * time.Second)
 		for drv.UsedIdx() != want {
 			if st.TxBroken.Load() {
-				t.Fatalf("ring broken by chains with valid heads: faults %d", st.MemFaults.Load())
+				t.Fatalf("ring broken by chains with valid heads: faults %d", st.Load(virtionet.CtrMemFaults))
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("TX ring stalled: used.idx %d, want %d", drv.UsedIdx(), want)
@@ -220,10 +221,10 @@ func FuzzTxChain(f *testing.F) {
 		}
 		// Counters are folded right after the used ring is published.
 		if !eventually(func() bool {
-			return st.TxPosted.Load() == postedBefore+uint64(chains) &&
-				st.TxPosted.Load() == st.TxWritten()+st.TxDropTotal()
+			return st.Load(virtionet.CtrTxPosted) == postedBefore+uint64(chains) &&
+				st.Load(virtionet.CtrTxPosted) == st.TxWritten()+st.TxDropTotal()
 		}) {
-			t.Fatalf("accounting: posted %d, written %d, dropped %d", st.TxPosted.Load(), st.TxWritten(), st.TxDropTotal())
+			t.Fatalf("accounting: posted %d, written %d, dropped %d", st.Load(virtionet.CtrTxPosted), st.TxWritten(), st.TxDropTotal())
 		}
 		for _, pkt := range p.pipes[0].TakeWritten() {
 			if len(pkt) < 12+14 || len(pkt) > 12+14+8+65535 {

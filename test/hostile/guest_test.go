@@ -12,6 +12,7 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/internal/counters"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
@@ -510,8 +511,8 @@ func runGuestCase(t *testing.T, c guestCase) {
 		t.Fatalf("session stopped answering: %v", err)
 	}
 	st := p.stats(0)
-	if st.TxPosted.Load() != st.TxWritten()+st.TxDropTotal() {
-		t.Errorf("accounting: posted %d != written %d + dropped %d", st.TxPosted.Load(), st.TxWritten(), st.TxDropTotal())
+	if st.Load(virtionet.CtrTxPosted) != st.TxWritten()+st.TxDropTotal() {
+		t.Errorf("accounting: posted %d != written %d + dropped %d", st.Load(virtionet.CtrTxPosted), st.TxWritten(), st.TxDropTotal())
 	}
 }
 
@@ -550,22 +551,22 @@ func checkOutcome(t *testing.T, p *port, w outcome) {
 		}
 	case w.ignored:
 		time.Sleep(50 * time.Millisecond)
-		if st.TxPosted.Load() != 0 || st.TxDropTotal() != 0 || st.TxBroken.Load() || st.RxBroken.Load() {
+		if st.Load(virtionet.CtrTxPosted) != 0 || st.TxDropTotal() != 0 || st.TxBroken.Load() || st.RxBroken.Load() {
 			t.Fatalf("posted %d, drops %v, broken %t/%t: the device took a descriptor that was not available",
-				st.TxPosted.Load(), dropList(st.TxDrops[:]), st.TxBroken.Load(), st.RxBroken.Load())
+				st.Load(virtionet.CtrTxPosted), dropList(st, virtionet.CtrTxDrops), st.TxBroken.Load(), st.RxBroken.Load())
 		}
 		checkTxStillWorks(t, p)
 	case w.segments != 0:
-		if !eventually(func() bool { return st.TxSegments.Load() == w.segments }) {
-			t.Fatalf("segments %d, want %d (drops %v)", st.TxSegments.Load(), w.segments, dropList(st.TxDrops[:]))
+		if !eventually(func() bool { return st.Load(virtionet.CtrTxSegments) == w.segments }) {
+			t.Fatalf("segments %d, want %d (drops %v)", st.Load(virtionet.CtrTxSegments), w.segments, dropList(st, virtionet.CtrTxDrops))
 		}
 		if got := len(p.pipes[0].TakeWritten()); uint64(got) != w.segments {
 			t.Errorf("backend got %d packets, want %d", got, w.segments)
 		}
 		checkTxStillWorks(t, p)
 	case w.txDrop != virtionet.DropNone:
-		if !eventually(func() bool { return st.TxDrops[w.txDrop].Load() >= 1 }) {
-			t.Fatalf("no %v drop; drops: %v, hdr %v, written %d", w.txDrop, dropList(st.TxDrops[:]), hdrList(st), st.TxWritten())
+		if !eventually(func() bool { return st.Load(virtionet.CtrTxDrops.At(int(w.txDrop))) >= 1 }) {
+			t.Fatalf("no %v drop; drops: %v, hdr %v, written %d", w.txDrop, dropList(st, virtionet.CtrTxDrops), hdrList(st), st.TxWritten())
 		}
 		used, err := p.reap(victimTx, 1)
 		if err != nil {
@@ -574,14 +575,14 @@ func checkOutcome(t *testing.T, p *port, w outcome) {
 		if used[0].Len != 0 {
 			t.Errorf("dropped chain returned with len %d", used[0].Len)
 		}
-		if d := dropList(st.TxDrops[:]); len(d) != 1 || d[w.txDrop.String()] != 1 {
+		if d := dropList(st, virtionet.CtrTxDrops); len(d) != 1 || d[w.txDrop.String()] != 1 {
 			t.Errorf("drops %v, want exactly one %v", d, w.txDrop)
 		}
-		if w.hdr != vnet.HdrOK && st.HdrInvalid[w.hdr].Load() != 1 {
+		if w.hdr != vnet.HdrOK && st.Load(virtionet.CtrTxHdrErrors.At(int(w.hdr))) != 1 {
 			t.Errorf("header reasons %v, want %v", hdrList(st), w.hdr)
 		}
-		if w.gso != gso.ReasonNone && st.TxDecisions[w.gso].Load() != 1 {
-			t.Errorf("decision %v counted %d times", w.gso, st.TxDecisions[w.gso].Load())
+		if w.gso != gso.ReasonNone && st.Load(virtionet.CtrTxDecisions.At(int(w.gso))) != 1 {
+			t.Errorf("decision %v counted %d times", w.gso, st.Load(virtionet.CtrTxDecisions.At(int(w.gso))))
 		}
 		if n := len(p.pipes[0].Written()); n != 0 {
 			t.Errorf("backend got %d packets from a dropped chain", n)
@@ -591,8 +592,8 @@ func checkOutcome(t *testing.T, p *port, w outcome) {
 		}
 		checkTxStillWorks(t, p)
 	case w.rxDrop != virtionet.DropNone:
-		if !eventually(func() bool { return st.RxDrops[w.rxDrop].Load() >= 1 }) {
-			t.Fatalf("no rx %v drop; rx drops %v", w.rxDrop, dropList(st.RxDrops[:]))
+		if !eventually(func() bool { return st.Load(virtionet.CtrRxDrops.At(int(w.rxDrop))) >= 1 }) {
+			t.Fatalf("no rx %v drop; rx drops %v", w.rxDrop, dropList(st, virtionet.CtrRxDrops))
 		}
 		used, err := p.reap(victimRx, 1)
 		if err != nil {
@@ -601,7 +602,7 @@ func checkOutcome(t *testing.T, p *port, w outcome) {
 		if used[0].Len != 0 {
 			t.Errorf("dropped rx chain returned with len %d", used[0].Len)
 		}
-		if d := dropList(st.RxDrops[:]); len(d) != 1 || d[w.rxDrop.String()] != 1 {
+		if d := dropList(st, virtionet.CtrRxDrops); len(d) != 1 || d[w.rxDrop.String()] != 1 {
 			t.Errorf("rx drops %v, want exactly one %v", d, w.rxDrop)
 		}
 		// The packet is still held: a good buffer receives it.
@@ -635,10 +636,10 @@ func checkTxStillWorks(t *testing.T, p *port) {
 	}
 }
 
-func dropList(c []atomic.Uint64) map[string]uint64 {
+func dropList(st *virtionet.QueueStats, id counters.ID) map[string]uint64 {
 	m := map[string]uint64{}
-	for i := range c {
-		if n := c[i].Load(); n != 0 {
+	for i := 0; i < virtionet.NumDrops; i++ {
+		if n := st.Load(id.At(i)); n != 0 {
 			m[virtionet.Drop(i).String()] = n
 		}
 	}
@@ -647,8 +648,8 @@ func dropList(c []atomic.Uint64) map[string]uint64 {
 
 func hdrList(st *virtionet.QueueStats) map[string]uint64 {
 	m := map[string]uint64{}
-	for i := range st.HdrInvalid {
-		if n := st.HdrInvalid[i].Load(); n != 0 {
+	for i := 0; i < vnet.NumHdrReasons; i++ {
+		if n := st.Load(virtionet.CtrTxHdrErrors.At(int(i))); n != 0 {
 			m[vnet.HdrReason(i).String()] = n
 		}
 	}
@@ -787,8 +788,8 @@ func TestRxPacketsTheGuestCannotHold(t *testing.T) {
 			p.publishKick(victimRx)
 			st := p.stats(0)
 			must(t, p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(2000))))
-			if !eventually(func() bool { return st.RxDrops[c.drop].Load() == 1 }) {
-				t.Fatalf("rx drops %v, want one %v", dropList(st.RxDrops[:]), c.drop)
+			if !eventually(func() bool { return st.Load(virtionet.CtrRxDrops.At(int(c.drop))) == 1 }) {
+				t.Fatalf("rx drops %v, want one %v", dropList(st, virtionet.CtrRxDrops), c.drop)
 			}
 			hdrLen := 12
 			if c.cfg.clearFeatures != 0 {
@@ -804,8 +805,8 @@ func TestRxPacketsTheGuestCannotHold(t *testing.T) {
 			for _, u := range used {
 				total += int(u.Len)
 			}
-			if total != hdrLen+c.small || st.RxPackets.Load() != 1 || st.RxBroken.Load() {
-				t.Errorf("delivered %d bytes in %d buffers, packets %d, broken %v", total, len(used), st.RxPackets.Load(), st.RxBroken.Load())
+			if total != hdrLen+c.small || st.Load(virtionet.CtrRxPackets) != 1 || st.RxBroken.Load() {
+				t.Errorf("delivered %d bytes in %d buffers, packets %d, broken %v", total, len(used), st.Load(virtionet.CtrRxPackets), st.RxBroken.Load())
 			}
 			by.finish(t)
 		})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
@@ -117,7 +118,7 @@ func FuzzTxPackedList(f *testing.F) {
 			ids[uint32(id)] = true
 		}
 		st := p.stats(0)
-		postedBefore := st.TxPosted.Load()
+		postedBefore := st.Load(virtionet.CtrTxPosted)
 		drv.Publish()
 		if err := p.queue(victimTx).Kick(); err != nil {
 			t.Fatal(err)
@@ -138,7 +139,7 @@ func FuzzTxPackedList(f *testing.F) {
 				t.Fatalf("driver: %v", drv.Err())
 			}
 			if st.TxBroken.Load() {
-				t.Fatalf("ring broken by well-formed lists: faults %d", st.MemFaults.Load())
+				t.Fatalf("ring broken by well-formed lists: faults %d", st.Load(virtionet.CtrMemFaults))
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("TX ring stalled: %d of %d buffers used", got, bufs)
@@ -148,10 +149,10 @@ func FuzzTxPackedList(f *testing.F) {
 			}
 		}
 		if !eventually(func() bool {
-			return st.TxPosted.Load() == postedBefore+uint64(bufs) &&
-				st.TxPosted.Load() == st.TxWritten()+st.TxDropTotal()
+			return st.Load(virtionet.CtrTxPosted) == postedBefore+uint64(bufs) &&
+				st.Load(virtionet.CtrTxPosted) == st.TxWritten()+st.TxDropTotal()
 		}) {
-			t.Fatalf("accounting: posted %d, written %d, dropped %d", st.TxPosted.Load(), st.TxWritten(), st.TxDropTotal())
+			t.Fatalf("accounting: posted %d, written %d, dropped %d", st.Load(virtionet.CtrTxPosted), st.TxWritten(), st.TxDropTotal())
 		}
 		for _, pkt := range p.pipes[0].TakeWritten() {
 			if len(pkt) < 12+14 || len(pkt) > 12+14+8+65535 {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
 
@@ -86,11 +87,11 @@ func TestGuestRewritesMemoryWhileDeviceReads(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	if !eventually(func() bool { return st.TxPosted.Load() == st.TxWritten()+st.TxDropTotal() }) {
-		t.Errorf("accounting: posted %d, written %d, dropped %d", st.TxPosted.Load(), st.TxWritten(), st.TxDropTotal())
+	if !eventually(func() bool { return st.Load(virtionet.CtrTxPosted) == st.TxWritten()+st.TxDropTotal() }) {
+		t.Errorf("accounting: posted %d, written %d, dropped %d", st.Load(virtionet.CtrTxPosted), st.TxWritten(), st.TxDropTotal())
 	}
 	t.Logf("%d rounds, %d chains: written %d (%d segments), drops %v, header reasons %v",
-		rounds, st.TxPosted.Load(), st.TxWritten(), st.TxSegments.Load(), dropList(st.TxDrops[:]), hdrList(st))
+		rounds, st.Load(virtionet.CtrTxPosted), st.TxWritten(), st.Load(virtionet.CtrTxSegments), dropList(st, virtionet.CtrTxDrops), hdrList(st))
 	checkTxStillWorks(t, p)
 	by.finish(t)
 }

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vhostd/vhostd/vhostuser"
+	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/portlink"
 	"github.com/vhostd/vhostd/virtqueue"
 )
@@ -36,7 +37,7 @@ func expectBroken(t *testing.T, p *port, rx bool) {
 	if !eventually(broken.Load) {
 		t.Fatal("ring not marked broken after a guest memory fault")
 	}
-	if st.MemFaults.Load() == 0 {
+	if st.Load(virtionet.CtrMemFaults) == 0 {
 		t.Error("guest memory fault not counted")
 	}
 	if !waitEventfd(p.queue(ring).ErrFd, 5*time.Second) {
@@ -150,8 +151,8 @@ func TestSIGBUSOnRings(t *testing.T) {
 	}
 	by.finish(t)
 	st := p.stats(0)
-	if st.MemFaults.Load() < 2 {
-		t.Errorf("faults counted %d, want >= 2", st.MemFaults.Load())
+	if st.Load(virtionet.CtrMemFaults) < 2 {
+		t.Errorf("faults counted %d, want >= 2", st.Load(virtionet.CtrMemFaults))
 	}
 	p.close()
 	if got := memfdMappings(t); got != mapsBefore {
@@ -188,7 +189,7 @@ func TestSIGBUSOnLinkedReceiver(t *testing.T) {
 		}
 	}
 	send()
-	if !eventually(func() bool { return b.stats(0).RxPackets.Load() == 1 }) {
+	if !eventually(func() bool { return b.stats(0).Load(virtionet.CtrRxPackets) == 1 }) {
 		t.Fatal("link did not deliver before the shrink")
 	}
 	if err := unix.Ftruncate(b.fe.Mem.Fd(), b.region2FileOffset()); err != nil {
@@ -197,8 +198,8 @@ func TestSIGBUSOnLinkedReceiver(t *testing.T) {
 	send()
 	expectBroken(t, b, true)
 	sa := a.stats(0)
-	if sa.TxBroken.Load() || sa.MemFaults.Load() != 0 {
-		t.Fatalf("the receiver's fault broke the sender: tx broken %v, faults %d", sa.TxBroken.Load(), sa.MemFaults.Load())
+	if sa.TxBroken.Load() || sa.Load(virtionet.CtrMemFaults) != 0 {
+		t.Fatalf("the receiver's fault broke the sender: tx broken %v, faults %d", sa.TxBroken.Load(), sa.Load(virtionet.CtrMemFaults))
 	}
 	// The sender goes on; what it sends toward the dead ring is counted.
 	for i := 0; i < 3; i++ {
@@ -237,7 +238,7 @@ func TestSIGBUSOnLinkedReceiverStop(t *testing.T) {
 		t.Fatal("receiver's RX ring did not start")
 	}
 	a.sendTx(victimTx, vnetHdr(0, 0, 0, 0, 0), udpFrame(100))
-	if !eventually(func() bool { return b.stats(0).RxPackets.Load() == 1 }) {
+	if !eventually(func() bool { return b.stats(0).Load(virtionet.CtrRxPackets) == 1 }) {
 		t.Fatal("link did not deliver")
 	}
 	if err := unix.Ftruncate(b.fe.Mem.Fd(), 0); err != nil {
@@ -249,7 +250,7 @@ func TestSIGBUSOnLinkedReceiverStop(t *testing.T) {
 	if _, err := b.fe.GetU64(vhostuser.ReqGetFeatures); err != nil {
 		t.Fatalf("receiver's session stopped answering: %v", err)
 	}
-	if b.stats(0).MemFaults.Load() == 0 {
+	if b.stats(0).Load(virtionet.CtrMemFaults) == 0 {
 		t.Error("fault not counted")
 	}
 	// The sender is not affected.
