@@ -200,6 +200,8 @@ func (c *Collector) collectQueue(ch chan<- prometheus.Metric, qp *virtionet.Queu
 // a snapshot (see counters.Values.Snapshot for its read order); a family
 // exports the values that apply, and any that is not zero.
 func (c *Collector) collectCounters(ch chan<- prometheus.Metric, v []uint64, q string) {
+	// One label buffer for the scrape: a const metric copies its labels.
+	buf := make([]string, 0, 3)
 	for i, pd := range c.counterDescs {
 		if pd == nil {
 			continue
@@ -209,7 +211,7 @@ func (c *Collector) collectCounters(ch chan<- prometheus.Metric, v []uint64, q s
 		if d.Kind == counters.Gauge {
 			kind = prometheus.GaugeValue
 		}
-		labels := []string{q}
+		labels := append(buf[:0], q)
 		if d.MetricLabel[0] != "" {
 			labels = append(labels, d.MetricLabel[1])
 		}
