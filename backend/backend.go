@@ -56,6 +56,15 @@ type Backend interface {
 	Close() error
 }
 
+// PollReader is implemented by backends a worker can poll without blocking
+// (tap, macvtap): the adaptive busy-poll loop looks at the backend this way
+// before it goes to sleep in ReadPackets.
+type PollReader interface {
+	// TryReadPackets is ReadPackets that returns (0, nil) at once when no
+	// packet is queued, instead of waiting.
+	TryReadPackets(bufs [][]byte, sizes []int, offset int) (n int, err error)
+}
+
 // Capabilities says what a backend takes whole on WritePackets and its limits
 // (what gso.Decide needs to pick pass-whole, resegment or segment).
 type Capabilities struct {

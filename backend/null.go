@@ -77,6 +77,18 @@ func (n *Null) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) 
 	return len(bufs), nil
 }
 
+// TryReadPackets implements PollReader: with a template it is ReadPackets
+// (which never waits); without one there is never anything to read.
+func (n *Null) TryReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if n.template == nil {
+		if n.waiter.isClosed() {
+			return 0, os.ErrClosed
+		}
+		return 0, nil
+	}
+	return n.ReadPackets(bufs, sizes, offset)
+}
+
 // WritePackets implements Backend: it counts packets and bytes.
 func (n *Null) WritePackets(pkts [][][]byte) (int, error) {
 	if n.waiter.isClosed() {

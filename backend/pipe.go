@@ -86,6 +86,24 @@ func (p *Pipe) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) 
 	return n, nil
 }
 
+// TryReadPackets implements PollReader: ReadPackets without the wait.
+func (p *Pipe) TryReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if p.waiter.isClosed() {
+		return 0, os.ErrClosed
+	}
+	n := 0
+	for n < len(bufs) {
+		select {
+		case pkt := <-p.in:
+			sizes[n] = copy(bufs[n][offset:], pkt)
+			n++
+		default:
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
 // SetWriteError installs fn, called for every packet written (flattened); a
 // non-nil result fails that packet the way a tap's errno would. nil removes it.
 func (p *Pipe) SetWriteError(fn func(pkt []byte) error) {

@@ -528,3 +528,60 @@ func TestTapZeroAllocs(t *testing.T) {
 		t.Errorf("write+read round trip allocates %.2f times", allocs)
 	}
 }
+
+// TestTapTryReadPackets: with nothing queued TryReadPackets returns at once
+// (no wait in the poller, whatever the deadline), and it picks up a packet
+// the kernel queued later; after Close it reports os.ErrClosed.
+func TestTapTryReadPackets(t *testing.T) {
+	ns := newTestNetns(t)
+	tap := openTestTap(t, ns, TapConfig{Name: "vhtap9"})
+	link := tapLink(t, ns, "vhtap9")
+	addAddr(t, ns, link, "10.99.9.1/24")
+	var pr PollReader = tap
+	bufs := [][]byte{make([]byte, 2048), make([]byte, 2048)}
+	sizes := make([]int, 2)
+	// Drain whatever the kernel sent when the link came up (IPv6 DAD...).
+	for {
+		n, err := pr.TryReadPackets(bufs, sizes, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	start := time.Now()
+	if n, err := pr.TryReadPackets(bufs, sizes, 0); n != 0 || err != nil {
+		t.Fatalf("empty tap: %d %v", n, err)
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Fatalf("TryReadPackets on an empty tap took %v: it waited", d)
+	}
+	hostIP, guestIP := net.IPv4(10, 99, 9, 1), net.IPv4(10, 99, 9, 2)
+	hdr := vnetHeader(12, 0, 0, 0, 0, 0, 0)
+	if n, err := tap.WritePackets([][][]byte{{hdr, arpRequest(guestMAC, guestIP, hostIP)}}); n != 1 || err != nil {
+		t.Fatalf("write ARP request: %d %v", n, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := pr.TryReadPackets(bufs, sizes, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			f := bufs[0][12:sizes[0]]
+			if len(f) >= 14 && binary.BigEndian.Uint16(f[12:14]) == etherTypeARP {
+				break
+			}
+			continue
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no ARP reply polled within 5 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	tap.Close()
+	if _, err := pr.TryReadPackets(bufs, sizes, 0); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("after Close: %v, want os.ErrClosed", err)
+	}
+}

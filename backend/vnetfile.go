@@ -43,6 +43,7 @@ type vnetFile struct {
 	// Reader state, used by readLocked through the prebuilt readFn so that
 	// RawConn.Read gets no per-call closure (one reader at a time).
 	readFn      func(fd uintptr) bool
+	tryReadFn   func(fd uintptr) bool // readLocked that never waits (TryReadPackets)
 	readBufs    [][]byte
 	readSizes   []int
 	readOffset  int
@@ -77,6 +78,7 @@ func (f *vnetFile) init(fd int, path, label string, vnetHdrLen int, uso bool) er
 	}
 	f.rawConn = rc
 	f.readFn = f.readLocked
+	f.tryReadFn = func(fd uintptr) bool { f.readLocked(fd); return true }
 	f.writeFn = f.writeLocked
 	f.iov = make([]unix.Iovec, 0, 64)
 	return nil
@@ -293,6 +295,38 @@ func (f *vnetFile) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, err
 	f.readBufs, f.readSizes, f.readOffset = bufs, sizes[:len(bufs)], offset
 	f.readN, f.readErr = 0, nil
 	err := f.rawConn.Read(f.readFn)
+	n, rerr := f.readN, f.readErr
+	f.readBufs, f.readSizes = nil, nil
+	if err == nil {
+		err = rerr
+	} else {
+		err = f.rawConnErr(err)
+	}
+	if err != nil {
+		if n > 0 {
+			f.readPending = fmt.Errorf("read %s: %w", f.label, err)
+			return n, nil
+		}
+		return 0, fmt.Errorf("read %s: %w", f.label, err)
+	}
+	return n, nil
+}
+
+// TryReadPackets implements PollReader: ReadPackets that returns 0 at once
+// instead of waiting when nothing is queued. It goes through RawConn.Read,
+// which holds the fd against a concurrent Close, with a callback that never
+// asks the poller to wait.
+func (f *vnetFile) TryReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if err := f.readPending; err != nil {
+		f.readPending = nil
+		return 0, err
+	}
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	f.readBufs, f.readSizes, f.readOffset = bufs, sizes[:len(bufs)], offset
+	f.readN, f.readErr = 0, nil
+	err := f.rawConn.Read(f.tryReadFn)
 	n, rerr := f.readN, f.readErr
 	f.readBufs, f.readSizes = nil, nil
 	if err == nil {

@@ -216,12 +216,12 @@ func (c *Collector) collectCounters(ch chan<- prometheus.Metric, v []uint64, q s
 			labels = append(labels, d.MetricLabel[1])
 		}
 		if !d.Family() {
-			ch <- prometheus.MustNewConstMetric(pd, kind, float64(v[id]), labels...)
+			ch <- prometheus.MustNewConstMetric(pd, kind, d.MetricValue(v[id]), labels...)
 			continue
 		}
 		for k, name := range d.Values {
 			if n := v[id.At(k)]; d.Shown(k, n) {
-				ch <- prometheus.MustNewConstMetric(pd, kind, float64(n), append(labels, name)...)
+				ch <- prometheus.MustNewConstMetric(pd, kind, d.MetricValue(n), append(labels, name)...)
 			}
 		}
 	}

@@ -250,6 +250,14 @@ func (c QueueCounters) Since(before *QueueCounters) QueueCounters {
 	for i, v := range c.V {
 		out.V[i] = sub(v, before.Get(counters.ID(i)))
 	}
+	// A gauge is a level, not a count: the later sample is its value.
+	for i := 0; i < counterRegistry.Len(); i++ {
+		if d, id := counterRegistry.Desc(i); d.Kind == counters.Gauge {
+			for j := 0; j < d.Width() && int(id.At(j)) < len(c.V); j++ {
+				out.V[id.At(j)] = c.V[id.At(j)]
+			}
+		}
+	}
 	return out
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -150,7 +151,11 @@ func TestEveryCounterInEveryRendering(t *testing.T) {
 				line := fmt.Sprintf("vhostd_%s{", d.Metric)
 				found := false
 				for _, l := range strings.Split(r.prom, "\n") {
-					if strings.HasPrefix(l, line) && strings.HasSuffix(l, fmt.Sprintf("} %d", val)) {
+					want := fmt.Sprintf("} %d", val)
+					if d.Scale != 0 {
+						want = "} " + strconv.FormatFloat(d.MetricValue(val), 'g', -1, 64)
+					}
+					if strings.HasPrefix(l, line) && strings.HasSuffix(l, want) {
 						ok := true
 						for _, lb := range labels {
 							ok = ok && strings.Contains(l, lb)

@@ -30,7 +30,7 @@ import (
 // initializes package variables in declaration order only among those whose
 // dependencies are initialized, so without it a family whose values were
 // not ready yet would be registered after the counters written below it.
-var Counters = registryAfter(txPathNames[:], dropNames[:])
+var Counters = registryAfter(txPathNames[:], dropNames[:], pollOutcomeNames[:])
 
 func registryAfter(...[]string) counters.Registry { return counters.Registry{} }
 
@@ -40,6 +40,13 @@ const (
 	LabelReason    = "reason"
 	LabelDirection = "direction"
 	LabelErrno     = "errno"
+	LabelOutcome   = "outcome"
+)
+
+// Help texts of the metric families declared once per direction.
+const (
+	helpPoll       = "Adaptive busy-poll outcomes of the queue workers (--poll-us), by direction: hit (polling found work before its window ran out, no kick or wake-up needed), miss (the window ran out empty), contended (left at once: another task wanted the CPU), sleep (the worker blocked for a kick or the backend)."
+	helpPollWindow = "The current adaptive busy-poll window of the queue worker, by direction (0: polling off)."
 )
 
 // Counter IDs: the slot to add to (a family's value i is ID.At(i)).
@@ -85,9 +92,15 @@ var (
 		// Errnos are sparse: only those seen are exported.
 		Applies: func(int) bool { return false },
 	})
-	CtrTxKicks     = Counters.Add(counters.Desc{Name: "tx_kicks", Metric: "tx_notifications_total", Help: "Kicks: guest notifications received on the transmitq kick eventfd (virtio tx_notifications)."})
-	CtrTxCalls     = Counters.Add(counters.Desc{Name: "tx_calls", Metric: "tx_interrupts_total", Help: "Calls: transmitq completions signalled to the guest through the call eventfd (virtio tx_interrupts)."})
-	CtrTxCallsSupp = Counters.Add(counters.Desc{Name: "tx_calls_suppressed", Metric: "tx_interrupts_suppressed_total", Help: "Transmitq calls not sent because the guest asked for none (EVENT_IDX used_event or VRING_AVAIL_F_NO_INTERRUPT)."})
+	CtrTxKicks = Counters.Add(counters.Desc{Name: "tx_kicks", Metric: "tx_notifications_total", Help: "Kicks: guest notifications received on the transmitq kick eventfd (virtio tx_notifications)."})
+	CtrTxCalls = Counters.Add(counters.Desc{Name: "tx_calls", Metric: "tx_interrupts_total", Help: "Calls: transmitq completions signalled to the guest through the call eventfd (virtio tx_interrupts)."})
+	CtrTxPoll  = Counters.Add(counters.Desc{
+		Name: "tx_poll", Metric: "poll_total", MetricLabel: [2]string{LabelDirection, "tx"},
+		Help:  helpPoll,
+		Label: LabelOutcome, Values: pollOutcomeNames[:], Stat: "tx_poll_%s", Log: "tx_poll_%s",
+	})
+	CtrTxPollWindow = Counters.Add(counters.Desc{Name: "tx_poll_window_us", Metric: "poll_window_seconds", MetricLabel: [2]string{LabelDirection, "tx"}, Kind: counters.Gauge, Scale: 1e-6, Omit: counters.Log, Help: helpPollWindow})
+	CtrTxCallsSupp  = Counters.Add(counters.Desc{Name: "tx_calls_suppressed", Metric: "tx_interrupts_suppressed_total", Help: "Transmitq calls not sent because the guest asked for none (EVENT_IDX used_event or VRING_AVAIL_F_NO_INTERRUPT)."})
 
 	CtrRxPackets    = Counters.Add(counters.Desc{Name: "rx_packets", Metric: "rx_packets_total", Help: "Packets delivered to the guest on the receiveq (virtio rx_packets)."})
 	CtrRxBytes      = Counters.Add(counters.Desc{Name: "rx_bytes", Metric: "rx_bytes_total", Help: "Frame bytes (without virtio_net_hdr) delivered to the guest (virtio rx_bytes)."})
@@ -97,8 +110,14 @@ var (
 	CtrRxKicks      = Counters.Add(counters.Desc{Name: "rx_kicks", Metric: "rx_notifications_total", Help: "Kicks on the receiveq: the guest posted buffers after vhostd had run out and asked to be told (virtio rx_notifications)."})
 	CtrRxCalls      = Counters.Add(counters.Desc{Name: "rx_calls", Metric: "rx_interrupts_total", Help: "Receiveq calls signalled to the guest (virtio rx_interrupts)."})
 	CtrRxCallsSupp  = Counters.Add(counters.Desc{Name: "rx_calls_suppressed", Metric: "rx_interrupts_suppressed_total", Omit: counters.Log, Help: "Receiveq calls not sent because the guest asked for none (EVENT_IDX or NO_INTERRUPT)."})
-	CtrRxStalls     = Counters.Add(counters.Desc{Name: "rx_stalls", Metric: "rx_stalls_total", Help: "Times receive waited because the guest had posted no (or too few) buffers; packets wait in vhostd meanwhile rather than being dropped."})
-	CtrRxReadErrors = Counters.Add(counters.Desc{Name: "rx_read_errors", Metric: "rx_read_errors_total", Omit: counters.Log, Help: "Failed backend reads."})
+	CtrRxPoll       = Counters.Add(counters.Desc{
+		Name: "rx_poll", Metric: "poll_total", MetricLabel: [2]string{LabelDirection, "rx"}, Help: helpPoll,
+		Label: LabelOutcome, Values: pollOutcomeNames[:], Stat: "rx_poll_%s", Log: "rx_poll_%s",
+	})
+	CtrRxPollWindow     = Counters.Add(counters.Desc{Name: "rx_poll_window_us", Metric: "poll_window_seconds", MetricLabel: [2]string{LabelDirection, "rx"}, Kind: counters.Gauge, Scale: 1e-6, Omit: counters.Log, Help: helpPollWindow})
+	CtrRxStalls         = Counters.Add(counters.Desc{Name: "rx_stalls", Metric: "rx_stalls_total", Help: "Times receive waited because the guest had posted no (or too few) buffers; packets wait in vhostd meanwhile rather than being dropped."})
+	CtrRxCallsCoalesced = Counters.Add(counters.Desc{Name: "rx_calls_coalesced", Metric: "rx_interrupts_coalesced_total", Help: "Receiveq calls held back because the backend kept handing over packets: one call covered the next batch too (RX interrupt coalescing, at most 50 µs; --poll-us 0 turns it off)."})
+	CtrRxReadErrors     = Counters.Add(counters.Desc{Name: "rx_read_errors", Metric: "rx_read_errors_total", Omit: counters.Log, Help: "Failed backend reads."})
 	// Good RX buffers given back unused (len 0) because a malformed chain
 	// followed them under IN_ORDER (see refill).
 	CtrRxBuffersUnused = Counters.Add(counters.Desc{Name: "rx_buffers_unused", Metric: "rx_buffers_unused_total", Sparse: true, Omit: counters.Log, Help: "Good receive buffers given back unused (length 0) because a malformed chain followed them while VIRTIO_F_IN_ORDER is negotiated (buffers must go back in order)."})

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
@@ -30,6 +31,11 @@ type Config struct {
 	// TxBatch and RxBatch bound the chains handled per ring pass. 0 = default.
 	TxBatch int
 	RxBatch int
+
+	// PollMax bounds the adaptive busy-poll window of each queue worker
+	// (poll.go): after work a worker keeps looking for more for up to
+	// this long before it sleeps. 0 turns polling off.
+	PollMax time.Duration
 
 	// Policy is the initial GSO policy (auto, defer or software).
 	Policy gso.Policy

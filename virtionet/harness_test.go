@@ -45,7 +45,8 @@ type rigOpts struct {
 	inOrder   bool // ack IN_ORDER
 	// peer joins the rig's one queue pair guest to guest (Config.Peers)
 	// instead of a backend.
-	peer portlink.Port
+	peer    portlink.Port
+	pollMax time.Duration
 }
 
 // newPeerRig is a rig whose queue pair is joined to a Link or Switch port.
@@ -59,7 +60,7 @@ func newRig(t testing.TB, be backend.Backend, o rigOpts) *rig {
 	t.Helper()
 	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	cfg := virtionet.Config{Name: "test", Offer: uint64(offer), Backends: []backend.Backend{be},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), PollMax: o.pollMax}
 	if o.peer != nil {
 		cfg.Backends, cfg.Peers = nil, []portlink.Port{o.peer}
 	}

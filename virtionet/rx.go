@@ -7,6 +7,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/vdev"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
@@ -60,11 +61,23 @@ type rxWorker struct {
 	drops  [numDrops]uint32
 	oneIov [1][]byte
 	peer   *rxPort // set when other ports fill this ring (no run loop)
-	pkts   uint64
-	bytes  uint64
-	gso    uint64
-	nbufs  uint64
-	csumOK uint64
+
+	// Adaptive polling and RX call coalescing (poll.go), run loop only.
+	poll          pollWindow
+	pr            backend.PollReader // nil: polling off or a backend that cannot be polled
+	held          *rxHeld
+	polled        int
+	lookBackendFn func() (bool, error)
+	lookBufsFn    func() (bool, error)
+	quitFn        func() bool
+	holdCalls     bool // flush leaves the call to callNow
+	callPending   bool
+	pendingSince  time.Time
+	pkts          uint64
+	bytes         uint64
+	gso           uint64
+	nbufs         uint64
+	csumOK        uint64
 }
 
 func newRxWorker(qp *QueuePair, q *vdev.Queue, hdrLen int, acked uint64) *rxWorker {
@@ -82,6 +95,12 @@ func newRxWorker(qp *QueuePair, q *vdev.Queue, hdrLen int, acked uint64) *rxWork
 	for i := range w.cache {
 		w.cache[i].Bufs = make([]virtqueue.Buffer, 0, 2)
 	}
+	w.poll = newPollWindow(qp.dev.cfg.PollMax)
+	if pr, ok := qp.be.(backend.PollReader); ok && w.poll.on() {
+		w.pr = pr
+		w.holdCalls = true
+	}
+	w.lookBackendFn, w.lookBufsFn, w.quitFn = w.lookBackend, w.lookBufs, w.quitPoll
 	h := &qp.rxState
 	if h.bufs == nil {
 		b := qp.dev.cfg.RxBatch
@@ -142,6 +161,7 @@ func (w *rxWorker) run() {
 		if !q.Enabled.Load() {
 			// Spec "Ring states": a disabled ring must not be supplied with
 			// RX; the backend is simply not read meanwhile.
+			w.callNow()
 			if !w.parkDisabled(q) {
 				return
 			}
@@ -156,13 +176,22 @@ func (w *rxWorker) run() {
 					return
 				}
 				if !avail {
+					w.callNow()
+					if ok, err := w.poll.poll(w.lookBufsFn, w.quitFn); err != nil {
+						w.broken(err)
+						return
+					} else if ok {
+						continue
+					}
+					w.poll.sleeps++
+					w.foldPoll()
 					if !w.waitBuffers(&idle) {
 						return
 					}
 					continue
 				}
 			}
-			n, err := w.qp.be.ReadPackets(held.bufs, held.sizes, 0)
+			n, err := w.readBackend(held)
 			if err != nil {
 				if errors.Is(err, errDeadline) {
 					continue
@@ -193,7 +222,11 @@ func (w *rxWorker) run() {
 			held.next++
 		}
 		w.flush()
+		if w.pr != nil {
+			w.foldPoll()
+		}
 		if stalled {
+			w.callNow()
 			if !w.waitBuffers(&idle) {
 				return
 			}
@@ -260,7 +293,17 @@ func (w *rxWorker) flush() {
 	if len(w.used) > 0 {
 		w.q.VQ.Push(w.used)
 		w.used = w.used[:0]
-		w.qp.signal(w.q.Call, w.q.VQ, st.C.Ptr(CtrRxCalls), st.C.Ptr(CtrRxCallsSupp))
+		if w.holdCalls {
+			// Signalled by callNow: before the worker waits, or once
+			// the coalescing bounds are reached (readBackend).
+			if w.callPending {
+				st.Add(CtrRxCallsCoalesced, 1)
+			} else {
+				w.callPending, w.pendingSince = true, time.Now()
+			}
+		} else {
+			w.qp.signal(w.q.Call, w.q.VQ, st.C.Ptr(CtrRxCalls), st.C.Ptr(CtrRxCallsSupp))
+		}
 	}
 	if w.pkts != 0 {
 		st.Add(CtrRxPackets, w.pkts)
@@ -277,6 +320,65 @@ func (w *rxWorker) flush() {
 		}
 	}
 }
+
+// callNow sends the used buffer notification held back by flush.
+func (w *rxWorker) callNow() {
+	if w.callPending {
+		w.callPending = false
+		st := w.qp.stats
+		w.qp.signal(w.q.Call, w.q.VQ, st.C.Ptr(CtrRxCalls), st.C.Ptr(CtrRxCallsSupp))
+	}
+}
+
+// RX interrupt coalescing bounds: while the backend keeps handing over
+// packets the guest's interrupt is held (one call covers several batches;
+// "rx coalescing is good for stream throughput"), but never longer than
+// rxCoalesceTime after the first held batch, and never once the backend
+// runs dry, so a lone request-response packet is signalled at once.
+const rxCoalesceTime = 50 * time.Microsecond
+
+// readBackend reads the next batch from the backend. With polling on it
+// looks without blocking first; a pending guest notification goes out
+// before the worker polls or sleeps, or when it has been held for
+// rxCoalesceTime. Without polling it is the plain blocking read.
+func (w *rxWorker) readBackend(held *rxHeld) (int, error) {
+	if w.pr == nil {
+		return w.qp.be.ReadPackets(held.bufs, held.sizes, 0)
+	}
+	n, err := w.pr.TryReadPackets(held.bufs, held.sizes, 0)
+	if n > 0 || err != nil {
+		if w.callPending && time.Since(w.pendingSince) >= rxCoalesceTime {
+			w.callNow()
+		}
+		return n, err
+	}
+	w.callNow()
+	w.held = held
+	if ok, err := w.poll.poll(w.lookBackendFn, w.quitFn); ok || err != nil {
+		n := w.polled
+		w.polled = 0
+		return n, err
+	}
+	w.poll.sleeps++
+	w.foldPoll()
+	return w.qp.be.ReadPackets(held.bufs, held.sizes, 0)
+}
+
+// lookBackend is the RX poll look at the backend: it reads what is queued
+// into the held buffers (w.polled packets).
+func (w *rxWorker) lookBackend() (bool, error) {
+	n, err := w.pr.TryReadPackets(w.held.bufs, w.held.sizes, 0)
+	w.polled = n
+	return n > 0, err
+}
+
+// lookBufs is the RX poll look at the avail ring, while the guest has
+// posted no buffers.
+func (w *rxWorker) lookBufs() (bool, error) { return w.q.VQ.HasAvail() }
+
+func (w *rxWorker) quitPoll() bool { return w.stopping.Load() || !w.q.Enabled.Load() }
+
+func (w *rxWorker) foldPoll() { w.qp.stats.foldPoll(CtrRxPoll, CtrRxPollWindow, &w.poll) }
 
 // refill pops more chains into the cache. It returns false when the avail
 // ring has none, and an error when the ring is broken.

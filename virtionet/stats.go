@@ -204,3 +204,15 @@ func (s *QueueStats) RxDropTotal() uint64 { return s.C.Sum(CtrRxDrops, NumDrops)
 // TxWritten sums packets handed to the backend over all paths (a segmented
 // super-packet counts once here; its segments are in CtrTxSegments).
 func (s *QueueStats) TxWritten() uint64 { return s.C.Sum(CtrTxPackets, NumTxPaths) }
+
+// foldPoll adds a worker's poll events since the last fold to the
+// direction's family (CtrTxPoll or CtrRxPoll) and sets its window gauge.
+func (s *QueueStats) foldPoll(fam, window counters.ID, p *pollWindow) {
+	h, m, c, sl := p.take()
+	for i, n := range [numPollOutcomes]uint64{pollHit: h, pollMiss: m, pollContended: c, pollSleep: sl} {
+		if n != 0 {
+			s.C.Add(fam.At(i), n)
+		}
+	}
+	s.C.Store(window, uint64(p.cur/time.Microsecond))
+}

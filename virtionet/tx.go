@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync/atomic"
 	"syscall"
@@ -83,6 +84,11 @@ type txWorker struct {
 	segPkts [][][]byte
 	segIov  [][][]byte
 	reseg   gso.ResegmentOut
+
+	poll   pollWindow
+	lookFn func() (bool, error) // w.lookAvail, bound once (no per-poll allocation)
+	quitFn func() bool
+	budget int
 }
 
 // segArenaSize holds 64 KiB of segments with their headers: a 64 KiB
@@ -114,6 +120,9 @@ func newTxWorker(qp *QueuePair, q *vdev.Queue, hdrLen int, acked uint64) *txWork
 		spare:  make([][]byte, 0, 8),
 	}
 	w.readCaps()
+	w.poll = newPollWindow(qp.dev.cfg.PollMax)
+	w.lookFn, w.quitFn = w.lookAvail, w.quitPoll
+	w.budget = txWeight
 	w.arena = make([]byte, segArenaSize)
 	w.segDst = make([][]byte, maxSegsPerWrite)
 	w.segPkts = make([][][]byte, 0, maxSegsPerWrite)
@@ -196,10 +205,17 @@ func (w *txWorker) run() {
 			return
 		}
 		if n == 0 {
+			// Look for more before sleeping: the driver sees NO_NOTIFY
+			// meanwhile, so a packet posted now costs neither side a kick.
+			if ok, err := w.poll.poll(w.lookFn, w.quitFn); ok || err != nil {
+				continue // Pop again; it reports a broken ring itself
+			}
 			if q.VQ.EnableNotify() {
 				q.VQ.DisableNotify()
 				continue
 			}
+			w.poll.sleeps++
+			w.foldPoll()
 			if !w.waitKick(q, &idle) {
 				return
 			}
@@ -209,8 +225,28 @@ func (w *txWorker) run() {
 		}
 		idle = 0
 		w.processBatch(n, seen)
+		// Fairness across ports and queues (vhost-net's weight limits):
+		// after a round's budget of packets, let the other workers have
+		// the CPU before taking more from this ring.
+		w.budget -= n
+		if w.budget <= 0 {
+			w.budget = txWeight
+			runtime.Gosched()
+		}
 	}
 }
+
+func (w *txWorker) foldPoll() { w.qp.stats.foldPoll(CtrTxPoll, CtrTxPollWindow, &w.poll) }
+
+// txWeight is the packets a TX worker handles before it lets other
+// goroutines run (vhost-net: VHOST_NET_PKT_WEIGHT, 256).
+const txWeight = 256
+
+// lookAvail is the TX poll look: has the driver posted a chain?
+func (w *txWorker) lookAvail() (bool, error) { return w.q.VQ.HasAvail() }
+
+// quitPoll stops a poll for a stop or a packet to inject.
+func (w *txWorker) quitPoll() bool { return w.stopping.Load() || w.inject.Load() != nil }
 
 func (w *txWorker) processBatch(n int, seen time.Time) {
 	st := w.qp.stats
@@ -255,6 +291,9 @@ func (w *txWorker) processBatch(n int, seen time.Time) {
 	st.TxLatency.observeLatency(time.Since(seen), uint64(n))
 	st.TxBatch.observeBatch(n)
 	w.foldStats()
+	if w.poll.on() {
+		w.foldPoll()
+	}
 }
 
 // foldStats adds the batch's counters to the shared stats and resets them.

@@ -32,6 +32,13 @@ import (
 )
 
 // options are the command-line settings.
+// defaultPollUs is --poll-us's default; maxPollUs bounds it (a window of
+// more than a millisecond only burns CPU: a kick costs microseconds).
+const (
+	defaultPollUs = 50
+	maxPollUs     = 1000
+)
+
 type options struct {
 	socketPath   string
 	client       bool
@@ -47,6 +54,7 @@ type options struct {
 	gsoMaxSize   uint
 	gsoMaxSegs   uint
 	egressDev    string
+	pollUs       int
 	showFeatures bool
 	nullRxSize   int
 	policy       gso.Policy
@@ -160,6 +168,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.UintVar(&o.gsoMaxSize, "gso-max-size", 0, "override the backend's gso_max_size (0: read it from the link)")
 	fs.UintVar(&o.gsoMaxSegs, "gso-max-segs", 0, "override the backend's gso_max_segs (0: read it from the link)")
 	fs.StringVar(&o.egressDev, "egress-dev", "", "tap backends: the device the guest's packets leave the host through, whose gso_max_size/gso_max_segs/MTU decide what passes whole (default: found from the tap's bridge ports or the default route, re-read when they change)")
+	fs.IntVar(&o.pollUs, "poll-us", defaultPollUs, "adaptive busy-poll window, at most this many microseconds: after work each queue worker keeps looking for more before it sleeps, and stops at once when another task wants the CPU; 0 turns polling off")
 	fs.IntVar(&o.nullRxSize, "null-rx-size", 0, "with --backend null: generate UDP frames of this many bytes toward the guest at full speed (RX benchmarks); 0: none")
 	fs.Func("policy", "GSO policy: auto (the capability check decides, default), defer (always pass super-packets whole) or software (always segment in vhostd)", func(v string) error {
 		p, err := gso.ParsePolicy(v)
@@ -276,6 +285,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 	default:
 		return nil, fmt.Errorf("unknown --backend %q: use tap, macvtap or null", o.backendKind)
+	}
+	if o.pollUs < 0 || o.pollUs > maxPollUs {
+		return nil, fmt.Errorf("--poll-us %d: want 0 (off) to %d microseconds", o.pollUs, maxPollUs)
 	}
 	if o.queuePairs < 1 || o.queuePairs > 64 {
 		return nil, fmt.Errorf("--queues %d: use 1..64", o.queuePairs)

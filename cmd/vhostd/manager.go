@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/internal/portspec"
@@ -201,6 +202,7 @@ func (m *portManager) start(spec portspec.Spec, source string, bes []backend.Bac
 	}
 	dev, err := virtionet.New(virtionet.Config{
 		Name: spec.Name, Offer: uint64(offer), MTU: o.mtu, Backends: bes, Peers: peers, Logger: log, Policy: o.policy,
+		PollMax: time.Duration(o.pollUs) * time.Microsecond,
 	})
 	if err != nil {
 		return fmt.Errorf("port %s: %w", spec.Name, err)

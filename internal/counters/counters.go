@@ -82,6 +82,17 @@ type Desc struct {
 	// show it): counters kept for tests and the log only, and old outputs
 	// that never carried a counter and are kept as they were.
 	Omit Rendering
+	// Scale converts the stored value to the Prometheus base unit (a
+	// gauge kept in microseconds is exported in seconds with 1e-6); 0: 1.
+	Scale float64
+}
+
+// MetricValue is value n as Prometheus shows it.
+func (d *Desc) MetricValue(n uint64) float64 {
+	if d.Scale != 0 {
+		return float64(n) * d.Scale
+	}
+	return float64(n)
 }
 
 // Width is how many slots the declaration takes.
@@ -206,6 +217,9 @@ type Values []atomic.Uint64
 func (v Values) Add(id ID, n uint64) { v[id].Add(n) }
 
 // Load reads slot id.
+func (v Values) Store(id ID, n uint64) { v[id].Store(n) }
+
+// Load returns slot id.
 func (v Values) Load(id ID) uint64 { return v[id].Load() }
 
 // Ptr returns slot id, for code that is handed one counter to bump.
