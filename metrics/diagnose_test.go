@@ -315,6 +315,8 @@ func TestDiagnoseFromRealTraffic(t *testing.T) {
 		"    TX reasons:        gso_max_size 750, none 250\n",
 		"  Diagnosis\n    [warning] gso_max_size 16384 on the null backend",
 		"HOST_TSO4",
+		"    Polling:           TX window ",
+		"calls coalesced\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status text lacks %q:\n%s", want, out)

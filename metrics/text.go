@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/vhostd/vhostd/internal/counters"
 	"github.com/vhostd/vhostd/virtionet"
 )
 
@@ -203,7 +204,8 @@ func writePortStatus(ew *errWriter, ps *PortStatus) {
 		}
 		kv("  RX", "%d packets, %d bytes, %d GSO, %.2f buffers per packet, %d dropped, %d stalls",
 			c.Get(virtionet.CtrRxPackets), c.Get(virtionet.CtrRxBytes), c.Get(virtionet.CtrRxGSOPackets), perPkt, c.RxDropped(), c.Get(virtionet.CtrRxStalls))
-		kv("  RX notifications", "%d kicks, %d calls, %d calls suppressed", c.Get(virtionet.CtrRxKicks), c.Get(virtionet.CtrRxCalls), c.Get(virtionet.CtrRxCallsSupp))
+		kv("  RX notifications", "%d kicks, %d calls, %d calls suppressed, %d calls coalesced", c.Get(virtionet.CtrRxKicks), c.Get(virtionet.CtrRxCalls), c.Get(virtionet.CtrRxCallsSupp), c.Get(virtionet.CtrRxCallsCoalesced))
+		kv("  Polling", "%s", pollLine(c))
 	}
 	ew.printf("  Diagnosis\n")
 	if len(ps.Diagnosis) == 0 {
@@ -219,6 +221,16 @@ func writePortStatus(ew *errWriter, ps *PortStatus) {
 			}
 		}
 	}
+}
+
+// pollLine sums up both workers' adaptive busy-polling.
+func pollLine(c *QueueCounters) string {
+	dir := func(name string, fam, window counters.ID) string {
+		o := c.Labelled(fam)
+		return fmt.Sprintf("%s window %d µs, %d hits, %d misses, %d contended, %d sleeps",
+			name, c.Get(window), o["hit"], o["miss"], o["contended"], o["sleep"])
+	}
+	return dir("TX", virtionet.CtrTxPoll, virtionet.CtrTxPollWindow) + "; " + dir("RX", virtionet.CtrRxPoll, virtionet.CtrRxPollWindow)
 }
 
 func featureLine(f FeatureSet) string {
