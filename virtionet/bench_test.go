@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
 	"golang.org/x/sys/unix"
@@ -100,20 +101,20 @@ func cpuTime() time.Duration {
 func BenchmarkTxNull(b *testing.B) {
 	for _, size := range []int{64, 1518} {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			txBench(b, backend.NewNull(backend.NullConfig{}), udpFrame(size, false), vnetHdr(0, 0, 0, 0, 0))
+			txBench(b, backend.NewNull(backend.NullConfig{}), testpkt.UDP4(size, testpkt.CsumNone), testpkt.VnetHdr(0, 0, 0, 0, 0))
 		})
 	}
 	b.Run("64KB-TSO-passthrough", func(b *testing.B) {
-		txBench(b, backend.NewNull(backend.NullConfig{}), tcpSuper(65000), vnetHdr(1, vnet.GSOTCPv4, 1448, 34, 16))
+		txBench(b, backend.NewNull(backend.NullConfig{}), testpkt.TCP4Super(65000), testpkt.VnetHdr(1, vnet.GSOTCPv4, 1448, 34, 16))
 	})
 	b.Run("64KB-TSO-software-segmented", func(b *testing.B) {
 		caps := backend.Capabilities{Offloads: vnet.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500}
-		txBench(b, backend.NewNull(backend.NullConfig{Caps: caps}), tcpSuper(65000), vnetHdr(1, vnet.GSOTCPv4, 1448, 34, 16))
+		txBench(b, backend.NewNull(backend.NullConfig{Caps: caps}), testpkt.TCP4Super(65000), testpkt.VnetHdr(1, vnet.GSOTCPv4, 1448, 34, 16))
 	})
 	b.Run("64KB-TSO-resegmented-16K", func(b *testing.B) {
 		caps := backend.DefaultNullCaps
 		caps.GSOMaxSize = 16384
-		txBench(b, backend.NewNull(backend.NullConfig{Caps: caps}), tcpSuper(65000), vnetHdr(1, vnet.GSOTCPv4, 1448, 34, 16))
+		txBench(b, backend.NewNull(backend.NullConfig{Caps: caps}), testpkt.TCP4Super(65000), testpkt.VnetHdr(1, vnet.GSOTCPv4, 1448, 34, 16))
 	})
 }
 
@@ -131,7 +132,7 @@ func BenchmarkRxNull(b *testing.B) {
 // device asks; the front-end keeps its RX ring (of the layout o asks for)
 // full of 2 KB buffers and reaps them.
 func rxBench(b *testing.B, size int, o rigOpts) {
-	tmpl := append(make([]byte, 12), udpFrame(size, false)...)
+	tmpl := append(make([]byte, 12), testpkt.UDP4(size, testpkt.CsumNone)...)
 	be := backend.NewNull(backend.NullConfig{RXTemplate: tmpl})
 	o.queueSize = 256
 	r := newRig(b, be, o)
@@ -173,7 +174,7 @@ func BenchmarkRingModesNull(b *testing.B) {
 		o := rigOpts{packed: m.packed, inOrder: m.inOrder}
 		for _, size := range []int{64, 1518} {
 			b.Run(fmt.Sprintf("%s/tx/%dB", m.name, size), func(b *testing.B) {
-				txBenchRing(b, backend.NewNull(backend.NullConfig{}), udpFrame(size, false), vnetHdr(0, 0, 0, 0, 0), o)
+				txBenchRing(b, backend.NewNull(backend.NullConfig{}), testpkt.UDP4(size, testpkt.CsumNone), testpkt.VnetHdr(0, 0, 0, 0, 0), o)
 			})
 			b.Run(fmt.Sprintf("%s/rx/%dB", m.name, size), func(b *testing.B) { rxBench(b, size, o) })
 		}
@@ -192,8 +193,8 @@ func BenchmarkTx64KTap(b *testing.B) {
 		}
 		b.Skip("needs root to create taps")
 	}
-	frame := tcpSuper(65000)
-	hdr := vnetHdr(1, vnet.GSOTCPv4, 1448, 34, 16)
+	frame := testpkt.TCP4Super(65000)
+	hdr := testpkt.VnetHdr(1, vnet.GSOTCPv4, 1448, 34, 16)
 	b.Run("direct-writev-baseline", func(b *testing.B) {
 		tap, err := backend.OpenTap(backend.TapConfig{Name: fmt.Sprintf("vhbd%d", os.Getpid()%10000)})
 		if err != nil {
@@ -241,7 +242,7 @@ func BenchmarkPollNull(b *testing.B) {
 		o := rigOpts{pollMax: m.poll}
 		for _, size := range []int{64, 1518} {
 			b.Run(fmt.Sprintf("%s/tx/%dB", m.name, size), func(b *testing.B) {
-				txBenchRing(b, backend.NewNull(backend.NullConfig{}), udpFrame(size, false), vnetHdr(0, 0, 0, 0, 0), o)
+				txBenchRing(b, backend.NewNull(backend.NullConfig{}), testpkt.UDP4(size, testpkt.CsumNone), testpkt.VnetHdr(0, 0, 0, 0, 0), o)
 			})
 			b.Run(fmt.Sprintf("%s/rx/%dB", m.name, size), func(b *testing.B) { rxBench(b, size, o) })
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 )
@@ -17,11 +18,11 @@ func TestCaptureRecordsVerdictsAndNeverBlocks(t *testing.T) {
 	// Two slots only: the third and later packets are skipped, not waited for.
 	c := virtionet.NewCapture(virtionet.CaptureBoth, 0, 128, 2)
 	r.dev.StartCapture(c)
-	frame := tcpSuper(3000)
-	r.sendTx(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame)
-	r.sendTx(vnetHdr(1, vnet.GSOTCPv4, 0, 34, 16), frame) // gso_size 0: dropped
+	frame := testpkt.TCP4Super(3000)
+	r.sendTx(testpkt.VnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame)
+	r.sendTx(testpkt.VnetHdr(1, vnet.GSOTCPv4, 0, 34, 16), frame) // gso_size 0: dropped
 	for i := 0; i < 5; i++ {
-		r.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(64, false))
+		r.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(64, testpkt.CsumNone))
 	}
 	r.reap(r.tx, 7)
 	var got []*virtionet.CapturedPacket

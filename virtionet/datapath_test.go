@@ -9,6 +9,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 )
@@ -16,13 +17,13 @@ import (
 func TestTxPlainPacketReachesBackend(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{})
-	frame := udpFrame(100, false)
-	head := r.sendTx(vnetHdr(0, 0, 0, 0, 0), frame[:30], frame[30:])
+	frame := testpkt.UDP4(100, testpkt.CsumNone)
+	head := r.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), frame[:30], frame[30:])
 	got, ok := pipe.WaitWritten(1, 5e9)
 	if !ok {
 		t.Fatal("backend got nothing")
 	}
-	if want := append(vnetHdr(0, 0, 0, 0, 0), frame...); !bytes.Equal(got[0], want) {
+	if want := append(testpkt.VnetHdr(0, 0, 0, 0, 0), frame...); !bytes.Equal(got[0], want) {
 		t.Fatalf("backend got % x\nwant % x", got[0], want)
 	}
 	used := r.reap(r.tx, 1)
@@ -39,21 +40,21 @@ func TestTxPlainPacketReachesBackend(t *testing.T) {
 func TestTxBadHeadersAreCountedDrops(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{})
-	frame := udpFrame(200, true)
+	frame := testpkt.UDP4(200, testpkt.CsumPartial)
 	cases := []struct {
 		name   string
 		hdr    []byte
 		reason vnet.HdrReason
 	}{
-		{"gso size zero", vnetHdr(1, vnet.GSOTCPv4, 0, 34, 16), vnet.HdrGSOSizeZero},
-		{"unknown gso type", vnetHdr(1, 7, 1000, 34, 16), vnet.HdrGSOUnknownType},
-		{"csum outside frame", vnetHdr(1, 0, 0, 199, 6), vnet.HdrCsumOutOfFrame},
-		{"gso without needs_csum", vnetHdr(0, vnet.GSOUDPL4, 100, 34, 6), vnet.HdrGSONoCsum},
+		{"gso size zero", testpkt.VnetHdr(1, vnet.GSOTCPv4, 0, 34, 16), vnet.HdrGSOSizeZero},
+		{"unknown gso type", testpkt.VnetHdr(1, 7, 1000, 34, 16), vnet.HdrGSOUnknownType},
+		{"csum outside frame", testpkt.VnetHdr(1, 0, 0, 199, 6), vnet.HdrCsumOutOfFrame},
+		{"gso without needs_csum", testpkt.VnetHdr(0, vnet.GSOUDPL4, 100, 34, 6), vnet.HdrGSONoCsum},
 	}
 	for _, c := range cases {
 		r.sendTx(c.hdr, frame)
 	}
-	r.sendTx(vnetHdr(0, 0, 0, 0, 0)[:5]) // shorter than the header: the chain holds 5 bytes
+	r.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0)[:5]) // shorter than the header: the chain holds 5 bytes
 	r.reap(r.tx, len(cases)+1)
 	st := r.stats()
 	eventually(t, "drops", func() bool { return st.TxDropTotal() == uint64(len(cases)+1) })
@@ -79,8 +80,8 @@ func TestTxBadHeadersAreCountedDrops(t *testing.T) {
 func TestTxGSOPassthroughAndSoftwareSegmentation(t *testing.T) {
 	const mss = 1448
 	payload := 10*mss + 100 // 11 segments, the last one short
-	frame := tcpSuper(payload)
-	hdr := vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, mss, 34, 16)
+	frame := testpkt.TCP4Super(payload)
+	hdr := testpkt.VnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, mss, 34, 16)
 
 	t.Run("backend with TSO4 takes it whole", func(t *testing.T) {
 		pipe := backend.NewPipe(backend.Capabilities{})
@@ -194,10 +195,10 @@ func mustPolicy(t *testing.T, s string) (p gsoPolicy) {
 func TestTxCompletesChecksumForBackendWithoutCsum(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{Offloads: 0, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
 	r := newRig(t, pipe, rigOpts{})
-	frame := udpFrame(300, true)
+	frame := testpkt.UDP4(300, testpkt.CsumPartial)
 	// Split the frame so that the UDP checksum field (bytes 40-41) straddles
 	// two descriptors.
-	r.sendTx(vnetHdr(vnet.FlagNeedsCsum, 0, 0, 34, 6), frame[:41], frame[41:])
+	r.sendTx(testpkt.VnetHdr(vnet.FlagNeedsCsum, 0, 0, 34, 6), frame[:41], frame[41:])
 	got, ok := pipe.WaitWritten(1, 5e9)
 	if !ok {
 		t.Fatal("nothing written")
@@ -235,7 +236,7 @@ func TestTxDisabledRingDiscardsAndCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		r.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(64, false))
+		r.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(64, testpkt.CsumNone))
 	}
 	r.reap(r.tx, 3)
 	st := r.stats()
@@ -249,7 +250,7 @@ func TestRxMergeableSpreadsAcrossBuffers(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{})
 	bufs := r.postRx(8, 1024)
-	frame := udpFrame(3000, false)
+	frame := testpkt.UDP4(3000, testpkt.CsumNone)
 	pkt := append(make([]byte, 12), frame...)
 	if err := pipe.Inject(pkt); err != nil {
 		t.Fatal(err)
@@ -277,8 +278,8 @@ func TestRxWithoutMergeableDropsOversizedButKeepsBuffer(t *testing.T) {
 	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	r := newRig(t, pipe, rigOpts{features: uint64(offer &^ vnet.NetMrgRxbuf)})
 	bufs := r.postRx(1, 1600)
-	pipe.Inject(append(make([]byte, 12), udpFrame(3000, false)...)) // too big
-	small := udpFrame(500, false)
+	pipe.Inject(append(make([]byte, 12), testpkt.UDP4(3000, testpkt.CsumNone)...)) // too big
+	small := testpkt.UDP4(500, testpkt.CsumNone)
 	pipe.Inject(append(make([]byte, 12), small...))
 	used := r.reap(r.rx, 1)
 	if !bytes.Equal(bufs[used[0].ID][12:used[0].Len], small) {
@@ -296,7 +297,7 @@ func TestRxBackpressureWaitsForBuffers(t *testing.T) {
 	r := newRig(t, pipe, rigOpts{})
 	r.postRx(1, 2048)
 	for i := 0; i < 3; i++ {
-		pipe.Inject(append(make([]byte, 12), udpFrame(1000+i, false)...))
+		pipe.Inject(append(make([]byte, 12), testpkt.UDP4(1000+i, testpkt.CsumNone)...))
 	}
 	r.reap(r.rx, 1)
 	st := r.stats()
@@ -322,8 +323,8 @@ func TestRxCompletesChecksumForGuestWithoutGuestCsum(t *testing.T) {
 	acked := offer &^ (vnet.NetGuestCsum | vnet.NetGuestTSO4 | vnet.NetGuestTSO6 | vnet.NetGuestECN)
 	r := newRig(t, pipe, rigOpts{features: uint64(acked)})
 	bufs := r.postRx(2, 2048)
-	frame := udpFrame(400, true)
-	pipe.Inject(append(vnetHdr(vnet.FlagNeedsCsum, 0, 0, 34, 6), frame...))
+	frame := testpkt.UDP4(400, testpkt.CsumPartial)
+	pipe.Inject(append(testpkt.VnetHdr(vnet.FlagNeedsCsum, 0, 0, 34, 6), frame...))
 	u := r.reap(r.rx, 1)[0]
 	got := bufs[u.ID][:u.Len]
 	if got[0]&vnet.FlagNeedsCsum != 0 {
@@ -346,10 +347,10 @@ func TestStopAndRestartKeepsIndices(t *testing.T) {
 	r := newRig(t, pipe, rigOpts{})
 	r.postRx(4, 2048)
 	for i := 0; i < 5; i++ {
-		r.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(80, false))
+		r.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(80, testpkt.CsumNone))
 	}
 	r.reap(r.tx, 5)
-	pipe.Inject(append(make([]byte, 12), udpFrame(100, false)...))
+	pipe.Inject(append(make([]byte, 12), testpkt.UDP4(100, testpkt.CsumNone)...))
 	r.reap(r.rx, 1)
 	bases, err := r.fe.Stop()
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
@@ -34,8 +35,8 @@ func (r *rig) gpaOf(b []byte) uint64 {
 // alignNext moves the bump allocator to the next page boundary (in GPA) and
 // one page further, so the next buffers share no page with earlier ones.
 func (r *rig) alignNext() {
-	gpa := r.fe.Mem.Regions[0].GPA + r.fe.DataOffset + r.next
-	r.next += (gpa+2*page)&^(page-1) - gpa
+	gpa := r.fe.Mem.Regions[0].GPA + r.fe.DataOffset + r.area.Next()
+	r.area.Skip((gpa+2*page)&^(page-1) - gpa)
 }
 
 // TestDirtyLogMarksEveryWrite drives TX and RX traffic with dirty logging on
@@ -81,7 +82,7 @@ func testDirtyLogMarksEveryWrite(t *testing.T, packed bool) {
 
 	// Warm up with logging off: nothing may be marked later for it.
 	warm := r.postRx(4, 2048) // posted now, filled later with logging on
-	r.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(200, false))
+	r.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(200, testpkt.CsumNone))
 	r.reap(r.tx, 1)
 	if _, ok := pipe.WaitWritten(1, 5e9); !ok {
 		t.Fatal("warm-up packet not written")
@@ -126,12 +127,12 @@ func testDirtyLogMarksEveryWrite(t *testing.T, packed bool) {
 		}
 	}
 	r.alignNext() // TX buffers on other pages
-	txStart := r.gpaOf(r.fe.Buffer(r.next, 1))
+	txStart := r.gpaOf(r.fe.Buffer(r.area.Next(), 1))
 	var txFrames [][]byte
 	for i := 0; i < 6; i++ {
-		txFrames = append(txFrames, r.copyIn(udpFrame(1000+100*i, false)))
+		txFrames = append(txFrames, r.copyIn(testpkt.UDP4(1000+100*i, testpkt.CsumNone)))
 	}
-	txEnd := r.gpaOf(r.fe.Buffer(r.next, 1))
+	txEnd := r.gpaOf(r.fe.Buffer(r.area.Next(), 1))
 	pagesOf(frontWrites, txStart, txEnd-txStart)
 	txPages := map[uint64]bool{}
 	pagesOf(txPages, txStart, txEnd-txStart)
@@ -139,7 +140,7 @@ func testDirtyLogMarksEveryWrite(t *testing.T, packed bool) {
 		ringAreas(q, packed, map[uint64]bool{}, frontWrites)
 	}
 	r.publishKick(r.rx)
-	hdr := r.copyIn(vnetHdr(0, 0, 0, 0, 0))
+	hdr := r.copyIn(testpkt.VnetHdr(0, 0, 0, 0, 0))
 	pagesOf(frontWrites, r.gpaOf(hdr), uint64(len(hdr)))
 	for _, f := range txFrames {
 		if _, err := r.tx.Ring.Add([][]byte{hdr, f}, nil); err != nil {
@@ -153,7 +154,7 @@ func testDirtyLogMarksEveryWrite(t *testing.T, packed bool) {
 	}
 	// RX: packets from the backend into the guest's buffers.
 	for i := 0; i < 5; i++ {
-		if err := pipe.Inject(append(make([]byte, 12), udpFrame(600+200*i, false)...)); err != nil {
+		if err := pipe.Inject(append(make([]byte, 12), testpkt.UDP4(600+200*i, testpkt.CsumNone)...)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -208,7 +209,7 @@ func testDirtyLogMarksEveryWrite(t *testing.T, packed bool) {
 	}
 	r.reap(r.rx, 0)
 	clear(log.Bitmap)
-	if err := pipe.Inject(append(make([]byte, 12), udpFrame(300, false)...)); err != nil {
+	if err := pipe.Inject(append(make([]byte, 12), testpkt.UDP4(300, testpkt.CsumNone)...)); err != nil {
 		t.Fatal(err)
 	}
 	r.reap(r.rx, 1)
@@ -229,7 +230,7 @@ func TestSendRARPAnnounces(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{Offloads: backend.DefaultNullCaps.Offloads, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
 	r := newRig(t, pipe, rigOpts{})
 	// Start the TX worker with one guest packet.
-	r.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(100, false))
+	r.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone))
 	r.reap(r.tx, 1)
 	if _, ok := pipe.WaitWritten(1, 5e9); !ok {
 		t.Fatal("guest packet not written")
@@ -278,7 +279,7 @@ func BenchmarkDirtyLogNull(b *testing.B) {
 				r := newRig(b, backend.NewNull(backend.NullConfig{}), rigOpts{queueSize: 256})
 				startBenchLog(b, r, logging)
 				d := r.tx.Ring
-				out := [][]byte{r.copyIn(vnetHdr(0, 0, 0, 0, 0)), r.copyIn(udpFrame(size, false))}
+				out := [][]byte{r.copyIn(testpkt.VnetHdr(0, 0, 0, 0, 0)), r.copyIn(testpkt.UDP4(size, testpkt.CsumNone))}
 				used := make([]virtqueue.UsedElem, 256)
 				inflight := 0
 				b.ReportAllocs()
@@ -300,7 +301,7 @@ func BenchmarkDirtyLogNull(b *testing.B) {
 				}
 			})
 			b.Run(fmt.Sprintf("%s/rx/%dB", name, size), func(b *testing.B) {
-				tmpl := append(make([]byte, 12), udpFrame(size, false)...)
+				tmpl := append(make([]byte, 12), testpkt.UDP4(size, testpkt.CsumNone)...)
 				r := newRig(b, backend.NewNull(backend.NullConfig{RXTemplate: tmpl}), rigOpts{queueSize: 256})
 				startBenchLog(b, r, logging)
 				bufs := make([][][]byte, 256)

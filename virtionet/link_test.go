@@ -9,6 +9,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/portlink"
 	"github.com/vhostd/vhostd/virtionet/vnet"
@@ -45,8 +46,8 @@ func TestLinkSuperPacketCrossesWhole(t *testing.T) {
 	a, b := linkedRigs(t, 0)
 	bufs := b.postRx(64, 4096)
 	eventually(t, "rx ring start", func() bool { return ringStarted(b, 0) })
-	frame := tcpSuper(20000)
-	hdr := vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16)
+	frame := testpkt.TCP4Super(20000)
+	hdr := testpkt.VnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16)
 	a.sendTx(hdr, frame[:54], frame[54:])
 	a.reap(a.tx, 1)
 	eventually(t, "delivery", func() bool { return b.stats().Load(virtionet.CtrRxPackets) == 1 })
@@ -73,8 +74,8 @@ func TestLinkSegmentsForReceiverWithoutTSO(t *testing.T) {
 	bufs := b.postRx(64, 2048)
 	eventually(t, "rx ring start", func() bool { return ringStarted(b, 0) })
 	payload := 5*1448 + 10
-	frame := tcpSuper(payload)
-	a.sendTx(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame)
+	frame := testpkt.TCP4Super(payload)
+	a.sendTx(testpkt.VnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame)
 	deadline := time.Now().Add(3 * time.Second)
 	for b.stats().Load(virtionet.CtrRxPackets) != 6 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
@@ -115,12 +116,12 @@ func TestLinkDropsAfterWaitWhenReceiverHasNoBuffers(t *testing.T) {
 	a, b := linkedRigs(t, 0)
 	b.rx.Kick() // start the RX ring with no buffers posted (QEMU's kick fd starts signalled)
 	eventually(t, "rx ring start", func() bool { return ringStarted(b, 0) })
-	a.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(100, false))
+	a.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone))
 	a.reap(a.tx, 1)
 	eventually(t, "drop", func() bool { return b.stats().Load(virtionet.CtrRxDrops.At(int(virtionet.DropRxRingFull))) == 1 })
 	// Buffers posted during the wait are used: post, then send.
 	bufs := b.postRx(2, 2048)
-	a.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(120, false))
+	a.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(120, testpkt.CsumNone))
 	pkts := receivedPackets(b, bufs, 1)
 	if len(pkts[0]) != 12+120 {
 		t.Errorf("got %d bytes", len(pkts[0]))
@@ -145,7 +146,7 @@ func TestLinkWaitIsPerBatchNotPerPacket(t *testing.T) {
 	eventually(t, "rx ring start", func() bool { return ringStarted(b, 0) })
 	// 20 packets in one batch toward a guest with no buffers: one wait, not 20.
 	for i := 0; i < 20; i++ {
-		hdr, frame := a.copyIn(vnetHdr(0, 0, 0, 0, 0)), a.copyIn(udpFrame(100, false))
+		hdr, frame := a.copyIn(testpkt.VnetHdr(0, 0, 0, 0, 0)), a.copyIn(testpkt.UDP4(100, testpkt.CsumNone))
 		if _, err := a.tx.Ring.Add([][]byte{hdr, frame}, nil); err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/portlink"
@@ -52,13 +53,13 @@ func TestRingModesTx(t *testing.T) {
 			pipe := backend.NewPipe(backend.Capabilities{})
 			r := newRig(t, pipe, rigOpts{packed: m.packed, inOrder: m.inOrder})
 			checkNegotiated(t, r, m.packed, m.inOrder)
-			frames := [][]byte{udpFrame(60, false), udpFrame(1514, false), udpFrame(300, true)}
+			frames := [][]byte{testpkt.UDP4(60, testpkt.CsumNone), testpkt.UDP4(1514, testpkt.CsumNone), testpkt.UDP4(300, testpkt.CsumPartial)}
 			for _, f := range frames {
-				r.sendTx(vnetHdr(0, 0, 0, 0, 0), f[:20], f[20:])
+				r.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), f[:20], f[20:])
 			}
-			super := tcpSuper(30000)
-			r.sendTx(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), super[:54], super[54:])
-			r.sendTx(vnetHdr(1, vnet.GSOTCPv4, 0, 34, 16), super) // gso_size 0: a counted drop
+			super := testpkt.TCP4Super(30000)
+			r.sendTx(testpkt.VnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), super[:54], super[54:])
+			r.sendTx(testpkt.VnetHdr(1, vnet.GSOTCPv4, 0, 34, 16), super) // gso_size 0: a counted drop
 			used := r.reap(r.tx, 5)
 			for _, u := range used {
 				if u.Len != 0 {
@@ -102,10 +103,10 @@ func TestTxInOrderOneUsedEntryPerBatch(t *testing.T) {
 			r := newRig(t, pipe, rigOpts{packed: m.packed, inOrder: true})
 			checkNegotiated(t, r, m.packed, true)
 			const n = 8
-			hdr := r.copyIn(vnetHdr(0, 0, 0, 0, 0))
+			hdr := r.copyIn(testpkt.VnetHdr(0, 0, 0, 0, 0))
 			var ids []uint16
 			for i := 0; i < n; i++ {
-				id, err := r.tx.Ring.Add([][]byte{hdr, r.copyIn(udpFrame(100+i, false))}, nil)
+				id, err := r.tx.Ring.Add([][]byte{hdr, r.copyIn(testpkt.UDP4(100+i, testpkt.CsumNone))}, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -163,7 +164,7 @@ func TestRingModesRx(t *testing.T) {
 			pipe := backend.NewPipe(backend.Capabilities{})
 			r := newRig(t, pipe, rigOpts{packed: m.packed, inOrder: m.inOrder})
 			bufs := r.postRx(4, 1024)
-			frame := udpFrame(3000, false)
+			frame := testpkt.UDP4(3000, testpkt.CsumNone)
 			if err := pipe.Inject(append(make([]byte, 12), frame...)); err != nil {
 				t.Fatal(err)
 			}
@@ -180,7 +181,7 @@ func TestRingModesRx(t *testing.T) {
 			}
 			// One buffer left: the next two packets wait (no drop).
 			for i := 0; i < 3; i++ {
-				pipe.Inject(append(make([]byte, 12), udpFrame(500+i, false)...))
+				pipe.Inject(append(make([]byte, 12), testpkt.UDP4(500+i, testpkt.CsumNone)...))
 			}
 			r.reap(r.rx, 1)
 			st := r.stats()
@@ -217,7 +218,7 @@ func TestPackedOddSizeManyLapsWithRestarts(t *testing.T) {
 			round := func(k int) {
 				t.Helper()
 				for i := 0; i < k; i++ {
-					r.sendTx(vnetHdr(0, 0, 0, 0, 0), udpFrame(64+sent%50, false)) // 2 descriptors each
+					r.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(64+sent%50, testpkt.CsumNone)) // 2 descriptors each
 					r.reap(r.tx, 1)
 					sent++
 				}
@@ -227,9 +228,9 @@ func TestPackedOddSizeManyLapsWithRestarts(t *testing.T) {
 				}
 				// RX too: one buffer, one packet.
 				bufs := r.postRx(1, 256)
-				pipe.Inject(append(make([]byte, 12), udpFrame(70, false)...))
+				pipe.Inject(append(make([]byte, 12), testpkt.UDP4(70, testpkt.CsumNone)...))
 				u := r.reap(r.rx, 1)[0]
-				if u.Len != 82 || !bytes.Equal(bufs[0][12:82], udpFrame(70, false)) {
+				if u.Len != 82 || !bytes.Equal(bufs[0][12:82], testpkt.UDP4(70, testpkt.CsumNone)) {
 					t.Fatalf("rx after %d packets: %+v", sent, u)
 				}
 			}
@@ -294,7 +295,7 @@ func TestRxInOrderMalformedChainKeepsOrder(t *testing.T) {
 			add(nil, [][]byte{bufs[3]})
 			add(nil, [][]byte{bufs[4]})
 			r.publishKick(r.rx)
-			frame := udpFrame(400, false)
+			frame := testpkt.UDP4(400, testpkt.CsumNone)
 			pipe.Inject(append(make([]byte, 12), frame...))
 			used := r.reap(r.rx, 4)
 			for i, u := range used {
@@ -341,8 +342,8 @@ func TestLinkPackedAndSplitKeepSuperPacketsWhole(t *testing.T) {
 				src, dst := pr[0], pr[1]
 				bufs := dst.postRx(32, 4096)
 				eventually(t, "rx ring start", func() bool { return ringStarted(dst, 0) })
-				frame := tcpSuper(40000 + dir)
-				src.sendTx(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame[:54], frame[54:20000], frame[20000:])
+				frame := testpkt.TCP4Super(40000 + dir)
+				src.sendTx(testpkt.VnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame[:54], frame[54:20000], frame[20000:])
 				src.reap(src.tx, 1)
 				eventually(t, "delivery", func() bool { return dst.stats().Load(virtionet.CtrRxPackets) == 1 })
 				pkts := receivedPackets(dst, bufs, int(dst.stats().Load(virtionet.CtrRxBuffers)))
@@ -368,7 +369,7 @@ func TestPackedRingSizeNotPowerOfTwo(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{packed: true, queueSize: 1000})
 	bufs := r.postRx(1, 2048)
-	pipe.Inject(append(make([]byte, 12), udpFrame(200, false)...))
+	pipe.Inject(append(make([]byte, 12), testpkt.UDP4(200, testpkt.CsumNone)...))
 	if u := r.reap(r.rx, 1)[0]; u.Len != 212 || len(bufs) != 1 {
 		t.Errorf("used %+v", u)
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
 
 	"github.com/vhostd/vhostd/backend"
@@ -18,9 +19,9 @@ func TestPollingDatapath(t *testing.T) {
 	pipe := backend.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{pollMax: 200 * time.Microsecond})
 	st := r.stats()
-	frame := udpFrame(100, false)
+	frame := testpkt.UDP4(100, testpkt.CsumNone)
 	for i := 0; i < 20; i++ {
-		r.sendTx(vnetHdr(0, 0, 0, 0, 0), frame)
+		r.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), frame)
 		if _, ok := pipe.WaitWritten(i+1, 5e9); !ok {
 			t.Fatalf("packet %d not written", i)
 		}

@@ -3,13 +3,14 @@ package virtionet_test
 import (
 	"testing"
 
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/portlink"
 )
 
 // frameFromTo is a UDP frame with the given MACs.
 func frameFromTo(dst, src byte, size int) []byte {
-	f := udpFrame(size, false)
+	f := testpkt.UDP4(size, testpkt.CsumNone)
 	copy(f[0:6], []byte{2, 0, 0, 0, 0, dst})
 	copy(f[6:12], []byte{2, 0, 0, 0, 0, src})
 	if dst == 0xff {
@@ -29,7 +30,7 @@ func TestSwitchLearnsAndFloods(t *testing.T) {
 		eventually(t, "rx ring start", func() bool { return ringStarted(r, 0) })
 	}
 	got := func(i int) uint64 { return rigs[i].stats().Load(virtionet.CtrRxPackets) }
-	hdr := vnetHdr(0, 0, 0, 0, 0)
+	hdr := testpkt.VnetHdr(0, 0, 0, 0, 0)
 
 	// A (MAC ..:01 on port 0) broadcasts: B and C get it.
 	rigs[0].sendTx(hdr, frameFromTo(0xff, 1, 80))

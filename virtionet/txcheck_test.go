@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 )
@@ -91,11 +92,11 @@ func checkAgreement(t *testing.T, h vnet.Hdr, frame []byte) {
 // agreementFrames are well-formed frames of each GSO kind, so that the
 // header is the only thing varied.
 func agreementFrames() [][]byte {
-	tcp6 := tcpSuper(3000)
+	tcp6 := testpkt.TCP4Super(3000)
 	// Re-label the IPv4 frame as IPv6 is not worth it here: the IPv4 frames
 	// and the header variations already reach every header rule; an IPv6
 	// frame only moves nh_min_len, which Check handles from gso_type alone.
-	return [][]byte{tcpSuper(3000), tcpSuper(100), udpFrame(4000, true), udpFrame(60, true), tcp6[:13], tcp6[:54]}
+	return [][]byte{testpkt.TCP4Super(3000), testpkt.TCP4Super(100), testpkt.UDP4(4000, testpkt.CsumPartial), testpkt.UDP4(60, testpkt.CsumPartial), tcp6[:13], tcp6[:54]}
 }
 
 func TestTxHeaderCheckAgreesWithGSO(t *testing.T) {
@@ -128,10 +129,10 @@ func TestTxHeaderCheckAgreesWithGSO(t *testing.T) {
 // arbitrary headers and frames, seeded with the frames above.
 func FuzzTxHeaderAgreesWithGSO(f *testing.F) {
 	for _, frame := range agreementFrames() {
-		f.Add(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame)
-		f.Add(vnetHdr(0, vnet.GSOTCPv4, 1448, 34, 16), frame)
-		f.Add(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOUDPL4, 1400, 34, 6), frame)
-		f.Add(vnetHdr(vnet.FlagNeedsCsum, vnet.GSOUDP|vnet.GSOECN, 1400, 34, 6), frame)
+		f.Add(testpkt.VnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, 1448, 34, 16), frame)
+		f.Add(testpkt.VnetHdr(0, vnet.GSOTCPv4, 1448, 34, 16), frame)
+		f.Add(testpkt.VnetHdr(vnet.FlagNeedsCsum, vnet.GSOUDPL4, 1400, 34, 6), frame)
+		f.Add(testpkt.VnetHdr(vnet.FlagNeedsCsum, vnet.GSOUDP|vnet.GSOECN, 1400, 34, 6), frame)
 	}
 	f.Fuzz(func(t *testing.T, hb []byte, frame []byte) {
 		if len(hb) < vnet.HdrLenLegacy || len(frame) > 1<<16 {

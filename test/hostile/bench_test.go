@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/portlink"
 	"github.com/vhostd/vhostd/virtqueue"
@@ -18,7 +19,7 @@ func BenchmarkLinkDelivery(b *testing.B) {
 	pa := newPort(b, portConfig{victimPeer: ea})
 	pb := newPort(b, portConfig{victimPeer: eb})
 	tx, rx := pa.queue(victimTx).Driver, pb.queue(victimRx).Driver
-	out := [][]byte{pa.copyIn(victimTx, vnetHdr(0, 0, 0, 0, 0)), pa.copyIn(victimTx, udpFrame(100))}
+	out := [][]byte{pa.copyIn(victimTx, testpkt.VnetHdr(0, 0, 0, 0, 0)), pa.copyIn(victimTx, testpkt.UDP4(100, testpkt.CsumNone))}
 	in := [][]byte{pb.buf(victimRx, 2048)}
 	for i := 0; i < 64; i++ {
 		if _, err := rx.Add(nil, in); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
@@ -101,17 +102,17 @@ func fuzzInput(ctl, chains uint8, heads [4]uint8, descs []fuzzDesc, window []byt
 // fuzzSeeds are valid packets of each kind and a few malformed chains.
 func fuzzSeeds(windowGPA uint64) [][]byte {
 	plain := make([]byte, 200)
-	copy(plain, vnetHdr(0, 0, 0, 0, 0))
-	copy(plain[64:], udpFrame(100))
+	copy(plain, testpkt.VnetHdr(0, 0, 0, 0, 0))
+	copy(plain[64:], testpkt.UDP4(100, testpkt.CsumNone))
 	tso := make([]byte, 8192)
-	copy(tso, tso4Hdr(1448))
-	copy(tso[64:], tcp4Super(3000))
+	copy(tso, testpkt.TSO4Hdr(1448))
+	copy(tso[64:], testpkt.TCP4Super(3000))
 	uso := make([]byte, 4096)
-	copy(uso, vnetHdr(vnet.FlagNeedsCsum, vnet.GSOUDPL4, 1000, 34, 6))
-	copy(uso[64:], udpSuper(2500))
+	copy(uso, testpkt.VnetHdr(vnet.FlagNeedsCsum, vnet.GSOUDPL4, 1000, 34, 6))
+	copy(uso[64:], testpkt.UDP4(2500, testpkt.CsumPartial))
 	csum := make([]byte, 256)
-	copy(csum, vnetHdr(vnet.FlagNeedsCsum, 0, 0, 34, 6))
-	copy(csum[64:], udpSuper(150))
+	copy(csum, testpkt.VnetHdr(vnet.FlagNeedsCsum, 0, 0, 34, 6))
+	copy(csum[64:], testpkt.UDP4(150, testpkt.CsumPartial))
 	two := []fuzzDesc{{off: 0, len: 12, flags: 1, next: 1}, {off: 64, len: 100}}
 	// An indirect table at window offset 4096 describing the plain packet.
 	ind := make([]byte, 4096+32)

@@ -13,6 +13,7 @@ import (
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/internal/counters"
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
@@ -116,8 +117,8 @@ const (
 // goodTxBufs returns the guest address of a valid 12-byte header and of a
 // valid 100-byte UDP frame in the victim's TX area.
 func (p *port) goodTxBufs() (hdr, frame uint64) {
-	h := p.copyIn(victimTx, vnetHdr(0, 0, 0, 0, 0))
-	f := p.copyIn(victimTx, udpFrame(100))
+	h := p.copyIn(victimTx, testpkt.VnetHdr(0, 0, 0, 0, 0))
+	f := p.copyIn(victimTx, testpkt.UDP4(100, testpkt.CsumNone))
 	return p.gpa(h), p.gpa(f)
 }
 
@@ -154,7 +155,7 @@ func txHdrFrame(hdr []byte, frame []byte) func(p *port) error {
 func rxAttack(descs ...virtqueue.Desc) func(p *port) error {
 	return func(p *port) error {
 		p.rawChain(victimRx, 200, descs...)
-		return p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(100)))
+		return p.pipes[0].Inject(concat(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone)))
 	}
 }
 
@@ -337,7 +338,7 @@ func guestCases() []guestCase {
 		d := p.queue(victimRx).Driver
 		d.PostRaw(0x8000)
 		p.publishKick(victimRx)
-		return p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(100)))
+		return p.pipes[0].Inject(concat(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone)))
 	})
 	add("ring/used_ring_outside_memory", none, outcome{refused: true}, setVictimTxAddr(func(a *vhostuser.VringAddr, _ frontend.MemRegion) {
 		a.Used = 0x1000
@@ -353,24 +354,24 @@ func guestCases() []guestCase {
 	}))
 
 	// --- packet headers (validator: every policy, every backend) ---
-	frame := udpFrame(200)
+	frame := testpkt.UDP4(200, testpkt.CsumNone)
 	add("hdr/chain_shorter_than_vnet_hdr", none, hdrDrop(vnet.HdrShort), func(p *port) error {
 		p.sendTx(victimTx, make([]byte, 8))
 		return nil
 	})
-	add("hdr/frame_shorter_than_ethernet", none, hdrDrop(vnet.HdrFrameShort), txHdrFrame(vnetHdr(0, 0, 0, 0, 0), frame[:10]))
-	add("hdr/gso_size_zero", none, hdrDrop(vnet.HdrGSOSizeZero), txHdrFrame(tso4Hdr(0), tcp4Super(3000)))
-	add("hdr/gso_size_0xffff", none, hdrDrop(vnet.HdrGSOSizeByFrags), txHdrFrame(tso4Hdr(0xffff), tcp4Super(3000)))
-	add("hdr/gso_type_unknown", none, hdrDrop(vnet.HdrGSOUnknownType), txHdrFrame(vnetHdr(1, 2, 1448, 34, 16), tcp4Super(3000)))
-	add("hdr/gso_type_udp_tunnel", none, hdrDrop(vnet.HdrGSOUnknownType), txHdrFrame(vnetHdr(1, 0x20, 1448, 34, 16), tcp4Super(3000)))
-	add("hdr/gso_ecn_on_udp", none, hdrDrop(vnet.HdrGSOECNNotTCP), txHdrFrame(vnetHdr(1, vnet.GSOUDPL4|vnet.GSOECN, 1000, 34, 6), udpSuper(3000)))
-	add("hdr/gso_without_needs_csum", none, hdrDrop(vnet.HdrGSONoCsum), txHdrFrame(vnetHdr(0, vnet.GSOTCPv4, 1448, 34, 16), tcp4Super(3000)))
-	add("hdr/csum_start_outside_frame", none, hdrDrop(vnet.HdrCsumOutOfFrame), txHdrFrame(vnetHdr(1, 0, 0, 60000, 6), frame))
-	add("hdr/csum_offset_outside_frame", none, hdrDrop(vnet.HdrCsumOutOfFrame), txHdrFrame(vnetHdr(1, 0, 0, 34, 65000), frame))
-	add("hdr/csum_start_inside_l2", none, hdrDrop(vnet.HdrCsumStartTooSmall), txHdrFrame(vnetHdr(1, 0, 0, 4, 6), frame))
-	add("hdr/tso_csum_offset_not_16", none, hdrDrop(vnet.HdrCsumOffsetBad), txHdrFrame(vnetHdr(1, vnet.GSOTCPv4, 1448, 34, 6), tcp4Super(3000)))
-	add("hdr/tcp_header_cut_by_frame_end", none, hdrDrop(vnet.HdrCsumOutOfFrame), txHdrFrame(tso4Hdr(1448), tcp4Super(0)[:44]))
-	add("hdr/uso_more_than_128_segments", none, hdrDrop(vnet.HdrUSOTooManySegs), txHdrFrame(vnetHdr(1, vnet.GSOUDPL4, 1, 34, 6), udpSuper(2000)))
+	add("hdr/frame_shorter_than_ethernet", none, hdrDrop(vnet.HdrFrameShort), txHdrFrame(testpkt.VnetHdr(0, 0, 0, 0, 0), frame[:10]))
+	add("hdr/gso_size_zero", none, hdrDrop(vnet.HdrGSOSizeZero), txHdrFrame(testpkt.TSO4Hdr(0), testpkt.TCP4Super(3000)))
+	add("hdr/gso_size_0xffff", none, hdrDrop(vnet.HdrGSOSizeByFrags), txHdrFrame(testpkt.TSO4Hdr(0xffff), testpkt.TCP4Super(3000)))
+	add("hdr/gso_type_unknown", none, hdrDrop(vnet.HdrGSOUnknownType), txHdrFrame(testpkt.VnetHdr(1, 2, 1448, 34, 16), testpkt.TCP4Super(3000)))
+	add("hdr/gso_type_udp_tunnel", none, hdrDrop(vnet.HdrGSOUnknownType), txHdrFrame(testpkt.VnetHdr(1, 0x20, 1448, 34, 16), testpkt.TCP4Super(3000)))
+	add("hdr/gso_ecn_on_udp", none, hdrDrop(vnet.HdrGSOECNNotTCP), txHdrFrame(testpkt.VnetHdr(1, vnet.GSOUDPL4|vnet.GSOECN, 1000, 34, 6), testpkt.UDP4(3000, testpkt.CsumPartial)))
+	add("hdr/gso_without_needs_csum", none, hdrDrop(vnet.HdrGSONoCsum), txHdrFrame(testpkt.VnetHdr(0, vnet.GSOTCPv4, 1448, 34, 16), testpkt.TCP4Super(3000)))
+	add("hdr/csum_start_outside_frame", none, hdrDrop(vnet.HdrCsumOutOfFrame), txHdrFrame(testpkt.VnetHdr(1, 0, 0, 60000, 6), frame))
+	add("hdr/csum_offset_outside_frame", none, hdrDrop(vnet.HdrCsumOutOfFrame), txHdrFrame(testpkt.VnetHdr(1, 0, 0, 34, 65000), frame))
+	add("hdr/csum_start_inside_l2", none, hdrDrop(vnet.HdrCsumStartTooSmall), txHdrFrame(testpkt.VnetHdr(1, 0, 0, 4, 6), frame))
+	add("hdr/tso_csum_offset_not_16", none, hdrDrop(vnet.HdrCsumOffsetBad), txHdrFrame(testpkt.VnetHdr(1, vnet.GSOTCPv4, 1448, 34, 6), testpkt.TCP4Super(3000)))
+	add("hdr/tcp_header_cut_by_frame_end", none, hdrDrop(vnet.HdrCsumOutOfFrame), txHdrFrame(testpkt.TSO4Hdr(1448), testpkt.TCP4Super(0)[:44]))
+	add("hdr/uso_more_than_128_segments", none, hdrDrop(vnet.HdrUSOTooManySegs), txHdrFrame(testpkt.VnetHdr(1, vnet.GSOUDPL4, 1, 34, 6), testpkt.UDP4(2000, testpkt.CsumPartial)))
 
 	// --- packet headers the parser must catch (GSO: auto policy always
 	// parses; a no-TSO backend also makes vhostd segment, so both the
@@ -383,67 +384,67 @@ func guestCases() []guestCase {
 		gsoCase := func(name string, r gso.Reason, hdr []byte, f []byte) {
 			add("gso/"+name+"/"+pc.suffix, cfg, gsoDrop(r), txHdrFrame(hdr, f))
 		}
-		arp := tcp4Super(3000)
+		arp := testpkt.TCP4Super(3000)
 		binary.BigEndian.PutUint16(arp[12:], 0x0806)
-		gsoCase("non_ip_frame_arp", gso.ReasonMalformedEtherType, tso4Hdr(1448), arp)
-		v6 := tcp4Super(3000)
+		gsoCase("non_ip_frame_arp", gso.ReasonMalformedEtherType, testpkt.TSO4Hdr(1448), arp)
+		v6 := testpkt.TCP4Super(3000)
 		binary.BigEndian.PutUint16(v6[12:], 0x86dd)
-		gsoCase("tcpv4_gso_on_ipv6_ethertype", gso.ReasonMalformedEtherType, tso4Hdr(1448), v6)
-		ihl := tcp4Super(3000)
+		gsoCase("tcpv4_gso_on_ipv6_ethertype", gso.ReasonMalformedEtherType, testpkt.TSO4Hdr(1448), v6)
+		ihl := testpkt.TCP4Super(3000)
 		ihl[14] = 0x44
-		fixIPv4(ihl)
-		gsoCase("ipv4_ihl_below_5", gso.ReasonMalformedIPv4, tso4Hdr(1448), ihl)
-		ver := tcp4Super(3000)
+		testpkt.FixIPv4(ihl[testpkt.EthLen:])
+		gsoCase("ipv4_ihl_below_5", gso.ReasonMalformedIPv4, testpkt.TSO4Hdr(1448), ihl)
+		ver := testpkt.TCP4Super(3000)
 		ver[14] = 0x65
-		gsoCase("ipv4_version_6_in_v4_header", gso.ReasonMalformedIPv4, tso4Hdr(1448), ver)
-		tot := tcp4Super(3000)
+		gsoCase("ipv4_version_6_in_v4_header", gso.ReasonMalformedIPv4, testpkt.TSO4Hdr(1448), ver)
+		tot := testpkt.TCP4Super(3000)
 		binary.BigEndian.PutUint16(tot[16:], 60000)
-		fixIPv4(tot)
-		gsoCase("ipv4_total_length_mismatch", gso.ReasonMalformedIPv4Length, tso4Hdr(1448), tot)
-		frag := tcp4Super(3000)
+		testpkt.FixIPv4(tot[testpkt.EthLen:])
+		gsoCase("ipv4_total_length_mismatch", gso.ReasonMalformedIPv4Length, testpkt.TSO4Hdr(1448), tot)
+		frag := testpkt.TCP4Super(3000)
 		frag[20] = 0x20 // MF
-		fixIPv4(frag)
-		gsoCase("ipv4_fragment", gso.ReasonMalformedIPv4Fragment, tso4Hdr(1448), frag)
-		proto := tcp4Super(3000)
+		testpkt.FixIPv4(frag[testpkt.EthLen:])
+		gsoCase("ipv4_fragment", gso.ReasonMalformedIPv4Fragment, testpkt.TSO4Hdr(1448), frag)
+		proto := testpkt.TCP4Super(3000)
 		proto[23] = 17
-		fixIPv4(proto)
-		gsoCase("l4_proto_udp_under_tcpv4_gso", gso.ReasonMalformedL4Proto, tso4Hdr(1448), proto)
-		doff := tcp4Super(20)
+		testpkt.FixIPv4(proto[testpkt.EthLen:])
+		gsoCase("l4_proto_udp_under_tcpv4_gso", gso.ReasonMalformedL4Proto, testpkt.TSO4Hdr(1448), proto)
+		doff := testpkt.TCP4Super(20)
 		doff[46] = 15 << 4 // 60-byte TCP header in a 40-byte transport part
-		gsoCase("tcp_data_offset_past_frame", gso.ReasonMalformedTCP, vnetHdr(1, vnet.GSOTCPv4, 8, 34, 16), doff)
-		small := tcp4Super(3000)
+		gsoCase("tcp_data_offset_past_frame", gso.ReasonMalformedTCP, testpkt.VnetHdr(1, vnet.GSOTCPv4, 8, 34, 16), doff)
+		small := testpkt.TCP4Super(3000)
 		small[46] = 4 << 4
-		gsoCase("tcp_data_offset_below_5", gso.ReasonMalformedTCP, tso4Hdr(1448), small)
-		gsoCase("csum_start_not_transport_header", gso.ReasonMalformedCsumStart, vnetHdr(1, vnet.GSOTCPv4, 1448, 38, 16), tcp4Super(3000))
+		gsoCase("tcp_data_offset_below_5", gso.ReasonMalformedTCP, testpkt.TSO4Hdr(1448), small)
+		gsoCase("csum_start_not_transport_header", gso.ReasonMalformedCsumStart, testpkt.VnetHdr(1, vnet.GSOTCPv4, 1448, 38, 16), testpkt.TCP4Super(3000))
 		vlan := make([]byte, 0, 3100)
-		vlan = append(vlan, tcp4Super(3000)[:12]...)
+		vlan = append(vlan, testpkt.TCP4Super(3000)[:12]...)
 		for i := 0; i < 9; i++ {
 			vlan = append(vlan, 0x81, 0x00, 0x00, byte(i+1))
 		}
-		vlan = append(vlan, tcp4Super(3000)[12:]...)
-		gsoCase("nine_vlan_tags", gso.ReasonMalformedVLAN, vnetHdr(1, vnet.GSOTCPv4, 1448, 34+36, 16), vlan)
+		vlan = append(vlan, testpkt.TCP4Super(3000)[12:]...)
+		gsoCase("nine_vlan_tags", gso.ReasonMalformedVLAN, testpkt.VnetHdr(1, vnet.GSOTCPv4, 1448, 34+36, 16), vlan)
 	}
 	// GSO that would need more than 65535 segments: with gso_size 1 that
 	// takes a frame over 64 KiB, which no IPv4/IPv6 length field can
 	// describe and no backend takes.
 	add("gso/over_65535_segments/software", portConfig{policy: "software"}, txDrop(virtionet.DropTxTooLarge), func(p *port) error {
-		big := tcp4Super(100_000)
-		p.sendTx(victimTx, vnetHdr(1, vnet.GSOTCPv4, 1, 34, 16), big)
+		big := testpkt.TCP4Super(100_000)
+		p.sendTx(victimTx, testpkt.VnetHdr(1, vnet.GSOTCPv4, 1, 34, 16), big)
 		return nil
 	})
 	add("gso/over_65535_segments/auto_notso", portConfig{caps: noTSO}, txDrop(virtionet.DropTxTooLarge), func(p *port) error {
-		p.sendTx(victimTx, vnetHdr(1, vnet.GSOTCPv4, 1, 34, 16), tcp4Super(100_000))
+		p.sendTx(victimTx, testpkt.VnetHdr(1, vnet.GSOTCPv4, 1, 34, 16), testpkt.TCP4Super(100_000))
 		return nil
 	})
 	add("size/plain_frame_of_1MiB", none, txDrop(virtionet.DropTxTooLarge), func(p *port) error {
-		f := udpFrame(1 << 20)
-		p.sendTx(victimTx, vnetHdr(0, 0, 0, 0, 0), f)
+		f := testpkt.UDP4(1<<20, testpkt.CsumNone)
+		p.sendTx(victimTx, testpkt.VnetHdr(0, 0, 0, 0, 0), f)
 		return nil
 	})
 	// The largest legal amplification: a 64 KiB super-packet with an MSS of
 	// one byte is cut into 65495 segments, every one written and counted.
 	add("gso/mss_1_on_64KiB/software", portConfig{policy: "software"}, outcome{segments: 65535 - 20 - 20}, func(p *port) error {
-		p.sendTx(victimTx, vnetHdr(1, vnet.GSOTCPv4, 1, 34, 16), tcp4Super(65535-40))
+		p.sendTx(victimTx, testpkt.VnetHdr(1, vnet.GSOTCPv4, 1, 34, 16), testpkt.TCP4Super(65535-40))
 		return nil
 	})
 
@@ -627,7 +628,7 @@ func checkOutcome(t *testing.T, p *port, w outcome) {
 func checkTxStillWorks(t *testing.T, p *port) {
 	t.Helper()
 	before := len(p.pipes[0].Written())
-	p.sendTx(victimTx, vnetHdr(0, 0, 0, 0, 0), udpFrame(100))
+	p.sendTx(victimTx, testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone))
 	if _, ok := p.pipes[0].WaitWritten(before+1, 5*time.Second); !ok {
 		t.Fatal("victim TX ring does not carry a good packet after the attack")
 	}
@@ -692,9 +693,9 @@ func (b *bystander) run() {
 	defer close(b.done)
 	p := b.p
 	tx, rx := p.queue(bystanderTx), p.queue(bystanderRx)
-	frame := udpFrame(200)
-	pkt := concat(vnetHdr(0, 0, 0, 0, 0), frame)
-	hb, fb := p.copyIn(bystanderTx, vnetHdr(0, 0, 0, 0, 0)), p.copyIn(bystanderTx, frame)
+	frame := testpkt.UDP4(200, testpkt.CsumNone)
+	pkt := concat(testpkt.VnetHdr(0, 0, 0, 0, 0), frame)
+	hb, fb := p.copyIn(bystanderTx, testpkt.VnetHdr(0, 0, 0, 0, 0)), p.copyIn(bystanderTx, frame)
 	rb := p.buf(bystanderRx, 2048)
 	for i := 0; ; i++ {
 		select {
@@ -787,7 +788,7 @@ func TestRxPacketsTheGuestCannotHold(t *testing.T) {
 			}
 			p.publishKick(victimRx)
 			st := p.stats(0)
-			must(t, p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(2000))))
+			must(t, p.pipes[0].Inject(concat(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(2000, testpkt.CsumNone))))
 			if !eventually(func() bool { return st.Load(virtionet.CtrRxDrops.At(int(c.drop))) == 1 }) {
 				t.Fatalf("rx drops %v, want one %v", dropList(st, virtionet.CtrRxDrops), c.drop)
 			}
@@ -795,7 +796,7 @@ func TestRxPacketsTheGuestCannotHold(t *testing.T) {
 			if c.cfg.clearFeatures != 0 {
 				hdrLen = vnet.HdrLen(p.dev.Acked())
 			}
-			must(t, p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0)[:hdrLen], udpFrame(c.small))))
+			must(t, p.pipes[0].Inject(concat(testpkt.VnetHdr(0, 0, 0, 0, 0)[:hdrLen], testpkt.UDP4(c.small, testpkt.CsumNone))))
 			want := (hdrLen + c.small + c.size - 1) / c.size
 			used, err := p.reap(victimRx, want)
 			if err != nil {

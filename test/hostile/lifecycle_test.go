@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtqueue"
 )
@@ -53,7 +54,7 @@ func (s *server) cycle() error {
 	}
 	rx, tx := fe.Queues[0], fe.Queues[1]
 	hb, fb, rb := fe.Buffer(0, 12), fe.Buffer(64, 100), fe.Buffer(4096, 2048)
-	copy(fb, udpFrame(100))
+	copy(fb, testpkt.UDP4(100, testpkt.CsumNone))
 	if _, err := tx.Driver.Add([][]byte{hb, fb}, nil); err != nil {
 		return err
 	}
@@ -64,7 +65,7 @@ func (s *server) cycle() error {
 	rx.Driver.Publish()
 	tx.Kick()
 	rx.Kick()
-	if err := s.pipe.Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(80))); err != nil {
+	if err := s.pipe.Inject(concat(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(80, testpkt.CsumNone))); err != nil {
 		return err
 	}
 	used := make([]virtqueue.UsedElem, 4)

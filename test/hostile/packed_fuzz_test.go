@@ -8,6 +8,7 @@ import (
 
 	"github.com/vhostd/vhostd/backend"
 	"github.com/vhostd/vhostd/gso"
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vhostd/vhostd/virtqueue"
@@ -42,11 +43,11 @@ func FuzzTxPackedList(f *testing.F) {
 	wgpa := p.windowGPA()
 	p.close()
 	plain := make([]byte, 200)
-	copy(plain, vnetHdr(0, 0, 0, 0, 0))
-	copy(plain[64:], udpFrame(100))
+	copy(plain, testpkt.VnetHdr(0, 0, 0, 0, 0))
+	copy(plain[64:], testpkt.UDP4(100, testpkt.CsumNone))
 	tso := make([]byte, 8192)
-	copy(tso, tso4Hdr(1448))
-	copy(tso[64:], tcp4Super(3000))
+	copy(tso, testpkt.TSO4Hdr(1448))
+	copy(tso[64:], testpkt.TCP4Super(3000))
 	two := []fuzzDesc{{off: 0, len: 12}, {off: 64, len: 100}}
 	ind := make([]byte, 4096+32)
 	copy(ind, plain)

@@ -5,6 +5,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
@@ -52,7 +53,7 @@ func packedRxAttack(descs ...virtqueue.PackedDesc) func(p *port) error {
 		if err := p.rawList(victimRx, descs...); err != nil {
 			return err
 		}
-		return p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(100)))
+		return p.pipes[0].Inject(concat(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone)))
 	}
 }
 
@@ -129,7 +130,7 @@ func packedGuestCases(inOrder bool) []guestCase {
 		b1, b2 := p.gpa(p.buf(victimRx, 2048)), p.gpa(p.buf(victimRx, 2048))
 		d.PostRaw(virtqueue.PackedDesc{Addr: b1, Len: 2048, ID: 9, Flags: fWrite}, virtqueue.PackedDesc{Addr: b2, Len: 2048, ID: 9, Flags: fWrite})
 		p.publishKick(victimRx)
-		return p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(100)))
+		return p.pipes[0].Inject(concat(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone)))
 	})
 	add("packed/id/beyond_queue_size", pk, outcome{txBroken: true}, func(p *port) error {
 		h, f := p.goodTxBufs()
@@ -162,7 +163,7 @@ func packedGuestCases(inOrder bool) []guestCase {
 		b := p.gpa(p.buf(victimRx, 2048))
 		p.queue(victimRx).Packed.PostRaw(virtqueue.PackedDesc{Addr: b, Len: 2048, ID: 2, Flags: fWrite | fNext})
 		p.publishKick(victimRx)
-		return p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(100)))
+		return p.pipes[0].Inject(concat(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone)))
 	})
 	add("packed/chain/1024_descriptors/queue_1024", portConfig{queueSize: 1024}, txDrop(virtionet.DropTxTooLarge), func(p *port) error {
 		// More buffers than writev takes (IOV_MAX), in a legal list.
@@ -240,7 +241,7 @@ func packedGuestCases(inOrder bool) []guestCase {
 		p.sendTx(victimTx, make([]byte, 8))
 		return nil
 	})
-	add("packed/hdr/gso_size_zero", pk, hdrDrop(vnet.HdrGSOSizeZero), txHdrFrame(tso4Hdr(0), tcp4Super(3000)))
+	add("packed/hdr/gso_size_zero", pk, hdrDrop(vnet.HdrGSOSizeZero), txHdrFrame(testpkt.TSO4Hdr(0), testpkt.TCP4Super(3000)))
 
 	// --- RX ---
 	rxBuf := func(p *port) uint64 { return p.gpa(p.buf(victimRx, 2048)) }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
@@ -116,7 +117,7 @@ func (s *server) healthy() error {
 	before := len(s.pipe.Written())
 	tx := fe.Queues[1]
 	hb, fb := fe.Buffer(0, 12), fe.Buffer(64, 100)
-	copy(fb, udpFrame(100))
+	copy(fb, testpkt.UDP4(100, testpkt.CsumNone))
 	if _, err := tx.Driver.Add([][]byte{hb, fb}, nil); err != nil {
 		return err
 	}
@@ -348,7 +349,7 @@ func abuseCases() []abuseCase {
 			fe := s.running(t)
 			tx := fe.Queues[1]
 			hb, fb := fe.Buffer(0, 12), fe.Buffer(64, 100)
-			copy(fb, udpFrame(100))
+			copy(fb, testpkt.UDP4(100, testpkt.CsumNone))
 			if _, err := tx.Driver.Add([][]byte{hb, fb}, nil); err != nil {
 				t.Fatal(err)
 			}

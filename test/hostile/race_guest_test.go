@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtqueue"
 )
@@ -26,7 +27,7 @@ func TestGuestRewritesMemoryWhileDeviceReads(t *testing.T) {
 	const slotSize = 4096
 	area := p.buf(victimTx, slots*slotSize)
 	base := p.gpa(area)
-	hdr, frame := tso4Hdr(1000), tcp4Super(3000)
+	hdr, frame := testpkt.TSO4Hdr(1000), testpkt.TCP4Super(3000)
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/portlink"
@@ -56,8 +57,8 @@ func TestSIGBUSOnTxBuffer(t *testing.T) {
 	p := newPort(t, portConfig{})
 	by := startBystander(t, p)
 	r2 := p.fe.Mem.Regions[2].B
-	copy(r2, vnetHdr(0, 0, 0, 0, 0))
-	copy(r2[64:], udpFrame(100))
+	copy(r2, testpkt.VnetHdr(0, 0, 0, 0, 0))
+	copy(r2[64:], testpkt.UDP4(100, testpkt.CsumNone))
 	if _, err := p.queue(victimTx).Driver.AddSegs([]virtqueue.Seg{{Addr: region2GPA, Len: 12}, {Addr: region2GPA + 64, Len: 100}}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestSIGBUSOnRxBuffer(t *testing.T) {
 	if err := unix.Ftruncate(p.fe.Mem.Fd(), p.region2FileOffset()); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(100))); err != nil {
+	if err := p.pipes[0].Inject(concat(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone))); err != nil {
 		t.Fatal(err)
 	}
 	expectBroken(t, p, true)
@@ -95,7 +96,7 @@ func TestSIGBUSOnRings(t *testing.T) {
 	mapsBefore := memfdMappings(t)
 	p := newPort(t, portConfig{})
 	// Start both victim rings with one packet each way.
-	p.sendTx(victimTx, vnetHdr(0, 0, 0, 0, 0), udpFrame(100))
+	p.sendTx(victimTx, testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone))
 	if _, err := p.reap(victimTx, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestSIGBUSOnRings(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.publishKick(victimRx)
-	if err := p.pipes[0].Inject(concat(vnetHdr(0, 0, 0, 0, 0), udpFrame(100))); err != nil {
+	if err := p.pipes[0].Inject(concat(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone))); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.reap(victimRx, 1); err != nil {
@@ -183,7 +184,7 @@ func TestSIGBUSOnLinkedReceiver(t *testing.T) {
 	}
 	send := func() {
 		t.Helper()
-		a.sendTx(victimTx, vnetHdr(0, 0, 0, 0, 0), udpFrame(100))
+		a.sendTx(victimTx, testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone))
 		if _, err := a.reap(victimTx, 1); err != nil {
 			t.Fatalf("sender's TX ring: %v", err)
 		}
@@ -237,7 +238,7 @@ func TestSIGBUSOnLinkedReceiverStop(t *testing.T) {
 	if !eventually(func() bool { return b.sess.RingStates()[victimRx].Started }) {
 		t.Fatal("receiver's RX ring did not start")
 	}
-	a.sendTx(victimTx, vnetHdr(0, 0, 0, 0, 0), udpFrame(100))
+	a.sendTx(victimTx, testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone))
 	if !eventually(func() bool { return b.stats(0).Load(virtionet.CtrRxPackets) == 1 }) {
 		t.Fatal("link did not deliver")
 	}
@@ -254,7 +255,7 @@ func TestSIGBUSOnLinkedReceiverStop(t *testing.T) {
 		t.Error("fault not counted")
 	}
 	// The sender is not affected.
-	a.sendTx(victimTx, vnetHdr(0, 0, 0, 0, 0), udpFrame(100))
+	a.sendTx(victimTx, testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone))
 	if _, err := a.reap(victimTx, 2); err != nil {
 		t.Fatal(err)
 	}
