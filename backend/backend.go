@@ -138,7 +138,9 @@ type MTUSetter interface {
 	SetLinkMTU(mtu int) error
 }
 
-func checkVnetHdrLen(n int) error {
+// CheckVnetHdrLen accepts the virtio_net_hdr lengths a backend can
+// take: 10 and 12 bytes (ErrVnetHdrLen otherwise).
+func CheckVnetHdrLen(n int) error {
 	if n != 10 && n != 12 {
 		return fmt.Errorf("%w (got %d)", ErrVnetHdrLen, n)
 	}

@@ -236,7 +236,7 @@ func OpenMacvtapQueues(cfg MacvtapConfig, n int) ([]*Macvtap, error) {
 	if cfg.VnetHdrLen == 0 {
 		cfg.VnetHdrLen = 12
 	}
-	if err := checkVnetHdrLen(cfg.VnetHdrLen); err != nil {
+	if err := CheckVnetHdrLen(cfg.VnetHdrLen); err != nil {
 		return nil, fmt.Errorf("open macvtap %q: %w", cfg.Name, err)
 	}
 	if cfg.Name == "" {

@@ -35,7 +35,7 @@ var DefaultNullCaps = Capabilities{
 type Null struct {
 	caps     Capabilities
 	template []byte
-	waiter   *readWaiter
+	waiter   *ReadWaiter
 
 	writtenPackets atomic.Uint64
 	writtenBytes   atomic.Uint64
@@ -46,7 +46,7 @@ type Null struct {
 
 // NewNull returns a Null backend.
 func NewNull(cfg NullConfig) *Null {
-	n := &Null{caps: cfg.Caps, waiter: newReadWaiter()}
+	n := &Null{caps: cfg.Caps, waiter: NewReadWaiter()}
 	if n.caps == (Capabilities{}) {
 		n.caps = DefaultNullCaps
 	}
@@ -61,13 +61,13 @@ func NewNull(cfg NullConfig) *Null {
 // (a buffer shorter than the template gets a truncated copy) and never blocks.
 func (n *Null) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if n.template == nil {
-		_, err := n.waiter.wait(nil)
+		_, err := n.waiter.Wait(nil)
 		return 0, err
 	}
-	if n.waiter.isClosed() {
+	if n.waiter.IsClosed() {
 		return 0, os.ErrClosed
 	}
-	if n.waiter.expired() {
+	if n.waiter.Expired() {
 		return 0, os.ErrDeadlineExceeded
 	}
 	for i := range bufs {
@@ -91,7 +91,7 @@ func (n *Null) TryReadPackets(bufs [][]byte, sizes []int, offset int) (int, erro
 
 // WritePackets implements Backend: it counts packets and bytes.
 func (n *Null) WritePackets(pkts [][][]byte) (int, error) {
-	if n.waiter.isClosed() {
+	if n.waiter.IsClosed() {
 		return 0, &PacketError{Index: 0, Err: os.ErrClosed}
 	}
 	total := 0
@@ -125,7 +125,7 @@ func (n *Null) GuestFeatures() uint64 { return n.guestFeatures.Load() }
 
 // SetVnetHdrLen implements Backend; it records the length.
 func (n *Null) SetVnetHdrLen(l int) error {
-	if err := checkVnetHdrLen(l); err != nil {
+	if err := CheckVnetHdrLen(l); err != nil {
 		return err
 	}
 	n.vnetHdrLen.Store(int32(l))
@@ -137,12 +137,12 @@ func (n *Null) VnetHdrLen() int { return int(n.vnetHdrLen.Load()) }
 
 // SetReadDeadline implements Backend.
 func (n *Null) SetReadDeadline(t time.Time) error {
-	n.waiter.setDeadline(t)
+	n.waiter.SetDeadline(t)
 	return nil
 }
 
 // Close implements Backend.
 func (n *Null) Close() error {
-	n.waiter.close()
+	n.waiter.Close()
 	return nil
 }

@@ -80,7 +80,7 @@ func OpenTap(cfg TapConfig) (*Tap, error) {
 	if cfg.VnetHdrLen == 0 {
 		cfg.VnetHdrLen = 12
 	}
-	if err := checkVnetHdrLen(cfg.VnetHdrLen); err != nil {
+	if err := CheckVnetHdrLen(cfg.VnetHdrLen); err != nil {
 		return nil, fmt.Errorf("open tap %q: %w", cfg.Name, err)
 	}
 	if len(cfg.Name) >= unix.IFNAMSIZ {

@@ -239,7 +239,7 @@ func (f *vnetFile) QueueAttached() bool { return !f.detached.Load() }
 
 // SetVnetHdrLen implements Backend (TUNSETVNETHDRSZ).
 func (f *vnetFile) SetVnetHdrLen(n int) error {
-	if err := checkVnetHdrLen(n); err != nil {
+	if err := CheckVnetHdrLen(n); err != nil {
 		return fmt.Errorf("%s: %w", f.label, err)
 	}
 	f.ctlMu.Lock()

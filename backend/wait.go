@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// readWaiter blocks an in-memory backend's reader until a packet arrives, the
-// read deadline passes or the backend closes: the same contract the Go poller
-// gives a tap's reader. It is for the test and benchmark backends, not a hot
-// path.
-type readWaiter struct {
+// ReadWaiter blocks an in-memory backend's reader until a packet arrives,
+// the read deadline passes or the backend closes: the same contract the Go
+// poller gives a tap's reader. It is for the benchmark backend (Null) and the
+// test doubles (backendtest), not a hot path.
+type ReadWaiter struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 
@@ -20,21 +20,24 @@ type readWaiter struct {
 	timer    *time.Timer
 }
 
-func newReadWaiter() *readWaiter {
+// NewReadWaiter returns an open ReadWaiter without a deadline.
+func NewReadWaiter() *ReadWaiter {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &readWaiter{
+	return &ReadWaiter{
 		closed: make(chan struct{}),
 		wake:   make(chan struct{}, 1),
 		timer:  t,
 	}
 }
 
-func (w *readWaiter) close() {
+// Close wakes the reader for good.
+func (w *ReadWaiter) Close() {
 	w.closeOnce.Do(func() { close(w.closed) })
 }
 
-func (w *readWaiter) isClosed() bool {
+// IsClosed reports whether Close was called.
+func (w *ReadWaiter) IsClosed() bool {
 	select {
 	case <-w.closed:
 		return true
@@ -43,7 +46,11 @@ func (w *readWaiter) isClosed() bool {
 	}
 }
 
-func (w *readWaiter) setDeadline(t time.Time) {
+// Closed is closed by Close.
+func (w *ReadWaiter) Closed() <-chan struct{} { return w.closed }
+
+// SetDeadline sets the read deadline (zero: none) and wakes the reader.
+func (w *ReadWaiter) SetDeadline(t time.Time) {
 	w.mu.Lock()
 	w.deadline = t
 	w.mu.Unlock()
@@ -53,19 +60,19 @@ func (w *readWaiter) setDeadline(t time.Time) {
 	}
 }
 
-// expired reports whether a deadline is set and has passed.
-func (w *readWaiter) expired() bool {
+// Expired reports whether a deadline is set and has passed.
+func (w *ReadWaiter) Expired() bool {
 	w.mu.Lock()
 	dl := w.deadline
 	w.mu.Unlock()
 	return !dl.IsZero() && !time.Now().Before(dl)
 }
 
-// wait returns the next packet from in (nil: wait only for the deadline or
+// Wait returns the next packet from in (nil: wait only for the deadline or
 // close), os.ErrDeadlineExceeded or os.ErrClosed. Only one goroutine may wait.
-func (w *readWaiter) wait(in <-chan []byte) ([]byte, error) {
+func (w *ReadWaiter) Wait(in <-chan []byte) ([]byte, error) {
 	for {
-		if w.isClosed() {
+		if w.IsClosed() {
 			return nil, os.ErrClosed
 		}
 		w.mu.Lock()

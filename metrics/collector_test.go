@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/backend/backendtest"
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/metrics"
 	"github.com/vhostd/vhostd/metrics/internal/testrig"
@@ -411,7 +412,7 @@ func TestPolicySwitchMidRunLosesNothing(t *testing.T) {
 const virtionetBatch = 64
 
 func TestWriteErrorsCountedByErrno(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	pipe.SetWriteError(func(pkt []byte) error {
 		if len(pkt) == 12+len(testrig.UDPPartial) {
 			return syscall.EINVAL

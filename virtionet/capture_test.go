@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/backend/backendtest"
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
@@ -13,7 +14,7 @@ import (
 )
 
 func TestCaptureRecordsVerdictsAndNeverBlocks(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{Offloads: vnet.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
+	pipe := backendtest.NewPipe(backend.Capabilities{Offloads: vnet.OffloadCSUM, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
 	r := newRig(t, pipe, rigOpts{})
 	// Two slots only: the third and later packets are skipped, not waited for.
 	c := virtionet.NewCapture(virtionet.CaptureBoth, 0, 128, 2)

@@ -9,13 +9,14 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/backend/backendtest"
 	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
 func TestTxPlainPacketReachesBackend(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{})
 	frame := testpkt.UDP4(100, testpkt.CsumNone)
 	head := r.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), frame[:30], frame[30:])
@@ -38,7 +39,7 @@ func TestTxPlainPacketReachesBackend(t *testing.T) {
 }
 
 func TestTxBadHeadersAreCountedDrops(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{})
 	frame := testpkt.UDP4(200, testpkt.CsumPartial)
 	cases := []struct {
@@ -84,7 +85,7 @@ func TestTxGSOPassthroughAndSoftwareSegmentation(t *testing.T) {
 	hdr := testpkt.VnetHdr(vnet.FlagNeedsCsum, vnet.GSOTCPv4, mss, 34, 16)
 
 	t.Run("backend with TSO4 takes it whole", func(t *testing.T) {
-		pipe := backend.NewPipe(backend.Capabilities{})
+		pipe := backendtest.NewPipe(backend.Capabilities{})
 		r := newRig(t, pipe, rigOpts{})
 		r.sendTx(hdr, frame[:54], frame[54:])
 		got, ok := pipe.WaitWritten(1, 5e9)
@@ -96,7 +97,7 @@ func TestTxGSOPassthroughAndSoftwareSegmentation(t *testing.T) {
 	})
 
 	t.Run("backend without TSO4 gets MSS segments with complete checksums", func(t *testing.T) {
-		pipe := backend.NewPipe(backend.Capabilities{Offloads: 0, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
+		pipe := backendtest.NewPipe(backend.Capabilities{Offloads: 0, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
 		r := newRig(t, pipe, rigOpts{})
 		r.sendTx(hdr, frame[:54], frame[54:])
 		got, ok := pipe.WaitWritten(11, 5e9)
@@ -148,7 +149,7 @@ func TestTxGSOPassthroughAndSoftwareSegmentation(t *testing.T) {
 	})
 
 	t.Run("gso_max_size below the packet resegments", func(t *testing.T) {
-		pipe := backend.NewPipe(backend.Capabilities{Offloads: backend.DefaultNullCaps.Offloads, GSOMaxSize: 4 * mss, GSOMaxSegs: 65535, MTU: 1500})
+		pipe := backendtest.NewPipe(backend.Capabilities{Offloads: backend.DefaultNullCaps.Offloads, GSOMaxSize: 4 * mss, GSOMaxSegs: 65535, MTU: 1500})
 		r := newRig(t, pipe, rigOpts{})
 		r.sendTx(hdr, frame[:54], frame[54:])
 		st := r.stats()
@@ -167,7 +168,7 @@ func TestTxGSOPassthroughAndSoftwareSegmentation(t *testing.T) {
 	})
 
 	t.Run("policy software segments even with TSO", func(t *testing.T) {
-		pipe := backend.NewPipe(backend.Capabilities{})
+		pipe := backendtest.NewPipe(backend.Capabilities{})
 		r := newRig(t, pipe, rigOpts{policy: "software"})
 		r.sendTx(hdr, frame)
 		if _, ok := pipe.WaitWritten(11, 5e9); !ok {
@@ -193,7 +194,7 @@ func mustPolicy(t *testing.T, s string) (p gsoPolicy) {
 }
 
 func TestTxCompletesChecksumForBackendWithoutCsum(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{Offloads: 0, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
+	pipe := backendtest.NewPipe(backend.Capabilities{Offloads: 0, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
 	r := newRig(t, pipe, rigOpts{})
 	frame := testpkt.UDP4(300, testpkt.CsumPartial)
 	// Split the frame so that the UDP checksum field (bytes 40-41) straddles
@@ -230,7 +231,7 @@ func TestTxCompletesChecksumForBackendWithoutCsum(t *testing.T) {
 }
 
 func TestTxDisabledRingDiscardsAndCounts(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{})
 	if err := r.fe.SetVringEnable(1, false); err != nil {
 		t.Fatal(err)
@@ -247,7 +248,7 @@ func TestTxDisabledRingDiscardsAndCounts(t *testing.T) {
 }
 
 func TestRxMergeableSpreadsAcrossBuffers(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{})
 	bufs := r.postRx(8, 1024)
 	frame := testpkt.UDP4(3000, testpkt.CsumNone)
@@ -274,7 +275,7 @@ func TestRxMergeableSpreadsAcrossBuffers(t *testing.T) {
 }
 
 func TestRxWithoutMergeableDropsOversizedButKeepsBuffer(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	r := newRig(t, pipe, rigOpts{features: uint64(offer &^ vnet.NetMrgRxbuf)})
 	bufs := r.postRx(1, 1600)
@@ -293,7 +294,7 @@ func TestRxWithoutMergeableDropsOversizedButKeepsBuffer(t *testing.T) {
 }
 
 func TestRxBackpressureWaitsForBuffers(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{})
 	r.postRx(1, 2048)
 	for i := 0; i < 3; i++ {
@@ -318,7 +319,7 @@ func TestRxBackpressureWaitsForBuffers(t *testing.T) {
 }
 
 func TestRxCompletesChecksumForGuestWithoutGuestCsum(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
 	acked := offer &^ (vnet.NetGuestCsum | vnet.NetGuestTSO4 | vnet.NetGuestTSO6 | vnet.NetGuestECN)
 	r := newRig(t, pipe, rigOpts{features: uint64(acked)})
@@ -343,7 +344,7 @@ func TestRxCompletesChecksumForGuestWithoutGuestCsum(t *testing.T) {
 }
 
 func TestStopAndRestartKeepsIndices(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{})
 	r.postRx(4, 2048)
 	for i := 0; i < 5; i++ {

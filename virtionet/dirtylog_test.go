@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/backend/backendtest"
 	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
@@ -70,7 +71,7 @@ func ringAreas(q *frontend.Queue, packed bool, dev, drv map[uint64]bool) {
 }
 
 func testDirtyLogMarksEveryWrite(t *testing.T, packed bool) {
-	pipe := backend.NewPipe(backend.Capabilities{Offloads: backend.DefaultNullCaps.Offloads, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
+	pipe := backendtest.NewPipe(backend.Capabilities{Offloads: backend.DefaultNullCaps.Offloads, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
 	r := newRig(t, pipe, rigOpts{memSize: 16 << 20, packed: packed})
 	if p, _, _ := r.fe.Layout(); p != packed || r.sess.RingStates()[0].Packed != packed {
 		t.Fatalf("rings packed=%t (session %t), want %t", p, r.sess.RingStates()[0].Packed, packed)
@@ -227,7 +228,7 @@ func testDirtyLogMarksEveryWrite(t *testing.T, packed bool) {
 // inject a RARP broadcast from the guest's MAC into the backend, written by
 // the TX worker (the backend's one writer) while it runs, and counted.
 func TestSendRARPAnnounces(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{Offloads: backend.DefaultNullCaps.Offloads, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
+	pipe := backendtest.NewPipe(backend.Capabilities{Offloads: backend.DefaultNullCaps.Offloads, GSOMaxSize: 65536, GSOMaxSegs: 65535, MTU: 1500})
 	r := newRig(t, pipe, rigOpts{})
 	// Start the TX worker with one guest packet.
 	r.sendTx(testpkt.VnetHdr(0, 0, 0, 0, 0), testpkt.UDP4(100, testpkt.CsumNone))

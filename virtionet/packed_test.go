@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/backend/backendtest"
 	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtionet"
@@ -50,7 +51,7 @@ func checkNegotiated(t *testing.T, r *rig, packed, inOrder bool) {
 func TestRingModesTx(t *testing.T) {
 	for _, m := range ringModes {
 		t.Run(m.name, func(t *testing.T) {
-			pipe := backend.NewPipe(backend.Capabilities{})
+			pipe := backendtest.NewPipe(backend.Capabilities{})
 			r := newRig(t, pipe, rigOpts{packed: m.packed, inOrder: m.inOrder})
 			checkNegotiated(t, r, m.packed, m.inOrder)
 			frames := [][]byte{testpkt.UDP4(60, testpkt.CsumNone), testpkt.UDP4(1514, testpkt.CsumNone), testpkt.UDP4(300, testpkt.CsumPartial)}
@@ -99,7 +100,7 @@ func TestTxInOrderOneUsedEntryPerBatch(t *testing.T) {
 			continue
 		}
 		t.Run(m.name, func(t *testing.T) {
-			pipe := backend.NewPipe(backend.Capabilities{})
+			pipe := backendtest.NewPipe(backend.Capabilities{})
 			r := newRig(t, pipe, rigOpts{packed: m.packed, inOrder: true})
 			checkNegotiated(t, r, m.packed, true)
 			const n = 8
@@ -161,7 +162,7 @@ func TestTxInOrderOneUsedEntryPerBatch(t *testing.T) {
 func TestRingModesRx(t *testing.T) {
 	for _, m := range ringModes {
 		t.Run(m.name, func(t *testing.T) {
-			pipe := backend.NewPipe(backend.Capabilities{})
+			pipe := backendtest.NewPipe(backend.Capabilities{})
 			r := newRig(t, pipe, rigOpts{packed: m.packed, inOrder: m.inOrder})
 			bufs := r.postRx(4, 1024)
 			frame := testpkt.UDP4(3000, testpkt.CsumNone)
@@ -211,7 +212,7 @@ func TestPackedOddSizeManyLapsWithRestarts(t *testing.T) {
 			name = "packed-inorder"
 		}
 		t.Run(name, func(t *testing.T) {
-			pipe := backend.NewPipe(backend.Capabilities{})
+			pipe := backendtest.NewPipe(backend.Capabilities{})
 			r := newRig(t, pipe, rigOpts{packed: true, inOrder: inOrder, queueSize: 7, order: frontend.OrderVirtioUser})
 			checkNegotiated(t, r, true, inOrder)
 			sent := 0
@@ -275,7 +276,7 @@ func TestRxInOrderMalformedChainKeepsOrder(t *testing.T) {
 			continue
 		}
 		t.Run(m.name, func(t *testing.T) {
-			pipe := backend.NewPipe(backend.Capabilities{})
+			pipe := backendtest.NewPipe(backend.Capabilities{})
 			r := newRig(t, pipe, rigOpts{packed: m.packed, inOrder: true})
 			var ids []uint16
 			add := func(out, in [][]byte) {
@@ -366,7 +367,7 @@ func TestLinkPackedAndSplitKeepSuperPacketsWhole(t *testing.T) {
 // once RING_PACKED is acked (test/hostile checks a split ring still refuses
 // one).
 func TestPackedRingSizeNotPowerOfTwo(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{packed: true, queueSize: 1000})
 	bufs := r.postRx(1, 2048)
 	pipe.Inject(append(make([]byte, 12), testpkt.UDP4(200, testpkt.CsumNone)...))

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/backend/backendtest"
 	"github.com/vhostd/vhostd/gso"
 	"github.com/vhostd/vhostd/metrics"
 	"github.com/vhostd/vhostd/metrics/admin"
@@ -441,7 +442,7 @@ func TestCaptureTxWritesPcapAndDecisions(t *testing.T) {
 }
 
 func TestCaptureRxAndPcapng(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	r := testrig.New(t, "rx", pipe, gso.PolicyAuto)
 	ts, srv := serve(t, r.Port("pipe"))
 	if err := r.PostRx(32, 2048); err != nil {

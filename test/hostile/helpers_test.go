@@ -4,19 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
-	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/vhostd/vhostd/internal/unixpair"
+	"github.com/vhostd/vhostd/backend/backendtest"
+	"github.com/vhostd/vhostd/internal/testing/devrig"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 
 	"golang.org/x/sys/unix"
@@ -59,7 +55,7 @@ const (
 )
 
 // discardLogger drops every log line: hostile cases log errors on purpose.
-func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+var discardLogger = devrig.DiscardLogger
 
 // portConfig shapes one port (a virtionet.Device with two queue pairs, each
 // on its own Pipe backend) and its front-end.
@@ -86,19 +82,15 @@ type portConfig struct {
 }
 
 // port is one virtionet.Device served by a vhostuser.Session over a
-// socketpair, driven by the Go front-end.
+// socketpair, driven by the Go front-end (internal/testing/devrig).
 type port struct {
-	t      testing.TB
-	dev    *virtionet.Device
-	pipes  []*backend.Pipe
-	sess   *vhostuser.Session
-	fe     *frontend.Frontend
-	cancel context.CancelFunc
-	done   chan error
-	closed bool
-
-	mu   sync.Mutex // guards next: the bystander allocates concurrently
-	next [4]uint64  // bump allocator offset per ring's data area
+	rig   *devrig.Rig
+	t     testing.TB
+	dev   *virtionet.Device
+	pipes []*backendtest.Pipe
+	sess  *vhostuser.Session
+	fe    *frontend.Frontend
+	areas [4]*devrig.Area // each ring's data area: the bystander allocates concurrently
 }
 
 func newPort(t testing.TB, cfg portConfig) *port {
@@ -114,108 +106,73 @@ func newPort(t testing.TB, cfg portConfig) *port {
 
 // openPort builds a port; the caller sets p.t and closes it.
 func openPort(cfg portConfig) (*port, error) {
-	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
-	pipes := []*backend.Pipe{backend.NewPipe(cfg.caps), backend.NewPipe(backend.Capabilities{})}
-	policy := gso.PolicyAuto
+	pipes := []*backendtest.Pipe{backendtest.NewPipe(cfg.caps), backendtest.NewPipe(backend.Capabilities{})}
+	dcfg := devrig.Config("victim")
+	dcfg.Policy = gso.PolicyAuto
 	if cfg.policy != "" {
 		p, err := gso.ParsePolicy(cfg.policy)
 		if err != nil {
 			return nil, err
 		}
-		policy = p
+		dcfg.Policy = p
 	}
-	bes := []backend.Backend{pipes[0], pipes[1]}
+	dcfg.Backends = []backend.Backend{pipes[0], pipes[1]}
 	if cfg.victimBackend != nil {
-		bes[0] = cfg.victimBackend
+		dcfg.Backends[0] = cfg.victimBackend
 	}
-	var peers []portlink.Port
 	if cfg.victimPeer != nil {
-		bes[0], peers = nil, []portlink.Port{cfg.victimPeer}
+		dcfg.Backends[0], dcfg.Peers = nil, []portlink.Port{cfg.victimPeer}
 	}
-	dev, err := virtionet.New(virtionet.Config{
-		Name: "victim", Offer: uint64(offer), Policy: policy, Logger: discardLogger(),
-		Backends: bes, Peers: peers,
+	closePipes := func() {
+		for _, pp := range pipes {
+			pp.Close()
+		}
+	}
+	r, err := devrig.Open(dcfg, devrig.Options{
+		NoHandshake: cfg.noHandshake,
+		AlwaysKick:  true,
+		Frontend: frontend.Options{
+			NumQueues:   4,
+			QueueSize:   cmp.Or(cfg.queueSize, queueSize),
+			IndirectMax: 16,
+			Features:    ^uint64(cfg.clearFeatures),
+			Packed:      cfg.packed,
+			InOrder:     cfg.inOrder,
+			Regions: []frontend.Region{
+				{GPA: 0, Size: region0Size},
+				{GPA: region1GPA, Size: region1Size},
+				{GPA: region2GPA, Size: region2Size},
+			},
+		},
 	})
 	if err != nil {
+		closePipes()
 		return nil, err
 	}
-	a, b, err := unixpair.New()
-	if err != nil {
-		return nil, err
+	p := &port{rig: r, dev: r.Dev, pipes: pipes, sess: r.Sess, fe: r.FE}
+	for i := range p.areas {
+		p.areas[i] = r.NewArea(uint64(i)*areaSize, areaSize)
 	}
-	sess, err := vhostuser.NewSession(a, dev, discardLogger())
-	if err != nil {
-		a.Close()
-		b.Close()
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &port{dev: dev, pipes: pipes, sess: sess, cancel: cancel, done: make(chan error, 1)}
-	go func() { p.done <- sess.Serve(ctx) }()
-	p.fe = frontend.New(b)
-	opts := frontend.Options{
-		NumQueues:   4,
-		QueueSize:   cmp.Or(cfg.queueSize, queueSize),
-		IndirectMax: 16,
-		Features:    ^uint64(cfg.clearFeatures),
-		Packed:      cfg.packed,
-		InOrder:     cfg.inOrder,
-		Regions: []frontend.Region{
-			{GPA: 0, Size: region0Size},
-			{GPA: region1GPA, Size: region1Size},
-			{GPA: region2GPA, Size: region2Size},
-		},
-	}
-	if cfg.noHandshake {
-		err = p.fe.Setup(opts)
-	} else {
-		err = p.fe.Handshake(opts)
-	}
-	if err == nil && p.fe.DataOffset+4*areaSize > region0Size {
-		err = fmt.Errorf("data areas do not fit: rings end at %d", p.fe.DataOffset)
-	}
-	if err != nil {
+	if r.FE.DataOffset+4*areaSize > region0Size {
 		p.close()
-		return nil, err
+		return nil, fmt.Errorf("data areas do not fit: rings end at %d", r.FE.DataOffset)
 	}
 	return p, nil
 }
 
 func (p *port) close() {
-	if p.closed {
-		return
-	}
-	p.closed = true
-	p.fe.Close()
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		if p.t != nil {
-			p.t.Error("session did not end after the front-end closed")
-		}
-	}
-	p.cancel()
+	p.rig.T = p.t
+	p.rig.Close()
 	for _, pp := range p.pipes {
 		pp.Close()
 	}
 }
 
-func (p *port) queue(i int) *frontend.Queue { return p.fe.Queues[i] }
-func (p *port) stats(pair int) *virtionet.QueueStats {
-	return p.dev.QueuePairs()[pair].Stats()
-}
+func (p *port) queue(i int) *frontend.Queue          { return p.rig.Queue(i) }
+func (p *port) stats(pair int) *virtionet.QueueStats { return p.rig.Stats(pair) }
 
 // buf returns n bytes of ring ring's data area (a bump allocator that wraps).
-func (p *port) buf(ring int, n int) []byte {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.next[ring]+uint64(n) > areaSize {
-		p.next[ring] = 0
-	}
-	off := uint64(ring)*areaSize + p.next[ring]
-	p.next[ring] += uint64(n+63) &^ 63
-	return p.fe.Buffer(off, uint64(n))
-}
+func (p *port) buf(ring int, n int) []byte { return p.areas[ring].Buf(n) }
 
 // gpa returns the guest-physical address of b (a slice of region 0).
 func (p *port) gpa(b []byte) uint64 {
@@ -226,18 +183,12 @@ func (p *port) gpa(b []byte) uint64 {
 	return a
 }
 
-func (p *port) copyIn(ring int, b []byte) []byte {
-	g := p.buf(ring, len(b))
-	copy(g, b)
-	return g
-}
+func (p *port) copyIn(ring int, b []byte) []byte { return p.areas[ring].CopyIn(b) }
 
 // publishKick publishes ring's new avail entries and kicks; it kicks even if
 // the device asked not to be, as a hostile guest may.
 func (p *port) publishKick(ring int) {
-	q := p.queue(ring)
-	q.Ring.Publish()
-	if err := q.Kick(); err != nil {
+	if err := p.rig.PublishKick(p.queue(ring)); err != nil {
 		p.t.Fatal(err)
 	}
 }
@@ -246,35 +197,16 @@ func (p *port) publishKick(ring int) {
 // its own descriptor) and kicks. It returns the head.
 func (p *port) sendTx(ring int, hdr []byte, parts ...[]byte) uint16 {
 	p.t.Helper()
-	out := [][]byte{p.copyIn(ring, hdr)}
-	for _, b := range parts {
-		out = append(out, p.copyIn(ring, b))
-	}
-	head, err := p.queue(ring).Ring.Add(out, nil)
+	head, err := p.rig.SendTx(p.queue(ring), p.areas[ring], hdr, parts...)
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	p.publishKick(ring)
 	return head
 }
 
 // reap waits up to 5 s for n used entries on ring.
 func (p *port) reap(ring int, n int) ([]virtqueue.UsedElem, error) {
-	q := p.queue(ring)
-	used := make([]virtqueue.UsedElem, 64)
-	var got []virtqueue.UsedElem
-	deadline := time.Now().Add(5 * time.Second)
-	for len(got) < n {
-		k := q.Ring.Reap(used)
-		got = append(got, used[:k]...)
-		if k == 0 {
-			if time.Now().After(deadline) {
-				return got, errors.New("timed out waiting for used entries")
-			}
-			time.Sleep(100 * time.Microsecond)
-		}
-	}
-	return got, nil
+	return devrig.Reap(p.queue(ring), n, 5*time.Second, 100*time.Microsecond, make([]virtqueue.UsedElem, 64))
 }
 
 // readEventfd reports whether the eventfd was signalled, resetting it.
@@ -299,16 +231,7 @@ func waitEventfd(fd int, timeout time.Duration) bool {
 }
 
 // eventually polls cond for up to 5 s.
-func eventually(cond func() bool) bool {
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-	return true
-}
+var eventually = devrig.Eventually
 
 // --- process resources ---
 

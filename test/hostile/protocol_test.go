@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vhostd/vhostd/backend"
+	"github.com/vhostd/vhostd/backend/backendtest"
 	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/vhostuser"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
@@ -33,7 +34,7 @@ type server struct {
 	path   string
 	srv    *vhostuser.Server
 	dev    *virtionet.Device
-	pipe   *backend.Pipe
+	pipe   *backendtest.Pipe
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -46,7 +47,7 @@ func newServer(t testing.TB) *server {
 		t.Fatal(err)
 	}
 	offer, _ := virtionet.Offer(virtionet.BackendOffloads{TxUSO: true}, virtionet.Toggles{})
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	dev, err := virtionet.New(virtionet.Config{Name: "abuse", Offer: uint64(offer), Backends: []backend.Backend{pipe}, Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)

@@ -311,9 +311,18 @@ var (
 )
 
 // UDP4 is a guest UDP/IPv4 frame of size bytes, payload byte(offset),
-// with the checksum field as c says.
+// with the checksum field as c says. A size below 42 cuts the frame inside
+// the UDP header (no checksum), the lengths still saying size.
 func UDP4(size int, c Csum) []byte {
-	return Frame{Csum: c, Fill: IndexFill(1)}.UDP(GuestUDP, size-EthLen-IPv4Len-UDPLen)
+	const hdrs = EthLen + IPv4Len + UDPLen
+	if size >= hdrs {
+		return Frame{Csum: c, Fill: IndexFill(1)}.UDP(GuestUDP, size-hdrs)
+	}
+	f := Frame{}.UDP(GuestUDP, 0)
+	binary.BigEndian.PutUint16(f[EthLen+2:], uint16(size-EthLen))
+	FixIPv4(f[EthLen:])
+	binary.BigEndian.PutUint16(f[EthLen+IPv4Len+4:], uint16(size-EthLen-IPv4Len))
+	return f[:size]
 }
 
 // TCP4Super is a guest TCP/IPv4 super-packet with payload bytes of payload

@@ -1,20 +1,25 @@
-package backend
+// Package backendtest holds test doubles of backend.Backend (wireguard-go
+// keeps its in the same way, in tuntest): only tests import it.
+package backendtest
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vhostd/vhostd/backend"
 )
 
 // Pipe is an in-memory test double: it records every packet written (each
 // flattened into one []byte: header then frame) and serves packets injected by
 // the test to ReadPackets. All methods are safe to call concurrently.
 type Pipe struct {
-	caps   Capabilities
+	caps   backend.Capabilities
 	in     chan []byte
-	waiter *readWaiter
+	waiter *backend.ReadWaiter
 
 	mu       sync.Mutex
 	written  [][]byte
@@ -29,14 +34,14 @@ type Pipe struct {
 const PipeQueueLen = 1024
 
 // NewPipe returns a Pipe reporting caps (zero: DefaultNullCaps).
-func NewPipe(caps Capabilities) *Pipe {
-	if caps == (Capabilities{}) {
-		caps = DefaultNullCaps
+func NewPipe(caps backend.Capabilities) *Pipe {
+	if caps == (backend.Capabilities{}) {
+		caps = backend.DefaultNullCaps
 	}
 	p := &Pipe{
 		caps:    caps,
 		in:      make(chan []byte, PipeQueueLen),
-		waiter:  newReadWaiter(),
+		waiter:  backend.NewReadWaiter(),
 		changed: make(chan struct{}),
 	}
 	p.vnetHdrLen.Store(12)
@@ -49,26 +54,26 @@ var ErrPipeClosed = errors.New("pipe backend closed")
 // Inject queues one packet (virtio_net_hdr followed by a frame) for
 // ReadPackets. It copies pkt and blocks while PipeQueueLen packets wait.
 func (p *Pipe) Inject(pkt []byte) error {
-	if p.waiter.isClosed() {
+	if p.waiter.IsClosed() {
 		return ErrPipeClosed
 	}
 	c := append([]byte(nil), pkt...)
 	select {
 	case p.in <- c:
 		return nil
-	case <-p.waiter.closed:
+	case <-p.waiter.Closed():
 		return ErrPipeClosed
 	}
 }
 
-// ReadPackets implements Backend: it blocks for the first injected packet and
+// ReadPackets implements backend.Backend: it blocks for the first injected packet and
 // then takes whatever else is queued, up to len(bufs). A buffer shorter than
 // the packet gets a truncated copy.
 func (p *Pipe) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
-	pkt, err := p.waiter.wait(p.in)
+	pkt, err := p.waiter.Wait(p.in)
 	if err != nil {
 		return 0, err
 	}
@@ -112,10 +117,10 @@ func (p *Pipe) SetWriteError(fn func(pkt []byte) error) {
 	p.mu.Unlock()
 }
 
-// WritePackets implements Backend: it records a copy of each packet.
+// WritePackets implements backend.Backend: it records a copy of each packet.
 func (p *Pipe) WritePackets(pkts [][][]byte) (int, error) {
-	if p.waiter.isClosed() {
-		return 0, &PacketError{Index: 0, Err: os.ErrClosed}
+	if p.waiter.IsClosed() {
+		return 0, &backend.PacketError{Index: 0, Err: os.ErrClosed}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -124,13 +129,10 @@ func (p *Pipe) WritePackets(pkts [][][]byte) (int, error) {
 		p.changed = make(chan struct{})
 	}()
 	for i, pkt := range pkts {
-		flat := make([]byte, 0, packetLen(pkt))
-		for _, b := range pkt {
-			flat = append(flat, b...)
-		}
+		flat := bytes.Join(pkt, nil)
 		if p.writeErr != nil {
 			if err := p.writeErr(flat); err != nil {
-				return i, &PacketError{Index: i, Err: err}
+				return i, &backend.PacketError{Index: i, Err: err}
 			}
 		}
 		p.written = append(p.written, flat)
@@ -176,10 +178,10 @@ func (p *Pipe) WaitWritten(n int, timeout time.Duration) ([][]byte, bool) {
 	}
 }
 
-// Caps implements Backend.
-func (p *Pipe) Caps() Capabilities { return p.caps }
+// Caps implements backend.Backend.
+func (p *Pipe) Caps() backend.Capabilities { return p.caps }
 
-// SetOffload implements Backend; it records the features.
+// SetOffload implements backend.Backend; it records the features.
 func (p *Pipe) SetOffload(guestFeatures uint64) error {
 	p.guestFeatures.Store(guestFeatures)
 	return nil
@@ -188,9 +190,9 @@ func (p *Pipe) SetOffload(guestFeatures uint64) error {
 // GuestFeatures returns what SetOffload last recorded.
 func (p *Pipe) GuestFeatures() uint64 { return p.guestFeatures.Load() }
 
-// SetVnetHdrLen implements Backend; it records the length.
+// SetVnetHdrLen implements backend.Backend; it records the length.
 func (p *Pipe) SetVnetHdrLen(n int) error {
-	if err := checkVnetHdrLen(n); err != nil {
+	if err := backend.CheckVnetHdrLen(n); err != nil {
 		return err
 	}
 	p.vnetHdrLen.Store(int32(n))
@@ -200,14 +202,14 @@ func (p *Pipe) SetVnetHdrLen(n int) error {
 // VnetHdrLen returns the header length last set (12 initially).
 func (p *Pipe) VnetHdrLen() int { return int(p.vnetHdrLen.Load()) }
 
-// SetReadDeadline implements Backend.
+// SetReadDeadline implements backend.Backend.
 func (p *Pipe) SetReadDeadline(t time.Time) error {
-	p.waiter.setDeadline(t)
+	p.waiter.SetDeadline(t)
 	return nil
 }
 
-// Close implements Backend.
+// Close implements backend.Backend.
 func (p *Pipe) Close() error {
-	p.waiter.close()
+	p.waiter.Close()
 	return nil
 }
