@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +8,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -181,127 +181,79 @@ func createPersistentTap(name string, flags uint16) error {
 	return unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1)
 }
 
-// ---- packet construction (hand-built so tests control every byte) ----
+// ---- packet construction (internal/testing/testpkt, from guestMAC) ----
 
 var (
 	guestMAC   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02}
 	otherMAC   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
-	broadcast  = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	errNoMatch = errors.New("no matching packet")
 )
 
 const (
-	etherTypeIPv4 = 0x0800
-	etherTypeARP  = 0x0806
-	protoICMP     = 1
-	protoTCP      = 6
-	protoUDP      = 17
+	etherTypeIPv4 = testpkt.EtherTypeIPv4
+	etherTypeARP  = testpkt.EtherTypeARP
+	protoICMP     = testpkt.ProtoICMP
+	protoTCP      = testpkt.ProtoTCP
+	protoUDP      = testpkt.ProtoUDP
+	tcpFIN        = testpkt.TCPFlagFIN
+	tcpSYN        = testpkt.TCPFlagSYN
+	tcpPSH        = testpkt.TCPFlagPSH
+	tcpACK        = testpkt.TCPFlagACK
 )
 
 func ethHeader(dst, src net.HardwareAddr, etherType uint16) []byte {
-	b := make([]byte, 14)
-	copy(b[0:6], dst)
-	copy(b[6:12], src)
-	binary.BigEndian.PutUint16(b[12:14], etherType)
+	b := make([]byte, testpkt.EthLen)
+	testpkt.Ethernet{Dst: dst, Src: src, Type: etherType}.Encode(b)
 	return b
 }
 
-func pseudoHeaderSum(src, dst net.IP, proto uint8, length int) uint16 {
-	return vnet.PseudoHeaderSum(proto, src.To4(), dst.To4(), uint32(length))
-}
-
+// ipv4Header is an IPv4 header with DF for payloadLen bytes of proto.
 func ipv4Header(src, dst net.IP, proto uint8, payloadLen int, id uint16) []byte {
-	b := make([]byte, 20)
-	b[0] = 0x45
-	binary.BigEndian.PutUint16(b[2:4], uint16(20+payloadLen))
-	binary.BigEndian.PutUint16(b[4:6], id)
-	binary.BigEndian.PutUint16(b[6:8], 0x4000) // DF
-	b[8] = 64
-	b[9] = proto
-	copy(b[12:16], src.To4())
-	copy(b[16:20], dst.To4())
-	binary.BigEndian.PutUint16(b[10:12], ^vnet.Checksum(b, 0))
+	b := make([]byte, testpkt.IPv4Len)
+	testpkt.IPv4{TotalLen: uint16(testpkt.IPv4Len + payloadLen), ID: id, DF: true, Proto: proto, Src: src.To4(), Dst: dst.To4()}.Encode(b)
 	return b
 }
 
 func arpRequest(srcMAC net.HardwareAddr, srcIP, targetIP net.IP) []byte {
-	a := make([]byte, 28)
-	binary.BigEndian.PutUint16(a[0:2], 1)      // Ethernet
-	binary.BigEndian.PutUint16(a[2:4], 0x0800) // IPv4
-	a[4], a[5] = 6, 4
-	binary.BigEndian.PutUint16(a[6:8], 1) // request
-	copy(a[8:14], srcMAC)
-	copy(a[14:18], srcIP.To4())
-	copy(a[24:28], targetIP.To4())
-	return append(ethHeader(broadcast, srcMAC, etherTypeARP), a...)
+	return testpkt.ARPRequest(srcMAC, srcIP.To4(), targetIP.To4())
+}
+
+// frameTo is a frame from guestMAC at src to dstMAC at dst, with DF and
+// IPv4 ID id.
+func frameTo(dstMAC net.HardwareAddr, src, dst net.IP, id uint16, payload []byte) testpkt.Frame {
+	return testpkt.Frame{
+		Eth:     testpkt.Ethernet{Dst: dstMAC, Src: guestMAC},
+		IPv4:    testpkt.IPv4{ID: id, DF: true, Src: src.To4(), Dst: dst.To4()},
+		Payload: payload,
+	}
 }
 
 func icmpEcho(dstMAC net.HardwareAddr, src, dst net.IP, id, seq uint16, payload []byte) []byte {
-	icmp := make([]byte, 8, 8+len(payload))
-	icmp[0] = 8 // echo request
-	binary.BigEndian.PutUint16(icmp[4:6], id)
-	binary.BigEndian.PutUint16(icmp[6:8], seq)
-	icmp = append(icmp, payload...)
-	binary.BigEndian.PutUint16(icmp[2:4], ^vnet.Checksum(icmp, 0))
-	f := ethHeader(dstMAC, guestMAC, etherTypeIPv4)
-	f = append(f, ipv4Header(src, dst, protoICMP, len(icmp), seq)...)
-	return append(f, icmp...)
+	return frameTo(dstMAC, src, dst, seq, payload).ICMPEcho(id, seq)
 }
-
-const (
-	tcpFIN = 0x01
-	tcpSYN = 0x02
-	tcpPSH = 0x08
-	tcpACK = 0x10
-)
 
 // tcpSegment builds an Ethernet/IPv4/TCP frame. With partial, the TCP checksum
 // field holds the pseudo-header sum (CHECKSUM_PARTIAL convention, for a
 // NEEDS_CSUM header); otherwise the full checksum.
 func tcpSegment(dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, seq, ack uint32, flags uint8, payload []byte, partial bool) []byte {
-	th := make([]byte, 20)
-	binary.BigEndian.PutUint16(th[0:2], sport)
-	binary.BigEndian.PutUint16(th[2:4], dport)
-	binary.BigEndian.PutUint32(th[4:8], seq)
-	binary.BigEndian.PutUint32(th[8:12], ack)
-	th[12] = 5 << 4
-	th[13] = flags
-	binary.BigEndian.PutUint16(th[14:16], 65535)
-	sum := pseudoHeaderSum(src, dst, protoTCP, len(th)+len(payload))
+	f := frameTo(dstMAC, src, dst, uint16(seq), payload)
+	f.Csum = testpkt.CsumFull
 	if partial {
-		binary.BigEndian.PutUint16(th[16:18], sum)
-	} else {
-		sum = vnet.Checksum(payload, vnet.Checksum(th, sum))
-		binary.BigEndian.PutUint16(th[16:18], ^sum)
+		f.Csum = testpkt.CsumPartial
 	}
-	f := ethHeader(dstMAC, guestMAC, etherTypeIPv4)
-	f = append(f, ipv4Header(src, dst, protoTCP, len(th)+len(payload), uint16(seq))...)
-	f = append(f, th...)
-	return append(f, payload...)
+	return f.TCP(testpkt.TCP{SrcPort: sport, DstPort: dport, Seq: seq, Ack: ack, Flags: flags, Window: 65535}, 0)
 }
 
 // udpDatagram builds an Ethernet/IPv4/UDP frame with a partial checksum.
 func udpDatagram(dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, payload []byte) []byte {
-	uh := make([]byte, 8)
-	binary.BigEndian.PutUint16(uh[0:2], sport)
-	binary.BigEndian.PutUint16(uh[2:4], dport)
-	binary.BigEndian.PutUint16(uh[4:6], uint16(8+len(payload)))
-	binary.BigEndian.PutUint16(uh[6:8], pseudoHeaderSum(src, dst, protoUDP, 8+len(payload)))
-	f := ethHeader(dstMAC, guestMAC, etherTypeIPv4)
-	f = append(f, ipv4Header(src, dst, protoUDP, 8+len(payload), 7)...)
-	f = append(f, uh...)
-	return append(f, payload...)
+	f := frameTo(dstMAC, src, dst, 7, payload)
+	f.Csum = testpkt.CsumPartial
+	return f.UDP(testpkt.UDP{SrcPort: sport, DstPort: dport}, 0)
 }
 
 // vnetHeader encodes a virtio_net_hdr (little-endian, 10 or 12 bytes).
 func vnetHeader(n int, flags, gsoType uint8, hdrLen, gsoSize, csumStart, csumOffset uint16) []byte {
-	b := make([]byte, n)
-	b[0], b[1] = flags, gsoType
-	binary.LittleEndian.PutUint16(b[2:4], hdrLen)
-	binary.LittleEndian.PutUint16(b[4:6], gsoSize)
-	binary.LittleEndian.PutUint16(b[6:8], csumStart)
-	binary.LittleEndian.PutUint16(b[8:10], csumOffset)
-	return b
+	return testpkt.HdrN(n, vnet.Hdr{Flags: flags, GSOType: gsoType, HdrLen: hdrLen, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset})
 }
 
 // readUntil reads packets from tap (header of hdrLen bytes, then the frame)
