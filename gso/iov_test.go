@@ -3,6 +3,8 @@ package gso
 import (
 	"math/rand/v2"
 	"testing"
+
+	"github.com/vhostd/vhostd/internal/testing/refcsum"
 )
 
 func TestIOVSumOddPieces(t *testing.T) {
@@ -18,7 +20,7 @@ func TestIOVSumOddPieces(t *testing.T) {
 		r := iovReader{src: src}
 		r.seek(start)
 		got, ok := r.sum(n)
-		want := refFold(refSum(data[start:start+n], 0))
+		want := refcsum.Fold(refcsum.Sum(data[start:start+n], 0))
 		if !ok || got != want {
 			t.Fatalf("trial %d: got %#04x ok=%v want %#04x", trial, got, ok, want)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/vhostd/vhostd/internal/testing/refcsum"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
@@ -45,33 +46,6 @@ var (
 	testIPv6Src = []byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}
 	testIPv6Dst = []byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}
 )
-
-// refSum is a naive RFC 1071 sum over big-endian 16-bit words.
-func refSum(b []byte, s uint32) uint32 {
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	return s
-}
-
-func refFold(s uint32) uint16 {
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
-}
-
-// refPseudo is the pseudo-header sum (not folded) for the given addresses.
-func refPseudo(src, dst []byte, proto uint8, length int) uint32 {
-	s := refSum(src, 0)
-	s = refSum(dst, s)
-	s += uint32(proto)
-	s += uint32(length>>16) + uint32(length&0xffff)
-	return s
-}
 
 // build returns the frame and the virtio_net_hdr a Linux guest would send
 // for it: NEEDS_CSUM with csum_start at the transport header and the
@@ -146,7 +120,7 @@ func (s pktSpec) build() ([]byte, vnet.Hdr) {
 		b = append(b, testIPv4Dst...)
 		b = append(b, s.ipv4Opts...)
 		ip := b[l3:]
-		c := ^refFold(refSum(ip[:ihl], 0))
+		c := ^refcsum.Fold(refcsum.Sum(ip[:ihl], 0))
 		binary.BigEndian.PutUint16(ip[10:], c)
 	}
 	l4 := len(b)
@@ -187,7 +161,7 @@ func (s pktSpec) build() ([]byte, vnet.Hdr) {
 	}
 	if s.noCsum {
 		// A complete checksum, as a sender without offload would write.
-		c := ^refFold(refSum(b[l4:], refPseudo(srcIP, dstIP, l4proto, len(b)-l4)))
+		c := ^refcsum.Fold(refcsum.Sum(b[l4:], refcsum.Pseudo(srcIP, dstIP, l4proto, len(b)-l4)))
 		if s.udp && c == 0 {
 			c = 0xffff
 		}
@@ -196,7 +170,7 @@ func (s pktSpec) build() ([]byte, vnet.Hdr) {
 		h.Flags = vnet.FlagNeedsCsum
 		h.CsumStart = uint16(l4)
 		h.CsumOffset = uint16(csumOff)
-		binary.BigEndian.PutUint16(b[l4+csumOff:], refFold(refPseudo(srcIP, dstIP, l4proto, len(b)-l4)))
+		binary.BigEndian.PutUint16(b[l4+csumOff:], refcsum.Fold(refcsum.Pseudo(srcIP, dstIP, l4proto, len(b)-l4)))
 	}
 	return b, h
 }

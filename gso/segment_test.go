@@ -8,6 +8,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/vhostd/vhostd/internal/testing/refcsum"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 )
 
@@ -67,7 +68,7 @@ func verifyGopacket(t *testing.T, what string, frame []byte) gopacket.Packet {
 // sum (the field holds the pseudo-header sum), as a NIC would.
 func completeL4(seg []byte, l4off, csumOff int, udp bool) []byte {
 	c := append([]byte(nil), seg...)
-	sum := ^refFold(refSum(c[l4off:], 0))
+	sum := ^refcsum.Fold(refcsum.Sum(c[l4off:], 0))
 	if udp && sum == 0 {
 		sum = 0xffff
 	}
@@ -167,7 +168,7 @@ func checkL4Segments(t *testing.T, frame []byte, m *Meta, segs [][]byte, partial
 			if udp {
 				proto = ProtoUDP
 			}
-			wantSeed := refFold(refPseudo(src, dst, proto, len(seg)-l4))
+			wantSeed := refcsum.Fold(refcsum.Pseudo(src, dst, proto, len(seg)-l4))
 			if got := binary.BigEndian.Uint16(seg[l4+csumOff:]); got != wantSeed {
 				t.Fatalf("seg %d: partial checksum %#04x want pseudo-header sum %#04x", k, got, wantSeed)
 			}

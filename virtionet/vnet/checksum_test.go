@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"testing"
+
+	"github.com/vhostd/vhostd/internal/testing/refcsum"
 )
 
 func TestChecksumMatchesReference(t *testing.T) {
@@ -15,7 +17,7 @@ func TestChecksumMatchesReference(t *testing.T) {
 	for n := 0; n <= 300; n++ {
 		for _, off := range []int{0, 1, 3, 8} {
 			b := buf[off : off+n]
-			want := refFold(refSum(b, 0))
+			want := refcsum.Fold(refcsum.Sum(b, 0))
 			if got := Checksum(b, 0); got != want && !(n > 0 && allZero(b)) {
 				t.Fatalf("len %d off %d: got %#04x want %#04x", n, off, got, want)
 			}
@@ -29,7 +31,7 @@ func TestChecksumMatchesReference(t *testing.T) {
 	for _, n := range []int{128, 191, 1448, 4096, 65536, 70001} {
 		for _, off := range []int{0, 1, 5} {
 			b := big[off:min(off+n, len(big))]
-			if got, want := Checksum(b, 0), refFold(refSum(b, 0)); got != want {
+			if got, want := Checksum(b, 0), refcsum.Fold(refcsum.Sum(b, 0)); got != want {
 				t.Fatalf("len %d off %d: got %#04x want %#04x", len(b), off, got, want)
 			}
 		}
@@ -63,7 +65,7 @@ func allZero(b []byte) bool {
 
 func TestPseudoHeaderSum(t *testing.T) {
 	got := PseudoHeaderSum(6, testIPv6Src, testIPv6Dst, 70000)
-	want := refFold(refPseudo(testIPv6Src, testIPv6Dst, 6, 70000))
+	want := refcsum.Fold(refcsum.Pseudo(testIPv6Src, testIPv6Dst, 6, 70000))
 	if got != want {
 		t.Fatalf("got %#04x want %#04x", got, want)
 	}
@@ -73,33 +75,6 @@ var (
 	testIPv6Src = []byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}
 	testIPv6Dst = []byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}
 )
-
-// refSum is a naive RFC 1071 sum over big-endian 16-bit words.
-func refSum(b []byte, s uint32) uint32 {
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	return s
-}
-
-func refFold(s uint32) uint16 {
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
-}
-
-// refPseudo is the pseudo-header sum (not folded) for the given addresses.
-func refPseudo(src, dst []byte, proto uint8, length int) uint32 {
-	s := refSum(src, 0)
-	s = refSum(dst, s)
-	s += uint32(proto)
-	s += uint32(length>>16) + uint32(length&0xffff)
-	return s
-}
 
 func BenchmarkChecksum(b *testing.B) {
 	for _, n := range []int{64, 1448, 65536} {
