@@ -3,7 +3,6 @@ package virtqueue
 import (
 	"errors"
 	"fmt"
-	"math"
 )
 
 // Driver is the driver side of a split ring (what a guest's virtio driver
@@ -31,19 +30,14 @@ import (
 // goroutine from the device it talks to: their shared accesses are ordered as
 // described in access.go.
 type Driver struct {
-	size     uint16
+	driverMem
 	mask     uint16
 	eventIdx bool
-	mem      []byte
-	base     uint64
 	rings    RingLayout
 	desc     []byte
 	avail    []byte
 	used     []byte
 	f        ringFields
-
-	indirectOff uint64
-	indirectMax uint16
 
 	availShadow    uint16 // next avail ring position to fill
 	availPublished uint16 // value last stored in avail.idx
@@ -108,59 +102,26 @@ func NewDriver(cfg DriverConfig) (*Driver, error) {
 	if s == 0 || s&(s-1) != 0 || s > MaxSize {
 		return nil, fmt.Errorf("virtqueue: driver: queue size %d is not a power of two in 1..%d", s, MaxSize)
 	}
-	total := uint64(len(cfg.Mem))
-	if total == 0 {
-		return nil, errors.New("virtqueue: driver: DriverConfig.Mem is empty")
-	}
-	if cfg.Base > math.MaxUint64-(total-1) {
-		return nil, fmt.Errorf("virtqueue: driver: guest memory at %#x of %d bytes wraps past 2^64", cfg.Base, total)
-	}
 	r := cfg.Rings
-	parts := [...]struct {
-		name       string
-		off, n, al uint64
-	}{
+	m, err := newDriverMem("DriverConfig", s, cfg.Mem, cfg.Base, []driverArea{
 		{"descriptor table", r.Desc, DescTableSize(s), 16},
 		{"avail ring", r.Avail, AvailRingSize(s), 2},
 		{"used ring", r.Used, UsedRingSize(s), 4},
-	}
-	for i, p := range parts {
-		if !inside(p.off, p.n, total) {
-			return nil, fmt.Errorf("virtqueue: driver: %s at offset %d (%d bytes) does not fit in %d bytes of guest memory", p.name, p.off, p.n, total)
-		}
-		if (cfg.Base+p.off)%p.al != 0 {
-			return nil, fmt.Errorf("virtqueue: driver: %s at guest address %#x is not %d-byte aligned", p.name, cfg.Base+p.off, p.al)
-		}
-		for _, q := range parts[:i] {
-			if p.off < q.off+q.n && q.off < p.off+p.n {
-				return nil, fmt.Errorf("virtqueue: driver: %s overlaps the %s", p.name, q.name)
-			}
-		}
-	}
-	if cfg.IndirectMax > 0 {
-		n := IndirectAreaSize(s, cfg.IndirectMax)
-		if !inside(cfg.IndirectOff, n, total) {
-			return nil, fmt.Errorf("virtqueue: driver: indirect area at offset %d (%d bytes) does not fit in %d bytes of guest memory", cfg.IndirectOff, n, total)
-		}
-		if (cfg.Base+cfg.IndirectOff)%16 != 0 {
-			return nil, fmt.Errorf("virtqueue: driver: indirect area at guest address %#x is not 16-byte aligned", cfg.Base+cfg.IndirectOff)
-		}
+	}, false, cfg.IndirectOff, cfg.IndirectMax)
+	if err != nil {
+		return nil, err
 	}
 	d := &Driver{
-		size:        s,
-		mask:        s - 1,
-		eventIdx:    cfg.EventIdx,
-		mem:         cfg.Mem,
-		base:        cfg.Base,
-		rings:       r,
-		desc:        cfg.Mem[r.Desc : r.Desc+DescTableSize(s) : r.Desc+DescTableSize(s)],
-		avail:       cfg.Mem[r.Avail : r.Avail+AvailRingSize(s) : r.Avail+AvailRingSize(s)],
-		used:        cfg.Mem[r.Used : r.Used+UsedRingSize(s) : r.Used+UsedRingSize(s)],
-		indirectOff: cfg.IndirectOff,
-		indirectMax: cfg.IndirectMax,
-		numFree:     int(s),
-		next:        make([]uint16, s),
-		chainLen:    make([]uint16, s),
+		driverMem: m,
+		mask:      s - 1,
+		eventIdx:  cfg.EventIdx,
+		rings:     r,
+		desc:      cfg.Mem[r.Desc : r.Desc+DescTableSize(s) : r.Desc+DescTableSize(s)],
+		avail:     cfg.Mem[r.Avail : r.Avail+AvailRingSize(s) : r.Avail+AvailRingSize(s)],
+		used:      cfg.Mem[r.Used : r.Used+UsedRingSize(s) : r.Used+UsedRingSize(s)],
+		numFree:   int(s),
+		next:      make([]uint16, s),
+		chainLen:  make([]uint16, s),
 	}
 	// The rings are always laid out with their event fields, so locate
 	// them even without EVENT_IDX: tests may poke them regardless.
@@ -178,15 +139,8 @@ func NewDriver(cfg DriverConfig) (*Driver, error) {
 	return d, nil
 }
 
-// Size is the queue size.
-func (d *Driver) Size() uint16 { return d.size }
-
 // NumFree is the number of free descriptors.
 func (d *Driver) NumFree() int { return d.numFree }
-
-// Memory returns a Memory over the driver's guest memory, for an in-process
-// device.
-func (d *Driver) Memory() RegionMemory { return RegionMemory{{Addr: d.base, B: d.mem}} }
 
 // RingAddrs returns the guest addresses of the descriptor table, avail ring
 // and used ring.
@@ -207,33 +161,6 @@ func (d *Driver) DeviceConfig() Config {
 	}
 }
 
-// GuestAddr returns the guest address of b, which must be a subslice of the
-// driver's memory. An empty b has no reliable address (Go may point a
-// zero-capacity subslice at the start of the array), so its result is only
-// good for a zero-length buffer.
-func (d *Driver) GuestAddr(b []byte) (uint64, bool) {
-	p, m := addrOf(b), addrOf(d.mem)
-	if p < m {
-		return 0, false
-	}
-	off := uint64(p - m)
-	if !inside(off, uint64(len(b)), uint64(len(d.mem))) {
-		return 0, false
-	}
-	return d.base + off, true
-}
-
-func (d *Driver) checkBufs(out, in [][]byte) error {
-	for _, list := range [2][][]byte{out, in} {
-		for _, b := range list {
-			if _, ok := d.GuestAddr(b); !ok || len(b) > math.MaxUint32 {
-				return ErrDriverNotInMemory
-			}
-		}
-	}
-	return nil
-}
-
 // Add posts one direct chain: the buffers of out (device-readable) then
 // those of in (device-writable), each a subslice of the driver's memory. The
 // chain becomes visible to the device at the next Publish. It returns the
@@ -242,19 +169,12 @@ func (d *Driver) Add(out, in [][]byte) (head uint16, err error) {
 	if err := d.checkBufs(out, in); err != nil {
 		return 0, err
 	}
-	return d.addDirect(len(out), len(in), func(k int) (uint64, uint32) {
-		b := pick(out, in, k)
-		a, _ := d.GuestAddr(b)
-		return a, uint32(len(b))
-	})
+	return d.addDirect(len(out), len(in), d.bufSeg(out, in))
 }
 
 // AddSegs is Add with buffers given by guest address; they are not checked.
 func (d *Driver) AddSegs(out, in []Seg) (head uint16, err error) {
-	return d.addDirect(len(out), len(in), func(k int) (uint64, uint32) {
-		s := pick(out, in, k)
-		return s.Addr, s.Len
-	})
+	return d.addDirect(len(out), len(in), segSeg(out, in))
 }
 
 // AddIndirect posts one chain as a single INDIRECT descriptor pointing at
@@ -264,27 +184,13 @@ func (d *Driver) AddIndirect(out, in [][]byte) (head uint16, err error) {
 	if err := d.checkBufs(out, in); err != nil {
 		return 0, err
 	}
-	return d.addIndirect(len(out), len(in), func(k int) (uint64, uint32) {
-		b := pick(out, in, k)
-		a, _ := d.GuestAddr(b)
-		return a, uint32(len(b))
-	})
+	return d.addIndirect(len(out), len(in), d.bufSeg(out, in))
 }
 
 // AddIndirectSegs is AddIndirect with buffers given by guest address; they
 // are not checked.
 func (d *Driver) AddIndirectSegs(out, in []Seg) (head uint16, err error) {
-	return d.addIndirect(len(out), len(in), func(k int) (uint64, uint32) {
-		s := pick(out, in, k)
-		return s.Addr, s.Len
-	})
-}
-
-func pick[T any](out, in []T, k int) T {
-	if k < len(out) {
-		return out[k]
-	}
-	return in[k-len(out)]
+	return d.addIndirect(len(out), len(in), segSeg(out, in))
 }
 
 func chainFlags(k, nOut, n int) uint16 {
@@ -329,21 +235,13 @@ func (d *Driver) addDirect(nOut, nIn int, seg func(k int) (uint64, uint32)) (uin
 
 func (d *Driver) addIndirect(nOut, nIn int, seg func(k int) (uint64, uint32)) (uint16, error) {
 	n := nOut + nIn
-	switch {
-	case d.indirectMax == 0:
-		return 0, ErrDriverNoIndirect
-	case n == 0:
-		return 0, ErrDriverEmptyChain
-	case n > int(d.indirectMax):
-		return 0, ErrDriverIndirectMax
-	case d.numFree == 0:
-		return 0, ErrDriverFull
+	if err := d.checkIndirect(n, d.numFree > 0); err != nil {
+		return 0, err
 	}
 	head := d.freeHead
 	d.freeHead = d.next[head]
 	d.numFree--
-	off := d.indirectOff + uint64(head)*uint64(d.indirectMax)*DescSize
-	table := d.mem[off : off+uint64(n)*DescSize]
+	table, addr := d.indirectTable(head, n)
 	for k := 0; k < n; k++ {
 		addr, length := seg(k)
 		flags := chainFlags(k, nOut, n)
@@ -353,7 +251,7 @@ func (d *Driver) addIndirect(nOut, nIn int, seg func(k int) (uint64, uint32)) (u
 		}
 		PutDesc(table[k*DescSize:], Desc{Addr: addr, Len: length, Flags: flags, Next: next})
 	}
-	PutDesc(d.desc[int(head)*DescSize:], Desc{Addr: d.base + off, Len: uint32(n) * DescSize, Flags: DescFIndirect})
+	PutDesc(d.desc[int(head)*DescSize:], Desc{Addr: addr, Len: uint32(n) * DescSize, Flags: DescFIndirect})
 	d.chainLen[head] = 1
 	d.PostRaw(head)
 	return head, nil

@@ -3,7 +3,6 @@ package virtqueue
 import (
 	"errors"
 	"fmt"
-	"math"
 	"unsafe"
 )
 
@@ -34,18 +33,13 @@ import (
 // A PackedDriver is not safe for concurrent use, but it may run in a
 // different goroutine from the device it talks to (see access.go).
 type PackedDriver struct {
-	size     uint16
+	driverMem
 	eventIdx bool
 	inOrder  bool
-	mem      []byte
-	base     uint64
 	rings    PackedLayout
 	desc     []byte
 	drvEvent *uint32 // written by us
 	devEvent *uint32 // written by the device
-
-	indirectOff uint64
-	indirectMax uint16
 
 	availIdx  uint16 // next descriptor to fill
 	availWrap bool   // driver ring wrap counter
@@ -103,65 +97,29 @@ func NewPackedDriver(cfg PackedDriverConfig) (*PackedDriver, error) {
 	if s == 0 || s > MaxSize {
 		return nil, fmt.Errorf("virtqueue: driver: packed queue size %d is not in 1..%d", s, MaxSize)
 	}
-	total := uint64(len(cfg.Mem))
-	if total == 0 {
-		return nil, errors.New("virtqueue: driver: PackedDriverConfig.Mem is empty")
-	}
-	if cfg.Base > math.MaxUint64-(total-1) {
-		return nil, fmt.Errorf("virtqueue: driver: guest memory at %#x of %d bytes wraps past 2^64", cfg.Base, total)
-	}
 	r := cfg.Rings
-	parts := [...]struct {
-		name       string
-		off, n, al uint64
-	}{
+	m, err := newDriverMem("PackedDriverConfig", s, cfg.Mem, cfg.Base, []driverArea{
 		{"descriptor ring", r.Desc, PackedRingSize(s), 16},
 		{"driver event area", r.Driver, EventSuppressSize, 4},
 		{"device event area", r.Device, EventSuppressSize, 4},
-	}
-	for i, p := range parts {
-		if !inside(p.off, p.n, total) {
-			return nil, fmt.Errorf("virtqueue: driver: %s at offset %d (%d bytes) does not fit in %d bytes of guest memory", p.name, p.off, p.n, total)
-		}
-		if (cfg.Base+p.off)%p.al != 0 {
-			return nil, fmt.Errorf("virtqueue: driver: %s at guest address %#x is not %d-byte aligned", p.name, cfg.Base+p.off, p.al)
-		}
-		if (uint64(addrOf(cfg.Mem))+p.off)%4 != 0 {
-			return nil, fmt.Errorf("virtqueue: driver: %s is not 4-byte aligned in host memory", p.name)
-		}
-		for _, q := range parts[:i] {
-			if p.off < q.off+q.n && q.off < p.off+p.n {
-				return nil, fmt.Errorf("virtqueue: driver: %s overlaps the %s", p.name, q.name)
-			}
-		}
-	}
-	if cfg.IndirectMax > 0 {
-		n := IndirectAreaSize(s, cfg.IndirectMax)
-		if !inside(cfg.IndirectOff, n, total) {
-			return nil, fmt.Errorf("virtqueue: driver: indirect area at offset %d (%d bytes) does not fit in %d bytes of guest memory", cfg.IndirectOff, n, total)
-		}
-		if (cfg.Base+cfg.IndirectOff)%16 != 0 {
-			return nil, fmt.Errorf("virtqueue: driver: indirect area at guest address %#x is not 16-byte aligned", cfg.Base+cfg.IndirectOff)
-		}
+	}, true, cfg.IndirectOff, cfg.IndirectMax)
+	if err != nil {
+		return nil, err
 	}
 	d := &PackedDriver{
-		size:        s,
-		eventIdx:    cfg.EventIdx,
-		inOrder:     cfg.InOrder,
-		mem:         cfg.Mem,
-		base:        cfg.Base,
-		rings:       r,
-		desc:        cfg.Mem[r.Desc : r.Desc+PackedRingSize(s) : r.Desc+PackedRingSize(s)],
-		drvEvent:    wordAt(cfg.Mem, int(r.Driver)),
-		devEvent:    wordAt(cfg.Mem, int(r.Device)),
-		indirectOff: cfg.IndirectOff,
-		indirectMax: cfg.IndirectMax,
-		availWrap:   true,
-		usedWrap:    true,
-		numFree:     int(s),
-		freeIDs:     make([]uint16, s),
-		ndesc:       make([]uint16, s),
-		wlen:        make([]uint32, s),
+		driverMem: m,
+		eventIdx:  cfg.EventIdx,
+		inOrder:   cfg.InOrder,
+		rings:     r,
+		desc:      cfg.Mem[r.Desc : r.Desc+PackedRingSize(s) : r.Desc+PackedRingSize(s)],
+		drvEvent:  wordAt(cfg.Mem, int(r.Driver)),
+		devEvent:  wordAt(cfg.Mem, int(r.Device)),
+		availWrap: true,
+		usedWrap:  true,
+		numFree:   int(s),
+		freeIDs:   make([]uint16, s),
+		ndesc:     make([]uint16, s),
+		wlen:      make([]uint32, s),
 	}
 	if cfg.InOrder {
 		d.fifo = make([]uint16, s)
@@ -175,9 +133,6 @@ func NewPackedDriver(cfg PackedDriverConfig) (*PackedDriver, error) {
 	return d, nil
 }
 
-// Size is the queue size.
-func (d *PackedDriver) Size() uint16 { return d.size }
-
 // NumFree is the number of free ring descriptors.
 func (d *PackedDriver) NumFree() int { return d.numFree }
 
@@ -187,10 +142,6 @@ func (d *PackedDriver) NumFreeIDs() int { return len(d.freeIDs) }
 // Err is ErrDriverBadUsed once Reap met a used descriptor it cannot account
 // for; Reap returns nothing more after that.
 func (d *PackedDriver) Err() error { return d.err }
-
-// Memory returns a Memory over the driver's guest memory, for an in-process
-// device.
-func (d *PackedDriver) Memory() RegionMemory { return RegionMemory{{Addr: d.base, B: d.mem}} }
 
 // RingAddrs returns the guest addresses of the descriptor ring and the
 // driver and device event suppression areas (what SET_VRING_ADDR passes as
@@ -215,31 +166,6 @@ func (d *PackedDriver) DeviceConfig() PackedConfig {
 	}
 }
 
-// GuestAddr returns the guest address of b, a subslice of the driver's
-// memory (see Driver.GuestAddr).
-func (d *PackedDriver) GuestAddr(b []byte) (uint64, bool) {
-	p, m := addrOf(b), addrOf(d.mem)
-	if p < m {
-		return 0, false
-	}
-	off := uint64(p - m)
-	if !inside(off, uint64(len(b)), uint64(len(d.mem))) {
-		return 0, false
-	}
-	return d.base + off, true
-}
-
-func (d *PackedDriver) checkBufs(out, in [][]byte) error {
-	for _, list := range [2][][]byte{out, in} {
-		for _, b := range list {
-			if _, ok := d.GuestAddr(b); !ok || len(b) > math.MaxUint32 {
-				return ErrDriverNotInMemory
-			}
-		}
-	}
-	return nil
-}
-
 // Add makes one buffer available: the elements of out (device-readable)
 // then those of in (device-writable), as a NEXT-linked list of consecutive
 // descriptors. It returns the buffer id, which Reap reports in UsedElem.ID.
@@ -247,19 +173,12 @@ func (d *PackedDriver) Add(out, in [][]byte) (id uint16, err error) {
 	if err := d.checkBufs(out, in); err != nil {
 		return 0, err
 	}
-	return d.addDirect(len(out), len(in), func(k int) (uint64, uint32) {
-		b := pick(out, in, k)
-		a, _ := d.GuestAddr(b)
-		return a, uint32(len(b))
-	})
+	return d.addDirect(len(out), len(in), d.bufSeg(out, in))
 }
 
 // AddSegs is Add with elements given by guest address; they are not checked.
 func (d *PackedDriver) AddSegs(out, in []Seg) (id uint16, err error) {
-	return d.addDirect(len(out), len(in), func(k int) (uint64, uint32) {
-		s := pick(out, in, k)
-		return s.Addr, s.Len
-	})
+	return d.addDirect(len(out), len(in), segSeg(out, in))
 }
 
 // AddIndirect makes one buffer available as a single INDIRECT descriptor
@@ -268,20 +187,13 @@ func (d *PackedDriver) AddIndirect(out, in [][]byte) (id uint16, err error) {
 	if err := d.checkBufs(out, in); err != nil {
 		return 0, err
 	}
-	return d.addIndirect(len(out), len(in), func(k int) (uint64, uint32) {
-		b := pick(out, in, k)
-		a, _ := d.GuestAddr(b)
-		return a, uint32(len(b))
-	})
+	return d.addIndirect(len(out), len(in), d.bufSeg(out, in))
 }
 
 // AddIndirectSegs is AddIndirect with elements given by guest address; they
 // are not checked.
 func (d *PackedDriver) AddIndirectSegs(out, in []Seg) (id uint16, err error) {
-	return d.addIndirect(len(out), len(in), func(k int) (uint64, uint32) {
-		s := pick(out, in, k)
-		return s.Addr, s.Len
-	})
+	return d.addIndirect(len(out), len(in), segSeg(out, in))
 }
 
 func (d *PackedDriver) descWord(pos uint16) *uint32 { return wordPtr(d.desc, int(pos)*DescSize+12) }
@@ -393,19 +305,11 @@ func (d *PackedDriver) addDirect(nOut, nIn int, seg func(k int) (uint64, uint32)
 
 func (d *PackedDriver) addIndirect(nOut, nIn int, seg func(k int) (uint64, uint32)) (uint16, error) {
 	n := nOut + nIn
-	switch {
-	case d.indirectMax == 0:
-		return 0, ErrDriverNoIndirect
-	case n == 0:
-		return 0, ErrDriverEmptyChain
-	case n > int(d.indirectMax):
-		return 0, ErrDriverIndirectMax
-	case d.numFree == 0 || len(d.freeIDs) == 0:
-		return 0, ErrDriverFull
+	if err := d.checkIndirect(n, d.numFree > 0 && len(d.freeIDs) > 0); err != nil {
+		return 0, err
 	}
 	id := d.takeID()
-	off := d.indirectOff + uint64(id)*uint64(d.indirectMax)*DescSize
-	table := d.mem[off : off+uint64(n)*DescSize]
+	table, addr := d.indirectTable(id, n)
 	var wlen uint32
 	for k := 0; k < n; k++ {
 		addr, length := seg(k)
@@ -417,7 +321,7 @@ func (d *PackedDriver) addIndirect(nOut, nIn int, seg func(k int) (uint64, uint3
 		PutPackedDesc(table[k*DescSize:], PackedDesc{Addr: addr, Len: length, Flags: flags})
 	}
 	head := d.availIdx
-	f := d.putDesc(d.base+off, uint32(n)*DescSize, id, DescFIndirect, true)
+	f := d.putDesc(addr, uint32(n)*DescSize, id, DescFIndirect, true)
 	d.endList(head, id, f, 1, false)
 	d.track(id, 1, wlen)
 	return id, nil
