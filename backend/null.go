@@ -81,7 +81,7 @@ func (n *Null) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) 
 // (which never waits); without one there is never anything to read.
 func (n *Null) TryReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if n.template == nil {
-		if n.waiter.isClosed() {
+		if n.waiter.IsClosed() {
 			return 0, os.ErrClosed
 		}
 		return 0, nil

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhostd/vhostd/backend/backendtest"
 	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet"
 
@@ -16,7 +17,7 @@ import (
 // needed), the RX call that coalescing held back is sent before the worker
 // sleeps, and the counters say so.
 func TestPollingDatapath(t *testing.T) {
-	pipe := backend.NewPipe(backend.Capabilities{})
+	pipe := backendtest.NewPipe(backend.Capabilities{})
 	r := newRig(t, pipe, rigOpts{pollMax: 200 * time.Microsecond})
 	st := r.stats()
 	frame := testpkt.UDP4(100, testpkt.CsumNone)

@@ -91,9 +91,9 @@ func (p *Pipe) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) 
 	return n, nil
 }
 
-// TryReadPackets implements PollReader: ReadPackets without the wait.
+// TryReadPackets implements backend.PollReader: ReadPackets without the wait.
 func (p *Pipe) TryReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if p.waiter.isClosed() {
+	if p.waiter.IsClosed() {
 		return 0, os.ErrClosed
 	}
 	n := 0

@@ -39,7 +39,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -51,6 +50,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/vhostuser/frontend"
 	"github.com/vhostd/vhostd/virtqueue"
 )
@@ -184,7 +184,7 @@ func (p *port) buf(n int) []byte {
 // the summary.
 func flood(ports []*port, size, batch int, dur time.Duration) int {
 	hdr := make([]byte, hdrLen)
-	frame := udpFrame(size)
+	frame := testpkt.UDP4(size, testpkt.CsumNone)
 	var stop atomic.Bool
 	var start, ready sync.WaitGroup
 	start.Add(1)
@@ -295,35 +295,4 @@ func (p *port) send(hdr, frame []byte, batch int, stop *atomic.Bool, start, read
 	if inflight > 0 && p.err == nil {
 		p.err = fmt.Errorf("%d chains still in flight 2 s after the flood stopped", inflight)
 	}
-}
-
-// udpFrame builds an Ethernet/IPv4/UDP frame of size bytes (valid IPv4
-// header checksum, UDP checksum 0).
-func udpFrame(size int) []byte {
-	f := make([]byte, size)
-	copy(f[0:6], []byte{2, 0, 0, 0, 0, 2})
-	copy(f[6:12], []byte{2, 0, 0, 0, 0, 1})
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := f[14:34]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(size-14))
-	ip[8], ip[9] = 64, 17
-	copy(ip[12:], []byte{10, 0, 0, 1})
-	copy(ip[16:], []byte{10, 0, 0, 2})
-	var s uint32
-	for i := 0; i < len(ip); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(ip[i:]))
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	binary.BigEndian.PutUint16(ip[10:], ^uint16(s))
-	udp := f[34:]
-	binary.BigEndian.PutUint16(udp[0:], 1234)
-	binary.BigEndian.PutUint16(udp[2:], 5678)
-	binary.BigEndian.PutUint16(udp[4:], uint16(size-34))
-	for i := 42; i < size; i++ {
-		f[i] = byte(i)
-	}
-	return f
 }
