@@ -4,6 +4,8 @@ import (
 	"net"
 	"os"
 	"testing"
+
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 )
 
 const benchBatch = 32
@@ -12,8 +14,8 @@ const benchBatch = 32
 // addressed to a MAC that is not the tap's, so the stack drops it in ip_rcv
 // (PACKET_OTHERHOST) and the benchmark measures the tap write itself.
 func plainBatch() [][][]byte {
-	frame := ethHeader(otherMAC, guestMAC, etherTypeIPv4)
-	frame = append(frame, ipv4Header(net.IPv4(10, 9, 0, 2), net.IPv4(10, 9, 0, 1), protoUDP, 1480, 1)...)
+	frame := ethHeader(otherMAC, guestMAC, testpkt.EtherTypeIPv4)
+	frame = append(frame, ipv4Header(net.IPv4(10, 9, 0, 2), net.IPv4(10, 9, 0, 1), testpkt.ProtoUDP, 1480, 1)...)
 	frame = append(frame, make([]byte, 1480)...)
 	hdr := vnetHeader(12, 0, 0, 0, 0, 0, 0)
 	pkts := make([][][]byte, benchBatch)
@@ -27,7 +29,7 @@ func plainBatch() [][][]byte {
 // host's MAC, passed whole.
 func tsoPacket() [][]byte {
 	payload := make([]byte, 45*1448)
-	frame := tcpSegment(otherMAC, net.IPv4(10, 9, 0, 2), net.IPv4(10, 9, 0, 1), 1, 2, 1, 1, tcpACK, payload, true)
+	frame := tcpSegment(otherMAC, net.IPv4(10, 9, 0, 2), net.IPv4(10, 9, 0, 1), 1, 2, 1, 1, testpkt.TCPFlagACK, payload, true)
 	return [][]byte{vnetHeader(12, 1, 1, 54, 1448, 34, 16), frame[:54], frame[54:]}
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -326,7 +327,7 @@ func TestMacvtapARPAndPing(t *testing.T) {
 		t.Fatalf("write ARP request: %d %v", n, err)
 	}
 	_, reply, err := readUntil(m, 12, func(_, f []byte) bool {
-		return binary.BigEndian.Uint16(f[12:14]) == etherTypeARP && len(f) >= 42 &&
+		return binary.BigEndian.Uint16(f[12:14]) == testpkt.EtherTypeARP && len(f) >= 42 &&
 			binary.BigEndian.Uint16(f[20:22]) == 2 && bytes.Equal(f[28:32], rig.peerIP.To4())
 	})
 	if err != nil {
@@ -341,7 +342,7 @@ func TestMacvtapARPAndPing(t *testing.T) {
 		t.Fatalf("write echo request: %d %v", n, err)
 	}
 	rhdr, f, err := readUntil(m, 12, func(_, f []byte) bool {
-		return len(f) >= 42 && binary.BigEndian.Uint16(f[12:14]) == etherTypeIPv4 && f[23] == protoICMP && f[34] == 0
+		return len(f) >= 42 && binary.BigEndian.Uint16(f[12:14]) == testpkt.EtherTypeIPv4 && f[23] == testpkt.ProtoICMP && f[34] == 0
 	})
 	if err != nil {
 		t.Fatalf("echo reply: %v", err)
@@ -401,26 +402,26 @@ func TestMacvtapGSOWrite(t *testing.T) {
 
 	const sport, dport, iss = 40000, 5001, 1000
 	plain := vnetHeader(12, 0, 0, 0, 0, 0, 0)
-	syn := tcpSegment(rig.peerMAC, rig.guestIP, rig.peerIP, sport, dport, iss, 0, tcpSYN, nil, false)
+	syn := tcpSegment(rig.peerMAC, rig.guestIP, rig.peerIP, sport, dport, iss, 0, testpkt.TCPFlagSYN, nil, false)
 	if _, err := m.WritePackets([][][]byte{{plain, syn}}); err != nil {
 		t.Fatalf("write SYN: %v", err)
 	}
 	_, synack, err := readUntil(m, 12, func(_, f []byte) bool {
-		return binary.BigEndian.Uint16(f[12:14]) == etherTypeIPv4 && f[23] == protoTCP &&
-			binary.BigEndian.Uint16(f[36:38]) == sport && f[47]&(tcpSYN|tcpACK) == tcpSYN|tcpACK
+		return binary.BigEndian.Uint16(f[12:14]) == testpkt.EtherTypeIPv4 && f[23] == testpkt.ProtoTCP &&
+			binary.BigEndian.Uint16(f[36:38]) == sport && f[47]&(testpkt.TCPFlagSYN|testpkt.TCPFlagACK) == testpkt.TCPFlagSYN|testpkt.TCPFlagACK
 	})
 	if err != nil {
 		t.Fatalf("SYN-ACK: %v", err)
 	}
 	serverSeq := binary.BigEndian.Uint32(synack[38:42])
-	ack := tcpSegment(rig.peerMAC, rig.guestIP, rig.peerIP, sport, dport, iss+1, serverSeq+1, tcpACK, nil, false)
+	ack := tcpSegment(rig.peerMAC, rig.guestIP, rig.peerIP, sport, dport, iss+1, serverSeq+1, testpkt.TCPFlagACK, nil, false)
 
 	const mss = 1448
 	payload := make([]byte, 3*mss)
 	for i := range payload {
 		payload[i] = byte(i * 13)
 	}
-	super := tcpSegment(rig.peerMAC, rig.guestIP, rig.peerIP, sport, dport, iss+1, serverSeq+1, tcpACK|tcpPSH, payload, true)
+	super := tcpSegment(rig.peerMAC, rig.guestIP, rig.peerIP, sport, dport, iss+1, serverSeq+1, testpkt.TCPFlagACK|testpkt.TCPFlagPSH, payload, true)
 	gsoHdr := vnetHeader(12, 1, 1, 54, mss, 34, 16) // NEEDS_CSUM, GSO_TCPV4
 	if n, err := m.WritePackets([][][]byte{{plain, ack}, {gsoHdr, super[:54], super[54:]}}); n != 2 || err != nil {
 		t.Fatalf("write ACK + TSO super-packet: %d %v", n, err)
@@ -449,7 +450,7 @@ func TestMacvtapGSOWrite(t *testing.T) {
 			t.Fatalf("capture after %d of %d payload bytes (frames %v): %v", seen, len(payload), frames, err)
 		}
 		f := buf[:n]
-		if n < 54 || !bytes.Equal(f[6:12], guestMAC) || f[23] != protoTCP || binary.BigEndian.Uint16(f[36:38]) != dport {
+		if n < 54 || !bytes.Equal(f[6:12], guestMAC) || f[23] != testpkt.ProtoTCP || binary.BigEndian.Uint16(f[36:38]) != dport {
 			continue
 		}
 		if data := n - 54; data > 0 {
@@ -500,9 +501,9 @@ func TestMacvtapQueues(t *testing.T) {
 	udpSeen := map[uint16]int{} // UDP source port -> queue
 	readers := readFromQueues([]Backend{qs[0], qs[1]}, time.Now().Add(5*time.Second), func(qi int, f []byte) bool {
 		switch {
-		case len(f) > 42 && f[23] == protoICMP && f[34] == 0:
+		case len(f) > 42 && f[23] == testpkt.ProtoICMP && f[34] == 0:
 			replies[binary.BigEndian.Uint16(f[38:40])] = qi
-		case len(f) > 42 && f[23] == protoUDP && binary.BigEndian.Uint16(f[36:38]) == 5005:
+		case len(f) > 42 && f[23] == testpkt.ProtoUDP && binary.BigEndian.Uint16(f[36:38]) == 5005:
 			udpSeen[binary.BigEndian.Uint16(f[34:36])] = qi
 		}
 		return len(replies) == 2*perQueue && len(udpSeen) == udpFlows
@@ -687,7 +688,7 @@ func TestTapQueues(t *testing.T) {
 	addNeigh(t, ns, link, peerIP, guestMAC)
 	replies := map[uint16]int{}
 	readers := readFromQueues([]Backend{qs[0], qs[1]}, time.Now().Add(5*time.Second), func(qi int, f []byte) bool {
-		if len(f) > 42 && f[23] == protoICMP && f[34] == 0 {
+		if len(f) > 42 && f[23] == testpkt.ProtoICMP && f[34] == 0 {
 			replies[binary.BigEndian.Uint16(f[38:40])] = qi
 		}
 		return len(replies) == 2
@@ -801,7 +802,7 @@ func TestMacvtapReadOffloads(t *testing.T) {
 			if err != nil {
 				t.Fatalf("capture on the lower device: %v", err)
 			}
-			if f := buf[:n]; n > 42 && f[23] == protoUDP && binary.BigEndian.Uint16(f[36:38]) == 5003 {
+			if f := buf[:n]; n > 42 && f[23] == testpkt.ProtoUDP && binary.BigEndian.Uint16(f[36:38]) == 5003 {
 				lens = append(lens, n)
 				seen += n - 42
 			}
@@ -847,7 +848,7 @@ func TestMacvtapReadOffloads(t *testing.T) {
 			}
 			for i := 0; i < n; i++ {
 				hdr, f := bufs[i][:12], bufs[i][12:sizes[i]]
-				if len(f) < 42 || binary.BigEndian.Uint16(f[12:14]) != etherTypeIPv4 || f[23] != protoUDP ||
+				if len(f) < 42 || binary.BigEndian.Uint16(f[12:14]) != testpkt.EtherTypeIPv4 || f[23] != testpkt.ProtoUDP ||
 					binary.BigEndian.Uint16(f[36:38]) != 5003 {
 					continue
 				}
@@ -907,19 +908,19 @@ func TestMacvtapReadTSO(t *testing.T) {
 		ln.SetDeadline(deadline)
 		plain := vnetHeader(12, 0, 0, 0, 0, 0, 0)
 		const iss = 5000
-		syn := tcpSegment(rig.peerMAC, rig.guestIP, rig.peerIP, sport, 5004, iss, 0, tcpSYN, nil, false)
+		syn := tcpSegment(rig.peerMAC, rig.guestIP, rig.peerIP, sport, 5004, iss, 0, testpkt.TCPFlagSYN, nil, false)
 		if _, err := m.WritePackets([][][]byte{{plain, syn}}); err != nil {
 			t.Fatalf("write SYN: %v", err)
 		}
 		_, synack, err := readUntil(m, 12, func(_, f []byte) bool {
-			return binary.BigEndian.Uint16(f[12:14]) == etherTypeIPv4 && f[23] == protoTCP &&
-				binary.BigEndian.Uint16(f[36:38]) == sport && f[47]&(tcpSYN|tcpACK) == tcpSYN|tcpACK
+			return binary.BigEndian.Uint16(f[12:14]) == testpkt.EtherTypeIPv4 && f[23] == testpkt.ProtoTCP &&
+				binary.BigEndian.Uint16(f[36:38]) == sport && f[47]&(testpkt.TCPFlagSYN|testpkt.TCPFlagACK) == testpkt.TCPFlagSYN|testpkt.TCPFlagACK
 		})
 		if err != nil {
 			t.Fatalf("SYN-ACK: %v", err)
 		}
 		serverSeq := binary.BigEndian.Uint32(synack[38:42])
-		ack := tcpSegment(rig.peerMAC, rig.guestIP, rig.peerIP, sport, 5004, iss+1, serverSeq+1, tcpACK, nil, false)
+		ack := tcpSegment(rig.peerMAC, rig.guestIP, rig.peerIP, sport, 5004, iss+1, serverSeq+1, testpkt.TCPFlagACK, nil, false)
 		if _, err := m.WritePackets([][][]byte{{plain, ack}}); err != nil {
 			t.Fatalf("write ACK: %v", err)
 		}
@@ -941,7 +942,7 @@ func TestMacvtapReadTSO(t *testing.T) {
 			}
 			for i := 0; i < n; i++ {
 				hdr, f := bufs[i][:12], bufs[i][12:sizes[i]]
-				if len(f) <= 54 || f[23] != protoTCP || binary.BigEndian.Uint16(f[36:38]) != sport {
+				if len(f) <= 54 || f[23] != testpkt.ProtoTCP || binary.BigEndian.Uint16(f[36:38]) != sport {
 					continue
 				}
 				gsoTypes = append(gsoTypes, hdr[1])

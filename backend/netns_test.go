@@ -189,18 +189,6 @@ var (
 	errNoMatch = errors.New("no matching packet")
 )
 
-const (
-	etherTypeIPv4 = testpkt.EtherTypeIPv4
-	etherTypeARP  = testpkt.EtherTypeARP
-	protoICMP     = testpkt.ProtoICMP
-	protoTCP      = testpkt.ProtoTCP
-	protoUDP      = testpkt.ProtoUDP
-	tcpFIN        = testpkt.TCPFlagFIN
-	tcpSYN        = testpkt.TCPFlagSYN
-	tcpPSH        = testpkt.TCPFlagPSH
-	tcpACK        = testpkt.TCPFlagACK
-)
-
 func ethHeader(dst, src net.HardwareAddr, etherType uint16) []byte {
 	b := make([]byte, testpkt.EthLen)
 	testpkt.Ethernet{Dst: dst, Src: src, Type: etherType}.Encode(b)

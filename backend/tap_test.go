@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhostd/vhostd/internal/testing/testpkt"
 	"github.com/vhostd/vhostd/virtionet/vnet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -254,7 +255,7 @@ func TestTapARPAndPing(t *testing.T) {
 		t.Fatalf("write ARP request: %d %v", n, err)
 	}
 	_, reply, err := readUntil(tap, 12, func(_, f []byte) bool {
-		return binary.BigEndian.Uint16(f[12:14]) == etherTypeARP && len(f) >= 42 &&
+		return binary.BigEndian.Uint16(f[12:14]) == testpkt.EtherTypeARP && len(f) >= 42 &&
 			binary.BigEndian.Uint16(f[20:22]) == 2 && bytes.Equal(f[28:32], hostIP.To4())
 	})
 	if err != nil {
@@ -282,7 +283,7 @@ func TestTapARPAndPing(t *testing.T) {
 		}
 		p := bufs[0][off : off+sizes[0]]
 		f := p[12:]
-		if len(f) < 42 || binary.BigEndian.Uint16(f[12:14]) != etherTypeIPv4 || f[23] != protoICMP || f[34] != 0 {
+		if len(f) < 42 || binary.BigEndian.Uint16(f[12:14]) != testpkt.EtherTypeIPv4 || f[23] != testpkt.ProtoICMP || f[34] != 0 {
 			continue
 		}
 		if id := binary.BigEndian.Uint16(f[38:40]); id != 0x1234 {
@@ -325,26 +326,26 @@ func TestTapGSOWrite(t *testing.T) {
 
 	const sport, dport, iss = 40000, 5001, 1000
 	plain := vnetHeader(12, 0, 0, 0, 0, 0, 0)
-	syn := tcpSegment(tapMAC, guestIP, hostIP, sport, dport, iss, 0, tcpSYN, nil, false)
+	syn := tcpSegment(tapMAC, guestIP, hostIP, sport, dport, iss, 0, testpkt.TCPFlagSYN, nil, false)
 	if _, err := tap.WritePackets([][][]byte{{plain, syn}}); err != nil {
 		t.Fatalf("write SYN: %v", err)
 	}
 	_, synack, err := readUntil(tap, 12, func(_, f []byte) bool {
-		return binary.BigEndian.Uint16(f[12:14]) == etherTypeIPv4 && f[23] == protoTCP &&
-			binary.BigEndian.Uint16(f[36:38]) == sport && f[47]&(tcpSYN|tcpACK) == tcpSYN|tcpACK
+		return binary.BigEndian.Uint16(f[12:14]) == testpkt.EtherTypeIPv4 && f[23] == testpkt.ProtoTCP &&
+			binary.BigEndian.Uint16(f[36:38]) == sport && f[47]&(testpkt.TCPFlagSYN|testpkt.TCPFlagACK) == testpkt.TCPFlagSYN|testpkt.TCPFlagACK
 	})
 	if err != nil {
 		t.Fatalf("SYN-ACK: %v", err)
 	}
 	serverSeq := binary.BigEndian.Uint32(synack[38:42])
-	ack := tcpSegment(tapMAC, guestIP, hostIP, sport, dport, iss+1, serverSeq+1, tcpACK, nil, false)
+	ack := tcpSegment(tapMAC, guestIP, hostIP, sport, dport, iss+1, serverSeq+1, testpkt.TCPFlagACK, nil, false)
 
 	const mss = 1448
 	payload := make([]byte, 3*mss)
 	for i := range payload {
 		payload[i] = byte(i * 7)
 	}
-	super := tcpSegment(tapMAC, guestIP, hostIP, sport, dport, iss+1, serverSeq+1, tcpACK|tcpPSH, payload, true)
+	super := tcpSegment(tapMAC, guestIP, hostIP, sport, dport, iss+1, serverSeq+1, testpkt.TCPFlagACK|testpkt.TCPFlagPSH, payload, true)
 	gsoHdr := vnetHeader(12, 1, 1, 54, mss, 34, 16) // NEEDS_CSUM, GSO_TCPV4
 
 	before := tapLink(t, ns, "vhtap4").Attrs().Statistics
@@ -500,7 +501,7 @@ func (r *pingRig) roundTrip() error {
 			return err
 		}
 		for i := 0; i < n; i++ {
-			if f := r.bufs[i][12:r.sizes[i]]; len(f) > 34 && f[23] == protoICMP && f[34] == 0 {
+			if f := r.bufs[i][12:r.sizes[i]]; len(f) > 34 && f[23] == testpkt.ProtoICMP && f[34] == 0 {
 				return nil
 			}
 		}
@@ -570,7 +571,7 @@ func TestTapTryReadPackets(t *testing.T) {
 		}
 		if n > 0 {
 			f := bufs[0][12:sizes[0]]
-			if len(f) >= 14 && binary.BigEndian.Uint16(f[12:14]) == etherTypeARP {
+			if len(f) >= 14 && binary.BigEndian.Uint16(f[12:14]) == testpkt.EtherTypeARP {
 				break
 			}
 			continue
