@@ -266,9 +266,7 @@ func (h *Header) Decode(b []byte) error {
 	if len(b) < HeaderSize {
 		return fmt.Errorf("%w: %d bytes, need %d", ErrHeader, len(b), HeaderSize)
 	}
-	h.Request = Request(native.Uint32(b[0:]))
-	h.Flags = Flags(native.Uint32(b[4:]))
-	h.Size = native.Uint32(b[8:])
+	decodePrefix(b[:HeaderSize], h)
 	if v := h.Flags & FlagVersionMask; v != Version1 {
 		return fmt.Errorf("%w: version %d in flags %#x, only version 1 exists", ErrHeader, v, uint32(h.Flags))
 	}
@@ -282,17 +280,44 @@ func (h *Header) Decode(b []byte) error {
 }
 
 // Encode appends the header to b.
-func (h Header) Encode(b []byte) []byte {
-	b = native.AppendUint32(b, uint32(h.Request))
-	b = native.AppendUint32(b, uint32(h.Flags))
-	return native.AppendUint32(b, h.Size)
-}
+func (h Header) Encode(b []byte) []byte { return appendFixed(b, h) }
 
 // NeedReply reports whether the front-end set NEED_REPLY.
 func (h Header) NeedReply() bool { return h.Flags&FlagNeedReply != 0 }
 
 func sizeError(name string, got, want int) error {
 	return fmt.Errorf("%w: %s payload is %d bytes, want %d", ErrPayloadSize, name, got, want)
+}
+
+// The payloads below that are plain records of fixed-size integers are
+// declared in wire order, so one codec serves them all: encoding/binary
+// lays a struct out field by field with no padding, in the native order.
+// (The control plane only: these run once per vhost-user message.)
+
+// decodeFixed decodes b, which must be exactly the wire size of *v, into *v.
+func decodeFixed(name string, b []byte, v any) error {
+	if n := binary.Size(v); len(b) != n {
+		return sizeError(name, len(b), n)
+	}
+	_, err := binary.Decode(b, native, v)
+	return err
+}
+
+// decodePrefix decodes the first wire-size-of-*v bytes of b, which the
+// caller has checked are there, into *v.
+func decodePrefix(b []byte, v any) {
+	if _, err := binary.Decode(b, native, v); err != nil {
+		panic(err) // a payload type that is not fixed-size, or a short b: a bug here
+	}
+}
+
+// appendFixed appends v's wire form to b.
+func appendFixed(b []byte, v any) []byte {
+	b, err := binary.Append(b, native, v)
+	if err != nil {
+		panic(err) // a payload type that is not fixed-size: a bug here
+	}
+	return b
 }
 
 // U64 is the single 64-bit integer payload.
@@ -302,11 +327,7 @@ type U64 uint64
 const U64Size = 8
 
 func (v *U64) Decode(b []byte) error {
-	if len(b) != U64Size {
-		return sizeError("u64", len(b), U64Size)
-	}
-	*v = U64(native.Uint64(b))
-	return nil
+	return decodeFixed("u64", b, v)
 }
 
 func (v U64) Encode(b []byte) []byte { return native.AppendUint64(b, uint64(v)) }
@@ -321,19 +342,9 @@ type VringState struct {
 // VringStateSize is the payload size of VringState.
 const VringStateSize = 8
 
-func (v *VringState) Decode(b []byte) error {
-	if len(b) != VringStateSize {
-		return sizeError("vring state", len(b), VringStateSize)
-	}
-	v.Index = native.Uint32(b[0:])
-	v.Num = native.Uint32(b[4:])
-	return nil
-}
+func (v *VringState) Decode(b []byte) error { return decodeFixed("vring state", b, v) }
 
-func (v VringState) Encode(b []byte) []byte {
-	b = native.AppendUint32(b, v.Index)
-	return native.AppendUint32(b, v.Num)
-}
+func (v VringState) Encode(b []byte) []byte { return appendFixed(b, v) }
 
 // VringAddrFlagLog (VHOST_VRING_F_LOG) asks for used-ring dirty logging.
 const VringAddrFlagLog = 1 << 0
@@ -355,29 +366,16 @@ const VringAddrSize = 40
 
 // Decode parses a vring address and rejects flag bits other than VHOST_VRING_F_LOG.
 func (v *VringAddr) Decode(b []byte) error {
-	if len(b) != VringAddrSize {
-		return sizeError("vring address", len(b), VringAddrSize)
+	if err := decodeFixed("vring address", b, v); err != nil {
+		return err
 	}
-	v.Index = native.Uint32(b[0:])
-	v.Flags = native.Uint32(b[4:])
-	v.Desc = native.Uint64(b[8:])
-	v.Used = native.Uint64(b[16:])
-	v.Avail = native.Uint64(b[24:])
-	v.Log = native.Uint64(b[32:])
 	if v.Flags&^VringAddrFlagLog != 0 {
 		return fmt.Errorf("%w: vring address flags %#x, only bit 0 (LOG) is defined", ErrPayloadValue, v.Flags)
 	}
 	return nil
 }
 
-func (v VringAddr) Encode(b []byte) []byte {
-	b = native.AppendUint32(b, v.Index)
-	b = native.AppendUint32(b, v.Flags)
-	b = native.AppendUint64(b, v.Desc)
-	b = native.AppendUint64(b, v.Used)
-	b = native.AppendUint64(b, v.Avail)
-	return native.AppendUint64(b, v.Log)
-}
+func (v VringAddr) Encode(b []byte) []byte { return appendFixed(b, v) }
 
 // VringFile is the u64 payload of SET_VRING_KICK/CALL/ERR: ring index in
 // bits 0-7, bit 8 set when no fd accompanies the message (the ring is polled).
@@ -424,12 +422,7 @@ type MemoryRegion struct {
 // MemoryRegionSize is the wire size of MemoryRegion.
 const MemoryRegionSize = 32
 
-func (r *MemoryRegion) decode(b []byte) {
-	r.GuestPhysAddr = native.Uint64(b[0:])
-	r.Size = native.Uint64(b[8:])
-	r.UserAddr = native.Uint64(b[16:])
-	r.MmapOffset = native.Uint64(b[24:])
-}
+func (r *MemoryRegion) decode(b []byte) { decodePrefix(b[:MemoryRegionSize], r) }
 
 // Validate checks what every region must satisfy: a non-zero size, and
 // guest address, user address and file offset ranges whose end (start+size)
@@ -450,12 +443,7 @@ func (r MemoryRegion) Validate() error {
 	return nil
 }
 
-func (r MemoryRegion) Encode(b []byte) []byte {
-	b = native.AppendUint64(b, r.GuestPhysAddr)
-	b = native.AppendUint64(b, r.Size)
-	b = native.AppendUint64(b, r.UserAddr)
-	return native.AppendUint64(b, r.MmapOffset)
-}
+func (r MemoryRegion) Encode(b []byte) []byte { return appendFixed(b, r) }
 
 func (r MemoryRegion) String() string {
 	return fmt.Sprintf("gpa=%#x size=%#x uva=%#x offset=%#x", r.GuestPhysAddr, r.Size, r.UserAddr, r.MmapOffset)
@@ -543,21 +531,16 @@ type Log struct {
 const LogSize = 16
 
 func (l *Log) Decode(b []byte) error {
-	if len(b) != LogSize {
-		return sizeError("log", len(b), LogSize)
+	if err := decodeFixed("log", b, l); err != nil {
+		return err
 	}
-	l.Size = native.Uint64(b[0:])
-	l.Offset = native.Uint64(b[8:])
 	if l.Offset+l.Size < l.Offset {
 		return fmt.Errorf("%w: log offset %#x + size %#x wraps", ErrPayloadValue, l.Offset, l.Size)
 	}
 	return nil
 }
 
-func (l Log) Encode(b []byte) []byte {
-	b = native.AppendUint64(b, l.Size)
-	return native.AppendUint64(b, l.Offset)
-}
+func (l Log) Encode(b []byte) []byte { return appendFixed(b, l) }
 
 // Config is the device config space payload of GET/SET_CONFIG.
 type Config struct {
@@ -613,19 +596,11 @@ func (f *Inflight) Decode(b []byte) error {
 	if len(b) < InflightSize || len(b) > InflightSize+4 {
 		return fmt.Errorf("%w: inflight payload is %d bytes, want %d..%d", ErrPayloadSize, len(b), InflightSize, InflightSize+4)
 	}
-	f.MmapSize = native.Uint64(b[0:])
-	f.MmapOffset = native.Uint64(b[8:])
-	f.NumQueues = native.Uint16(b[16:])
-	f.QueueSize = native.Uint16(b[18:])
+	decodePrefix(b[:InflightSize], f)
 	return nil
 }
 
-func (f Inflight) Encode(b []byte) []byte {
-	b = native.AppendUint64(b, f.MmapSize)
-	b = native.AppendUint64(b, f.MmapOffset)
-	b = native.AppendUint16(b, f.NumQueues)
-	return native.AppendUint16(b, f.QueueSize)
-}
+func (f Inflight) Encode(b []byte) []byte { return appendFixed(b, f) }
 
 // IOTLB message types and permissions (struct vhost_iotlb_msg).
 const (
@@ -651,11 +626,7 @@ func (m *IOTLBMsg) Decode(b []byte) error {
 	if len(b) < IOTLBMsgSize || len(b) > 32 {
 		return fmt.Errorf("%w: IOTLB payload is %d bytes, want %d..32", ErrPayloadSize, len(b), IOTLBMsgSize)
 	}
-	m.IOVA = native.Uint64(b[0:])
-	m.Size = native.Uint64(b[8:])
-	m.UserAddr = native.Uint64(b[16:])
-	m.Perm = b[24]
-	m.Type = b[25]
+	decodePrefix(b[:IOTLBMsgSize], m)
 	if m.Perm > 3 || m.Type < IOTLBMiss || m.Type > IOTLBAccessFail {
 		return fmt.Errorf("%w: IOTLB perm %d type %d", ErrPayloadValue, m.Perm, m.Type)
 	}
@@ -663,10 +634,7 @@ func (m *IOTLBMsg) Decode(b []byte) error {
 }
 
 func (m IOTLBMsg) Encode(b []byte) []byte {
-	b = native.AppendUint64(b, m.IOVA)
-	b = native.AppendUint64(b, m.Size)
-	b = native.AppendUint64(b, m.UserAddr)
-	b = append(b, m.Perm, m.Type)
+	b = appendFixed(b, m)
 	return append(b, make([]byte, 6)...)
 }
 
@@ -680,21 +648,16 @@ type DeviceStateParams struct {
 const DeviceStateParamsSize = 8
 
 func (p *DeviceStateParams) Decode(b []byte) error {
-	if len(b) != DeviceStateParamsSize {
-		return sizeError("device state", len(b), DeviceStateParamsSize)
+	if err := decodeFixed("device state", b, p); err != nil {
+		return err
 	}
-	p.Direction = native.Uint32(b[0:])
-	p.Phase = native.Uint32(b[4:])
 	if p.Direction > 1 || p.Phase != 0 {
 		return fmt.Errorf("%w: device state direction %d phase %d", ErrPayloadValue, p.Direction, p.Phase)
 	}
 	return nil
 }
 
-func (p DeviceStateParams) Encode(b []byte) []byte {
-	b = native.AppendUint32(b, p.Direction)
-	return native.AppendUint32(b, p.Phase)
-}
+func (p DeviceStateParams) Encode(b []byte) []byte { return appendFixed(b, p) }
 
 // SharedObject is the UUID payload of GET_SHARED_OBJECT.
 type SharedObject struct {
@@ -705,14 +668,10 @@ type SharedObject struct {
 const SharedObjectSize = 16
 
 func (o *SharedObject) Decode(b []byte) error {
-	if len(b) != SharedObjectSize {
-		return sizeError("shared object", len(b), SharedObjectSize)
-	}
-	copy(o.UUID[:], b)
-	return nil
+	return decodeFixed("shared object", b, o)
 }
 
-func (o SharedObject) Encode(b []byte) []byte { return append(b, o.UUID[:]...) }
+func (o SharedObject) Encode(b []byte) []byte { return appendFixed(b, o) }
 
 // Empty is the payload of requests that carry none.
 type Empty struct{}
