@@ -38,18 +38,28 @@ func (r *iovReader) seek(pos int) {
 	r.off = pos
 }
 
+// next returns the next piece of the current slice, at most n bytes long
+// (empty when the current slice is), and moves past it. The caller checks
+// that the reader is not at the end (r.i < len(r.src)).
+func (r *iovReader) next(n int) []byte {
+	b := r.src[r.i][r.off:]
+	if len(b) > n {
+		b = b[:n]
+	}
+	r.off += len(b)
+	if r.off == len(r.src[r.i]) {
+		r.i++
+		r.off = 0
+	}
+	return b
+}
+
 // read copies the next len(dst) bytes into dst and returns how many it
 // copied (fewer only at the end of src).
 func (r *iovReader) read(dst []byte) int {
 	n := 0
 	for n < len(dst) && r.i < len(r.src) {
-		c := copy(dst[n:], r.src[r.i][r.off:])
-		n += c
-		r.off += c
-		if r.off == len(r.src[r.i]) {
-			r.i++
-			r.off = 0
-		}
+		n += copy(dst[n:], r.next(len(dst)-n))
 	}
 	return n
 }
@@ -59,19 +69,11 @@ func (r *iovReader) read(dst []byte) int {
 // It appends at most len(src) slices.
 func (r *iovReader) views(out [][]byte, n int) ([][]byte, bool) {
 	for n > 0 && r.i < len(r.src) {
-		b := r.src[r.i][r.off:]
-		if len(b) > n {
-			b = b[:n]
-		}
+		b := r.next(n)
 		if len(b) > 0 {
 			out = append(out, b)
 		}
 		n -= len(b)
-		r.off += len(b)
-		if r.off == len(r.src[r.i]) {
-			r.i++
-			r.off = 0
-		}
 	}
 	return out, n == 0
 }
@@ -82,10 +84,7 @@ func (r *iovReader) views(out [][]byte, n int) ([][]byte, bool) {
 func (r *iovReader) sum(n int) (s uint16, ok bool) {
 	odd := false
 	for n > 0 && r.i < len(r.src) {
-		b := r.src[r.i][r.off:]
-		if len(b) > n {
-			b = b[:n]
-		}
+		b := r.next(n)
 		p := vnet.Checksum(b, 0)
 		if odd { // b starts at an odd offset: its bytes sit swapped in the 16-bit words
 			p = bits.ReverseBytes16(p)
@@ -95,11 +94,6 @@ func (r *iovReader) sum(n int) (s uint16, ok bool) {
 			odd = !odd
 		}
 		n -= len(b)
-		r.off += len(b)
-		if r.off == len(r.src[r.i]) {
-			r.i++
-			r.off = 0
-		}
 	}
 	return s, n == 0
 }
