@@ -210,25 +210,24 @@ func csumOffloadReason(m *Meta, f vnet.Offloads) Reason {
 	return ReasonNone
 }
 
+// kindFeature is, per GSO kind, the feature net_gso_ok() asks for and the
+// reason when it is missing (none for KindPlain).
+var kindFeature = [...]struct {
+	need    vnet.Offloads
+	missing Reason
+}{
+	KindTCPv4: {vnet.OffloadTSO4, ReasonNoTSO4},
+	KindTCPv6: {vnet.OffloadTSO6, ReasonNoTSO6},
+	KindUSO:   {vnet.OffloadUSO, ReasonNoUSO},
+	KindUFO:   {vnet.OffloadUFO, ReasonNoUFO},
+}
+
 // typeFeatureReason applies net_gso_ok(): the feature for the GSO type, and
 // TSO_ECN for the ECN bit (SKB_GSO_TCP_ECN -> NETIF_F_TSO_ECN).
 func typeFeatureReason(m *Meta, f vnet.Offloads) Reason {
-	switch m.Kind {
-	case KindTCPv4:
-		if f&vnet.OffloadTSO4 == 0 {
-			return ReasonNoTSO4
-		}
-	case KindTCPv6:
-		if f&vnet.OffloadTSO6 == 0 {
-			return ReasonNoTSO6
-		}
-	case KindUSO:
-		if f&vnet.OffloadUSO == 0 {
-			return ReasonNoUSO
-		}
-	case KindUFO:
-		if f&vnet.OffloadUFO == 0 {
-			return ReasonNoUFO
+	if int(m.Kind) < len(kindFeature) {
+		if k := kindFeature[m.Kind]; f&k.need != k.need {
+			return k.missing
 		}
 	}
 	if m.ECN && f&vnet.OffloadTSOECN == 0 {
