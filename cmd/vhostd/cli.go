@@ -111,6 +111,38 @@ func (cf *clientFlags) controlClient(cmd string) (*admin.Client, error) {
 	return admin.NewControlClient(cf.control), nil
 }
 
+// onControl returns what fn returns when called with the control socket's
+// client and a context that ends after timeout; cmd names the request in the
+// error when the flags give no control socket.
+func onControl[T any](ctx context.Context, cf *clientFlags, cmd string, timeout time.Duration, fn func(context.Context, *admin.Client) (T, error)) (T, error) {
+	cl, err := cf.controlClient(cmd)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return fn(ctx, cl)
+}
+
+// readStatus fetches GET /status for cf.port from the first of the read
+// clients that answers, and returns that client.
+func (cf *clientFlags) readStatus(ctx context.Context) (*admin.Client, metrics.Status, error) {
+	var st metrics.Status
+	cl, err := firstReachable(cf.readClients(), func(cl *admin.Client) (err error) {
+		st, err = fetchStatus(ctx, cl, cf.port)
+		return err
+	})
+	return cl, st, err
+}
+
+// writeJSON prints v as indented JSON (the --json outputs).
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
 // firstReachable runs fn with each client until one answers (an API error
 // counts as an answer), and returns that client.
 func firstReachable(cls []*admin.Client, fn func(*admin.Client) error) (*admin.Client, error) {
@@ -162,11 +194,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if code := parseControl(&cf, args, 0, stderr); code >= 0 {
 		return code
 	}
-	var st metrics.Status
-	cl, err := firstReachable(cf.readClients(), func(cl *admin.Client) (err error) {
-		st, err = fetchStatus(ctx, cl, cf.port)
-		return err
-	})
+	cl, st, err := cf.readStatus(ctx)
 	if err != nil {
 		return fail(stderr, "status", err)
 	}
@@ -186,9 +214,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(st); err != nil {
+		if err := writeJSON(stdout, st); err != nil {
 			return fail(stderr, "status", err)
 		}
 		return 0
@@ -229,11 +255,7 @@ func cmdStats(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if code := parseControl(&cf, args, 0, stderr); code >= 0 {
 		return code
 	}
-	var st metrics.Status
-	_, err := firstReachable(cf.readClients(), func(cl *admin.Client) (err error) {
-		st, err = fetchStatus(ctx, cl, cf.port)
-		return err
-	})
+	_, st, err := cf.readStatus(ctx)
 	if err != nil {
 		return fail(stderr, "stats", err)
 	}

@@ -68,6 +68,16 @@ func serveAPI(o *options, m *portManager, inherited []*inheritedSocket, log *slo
 			<-apiDone
 		}
 	}
+	// serve runs one listener's server until stop; what names it in the log.
+	serve := func(what string, run func() error) {
+		running++
+		go func() {
+			defer func() { apiDone <- struct{}{} }()
+			if err := run(); err != nil {
+				log.Error(what+" stopped", "err", err)
+			}
+		}()
+	}
 	hint := "use the control socket"
 	if o.controlSocket != "" {
 		hint += " " + o.controlSocket + " (vhostd status|stats|policy|capture|port --control-socket " + o.controlSocket + ") as root"
@@ -84,26 +94,16 @@ func serveAPI(o *options, m *portManager, inherited []*inheritedSocket, log *slo
 		return stop, err
 	}
 	if ctl != nil {
-		running++
-		go func() {
-			defer func() { apiDone <- struct{}{} }()
-			if err := adm.ServeControl(actx, ctl, admin.AllowPeers(o.controlGroup, o.hasControlGroup)); err != nil {
-				log.Error("control socket stopped", "err", err)
-			}
-		}()
+		serve("control socket", func() error {
+			return adm.ServeControl(actx, ctl, admin.AllowPeers(o.controlGroup, o.hasControlGroup))
+		})
 	}
 	ro, err := readOnlyListener(o, log)
 	if err != nil {
 		return stop, err
 	}
 	if ro != nil {
-		running++
-		go func() {
-			defer func() { apiDone <- struct{}{} }()
-			if err := adm.ServeReadOnly(actx, ro); err != nil {
-				log.Error("read-only admin listener stopped", "err", err)
-			}
-		}()
+		serve("read-only admin listener", func() error { return adm.ServeReadOnly(actx, ro) })
 	}
 	return stop, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -138,13 +137,7 @@ func cmdPortAdd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "vhostd port add: %v\n", err)
 		return 2
 	}
-	cl, err := cf.controlClient("port add")
-	if err != nil {
-		return fail(stderr, "port add", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	info, err := cl.AddPort(ctx, s)
+	info, err := onControl(ctx, &cf, "port add", requestTimeout, func(ctx context.Context, cl *admin.Client) (admin.PortInfo, error) { return cl.AddPort(ctx, s) })
 	if err != nil {
 		return fail(stderr, "port add", err)
 	}
@@ -174,13 +167,7 @@ func cmdPortDel(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "vhostd port del: give the port name: vhostd port del NAME (vhostd port list shows them)")
 		return 2
 	}
-	cl, err := cf.controlClient("port del")
-	if err != nil {
-		return fail(stderr, "port del", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	res, err := cl.RemovePort(ctx, name)
+	res, err := onControl(ctx, &cf, "port del", requestTimeout, func(ctx context.Context, cl *admin.Client) (admin.PortChange, error) { return cl.RemovePort(ctx, name) })
 	if err != nil {
 		return fail(stderr, "port del", err)
 	}
@@ -200,20 +187,12 @@ func cmdPortList(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if code := parseControl(&cf, args, 0, stderr); code >= 0 {
 		return code
 	}
-	cl, err := cf.controlClient("port list")
-	if err != nil {
-		return fail(stderr, "port list", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	ports, err := cl.Ports(ctx)
+	ports, err := onControl(ctx, &cf, "port list", requestTimeout, func(ctx context.Context, cl *admin.Client) ([]admin.PortInfo, error) { return cl.Ports(ctx) })
 	if err != nil {
 		return fail(stderr, "port list", err)
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(ports); err != nil {
+		if err := writeJSON(stdout, ports); err != nil {
 			return fail(stderr, "port list", err)
 		}
 		return 0
@@ -256,13 +235,7 @@ func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if code := parseControl(&cf, args, 0, stderr); code >= 0 {
 		return code
 	}
-	cl, err := cf.controlClient("reload")
-	if err != nil {
-		return fail(stderr, "reload", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*requestTimeout)
-	defer cancel()
-	res, err := cl.Reload(ctx)
+	res, err := onControl(ctx, &cf, "reload", 2*requestTimeout, func(ctx context.Context, cl *admin.Client) (admin.ReloadResult, error) { return cl.Reload(ctx) })
 	if err != nil {
 		return fail(stderr, "reload", err)
 	}

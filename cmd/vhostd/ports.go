@@ -31,6 +31,15 @@ func checkPorts(ports []portspec.Spec, useSwitch bool) error {
 	return portspec.CheckTopology(ports, useSwitch)
 }
 
+// asBackends returns the queues of one device as a []backend.Backend.
+func asBackends[B backend.Backend](qs []B) []backend.Backend {
+	out := make([]backend.Backend, len(qs))
+	for i, q := range qs {
+		out[i] = q
+	}
+	return out
+}
+
 // openPortBackends opens one backend per queue pair of a port whose backend
 // is a device (tap, macvtap, null); peer ports get their Link or Switch ports
 // from wirePeers instead. The bool reports whether the backend takes USO.
@@ -50,11 +59,7 @@ func openPortBackends(p portspec.Spec, o *options) ([]backend.Backend, bool, err
 		if err != nil {
 			return nil, false, err
 		}
-		out := make([]backend.Backend, len(ts))
-		for i, t := range ts {
-			out[i] = t
-		}
-		return out, ts[0].ProbeUSO(), nil
+		return asBackends(ts), ts[0].ProbeUSO(), nil
 	case portspec.KindMacvtap:
 		mode, err := backend.ParseMacvtapMode(p.Mode)
 		if err != nil {
@@ -73,11 +78,7 @@ func openPortBackends(p portspec.Spec, o *options) ([]backend.Backend, bool, err
 		if err != nil {
 			return nil, false, err
 		}
-		out := make([]backend.Backend, len(ms))
-		for i, m := range ms {
-			out[i] = m
-		}
-		return out, ms[0].ProbeUSO(), nil
+		return asBackends(ms), ms[0].ProbeUSO(), nil
 	case portspec.KindNull:
 		caps := backend.DefaultNullCaps
 		if o.gsoMaxSize > 0 {
