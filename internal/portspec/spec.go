@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -127,6 +128,8 @@ func parse(text string) (Spec, error) {
 	}
 	seen := map[string]string{}
 	backendKey := ""
+	// asWritten holds the keys whose value is stored as written.
+	asWritten := map[string]*string{"name": &s.Name, "socket": &s.Socket, "tap": &s.Tap, "macvtap": &s.Macvtap, "lower": &s.Lower, "mode": &s.Mode, "mac": &s.MAC}
 	for _, item := range strings.Split(text, ",") {
 		if item == "" {
 			return s, errors.New("empty item (two commas in a row, or a comma at an end): separate keys with single commas")
@@ -136,30 +139,30 @@ func parse(text string) (Spec, error) {
 			return s, fmt.Errorf("%s given twice (%s and %s): give each key once", k, prev, item)
 		}
 		seen[k] = item
-		need := func() error {
-			if !hasValue || v == "" {
-				return fmt.Errorf("%s needs a value: write %s", k, example(k))
+		// Every key but client and null needs a value; tap, macvtap and null
+		// each choose the backend.
+		switch k {
+		case "client":
+		case "null":
+			if hasValue {
+				return s, fmt.Errorf("%s: null takes no value: write null for the counting sink backend", item)
 			}
-			return nil
+		default:
+			if slices.Contains(Keys, k) && (!hasValue || v == "") {
+				return s, fmt.Errorf("%s needs a value: write %s", k, example(k))
+			}
 		}
-		chooseBackend := func() error {
+		if k == "tap" || k == "macvtap" || k == "null" {
 			if backendKey != "" {
-				return fmt.Errorf("%s and %s both choose the backend: keep one of tap=IF, macvtap=NAME (with lower=DEV) or null", seen[backendKey], item)
+				return s, fmt.Errorf("%s and %s both choose the backend: keep one of tap=IF, macvtap=NAME (with lower=DEV) or null", seen[backendKey], item)
 			}
 			backendKey = k
-			return nil
+		}
+		if f, ok := asWritten[k]; ok {
+			*f = v
+			continue
 		}
 		switch k {
-		case "name":
-			if err := need(); err != nil {
-				return s, err
-			}
-			s.Name = v
-		case "socket":
-			if err := need(); err != nil {
-				return s, err
-			}
-			s.Socket = v
 		case "client":
 			on := true
 			if hasValue {
@@ -171,52 +174,12 @@ func parse(text string) (Spec, error) {
 			}
 			s.Client = on
 		case "queues":
-			if err := need(); err != nil {
-				return s, err
-			}
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > MaxQueues {
 				return s, fmt.Errorf("queues=%s: give the number of queue pairs, 1..%d (QEMU -netdev vhost-user,queues=N)", v, MaxQueues)
 			}
 			s.Queues = n
-		case "tap":
-			if err := need(); err != nil {
-				return s, err
-			}
-			if err := chooseBackend(); err != nil {
-				return s, err
-			}
-			s.Tap = v
-		case "macvtap":
-			if err := need(); err != nil {
-				return s, err
-			}
-			if err := chooseBackend(); err != nil {
-				return s, err
-			}
-			s.Macvtap = v
-		case "lower":
-			if err := need(); err != nil {
-				return s, err
-			}
-			s.Lower = v
-		case "mode":
-			if err := need(); err != nil {
-				return s, err
-			}
-			s.Mode = v
-		case "mac":
-			if err := need(); err != nil {
-				return s, err
-			}
-			s.MAC = v
 		case "null":
-			if hasValue {
-				return s, fmt.Errorf("%s: null takes no value: write null for the counting sink backend", item)
-			}
-			if err := chooseBackend(); err != nil {
-				return s, err
-			}
 			s.Null = true
 		default:
 			msg := fmt.Sprintf("unknown key %q", k)
@@ -385,17 +348,23 @@ func isZero(b []byte) bool {
 	return true
 }
 
+// PlainName reports whether s is not empty and has only letters, digits,
+// '.', '_' and '-': the characters a name may have that appears in paths,
+// URLs and metric labels.
+func PlainName(s string) bool {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return s != ""
+}
+
 // CheckName checks a port name: 1..64 characters from letters, digits, '.',
 // '_' and '-', not starting with '.' or '-'. Names appear in URL paths,
 // metric labels and capture file names.
 func CheckName(name string) error {
-	ok := len(name) >= 1 && len(name) <= 64 && name[0] != '.' && name[0] != '-'
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			ok = false
-		}
-	}
-	if !ok {
+	if !(len(name) <= 64 && PlainName(name) && name[0] != '.' && name[0] != '-') {
 		return fmt.Errorf("name=%s: use 1..64 letters, digits, '.', '_' or '-', starting with a letter or digit (e.g. name=vm0)", name)
 	}
 	return nil

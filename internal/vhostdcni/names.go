@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/vhostd/vhostd/internal/portspec"
 )
 
 // maxSocketPath is the longest unix socket path (sun_path is 108 bytes with
@@ -79,13 +81,7 @@ func SocketPath(socketDir, podDir, ifName string) string {
 
 // checkPodUID accepts a Kubernetes UID (a UUID) or any plain name.
 func checkPodUID(uid string) error {
-	ok := len(uid) >= 1 && len(uid) <= 64 && uid != "." && uid != ".."
-	for _, r := range uid {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			ok = false
-		}
-	}
-	if !ok {
+	if !(len(uid) <= 64 && portspec.PlainName(uid) && uid != "." && uid != "..") {
 		return fmt.Errorf("K8S_POD_UID %q is not a pod UID (letters, digits, '-', '.', '_', at most 64)", uid)
 	}
 	return nil
