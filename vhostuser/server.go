@@ -9,8 +9,9 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/vhostd/vhostd/internal/unixsock"
 )
 
 // SocketMode is the default permission of a socket created by Listen: only
@@ -68,53 +69,15 @@ func ListenWith(socketPath string, o ListenOptions, log *slog.Logger) (*Server, 
 	if mode == 0 {
 		mode = SocketMode
 	}
-	if err := removeStaleSocket(socketPath); err != nil {
+	ln, err := unixsock.Listen(socketPath, unixsock.Options{
+		Mode: mode, Group: o.Group, SetGroup: o.SetGroup,
+		What: "vhost-user", Flag: "--socket-path",
+		InUse: " by a running process; stop it or choose another --socket-path",
+	})
+	if err != nil {
 		return nil, err
 	}
-	old := syscall.Umask(0o177)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: socketPath, Net: "unix"})
-	syscall.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("vhost-user: listening on %s: %w", socketPath, err)
-	}
-	ln.SetUnlinkOnClose(true)
-	if o.SetGroup {
-		if err := os.Chown(socketPath, -1, o.Group); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("vhost-user: giving %s to group %d: %w", socketPath, o.Group, err)
-		}
-	}
-	if err := os.Chmod(socketPath, mode); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("vhost-user: setting mode %v on %s: %w", mode, socketPath, err)
-	}
 	return &Server{log: orDefault(log).With("socket", socketPath), ln: ln}, nil
-}
-
-// removeStaleSocket removes path if it is a unix socket nobody accepts on.
-func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("vhost-user: checking %s: %w", path, err)
-	}
-	if fi.Mode()&fs.ModeSocket == 0 {
-		return fmt.Errorf("vhost-user: %s exists and is not a socket; refusing to replace it (remove it or choose another --socket-path)", path)
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("vhost-user: %s is in use by a running process; stop it or choose another --socket-path", path)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("vhost-user: probing existing socket %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("vhost-user: removing stale socket %s: %w", path, err)
-	}
-	return nil
 }
 
 // FromFD uses an inherited listening unix socket (--fd N, vhost-user.rst

@@ -12,13 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/vhostd/vhostd/internal/portspec"
+	"github.com/vhostd/vhostd/internal/unixsock"
 )
 
 // PortControl adds, removes and lists a daemon's ports; the control API's
@@ -351,53 +350,13 @@ func ListenControl(path string, o ControlSocketOptions) (*net.UnixListener, erro
 			return nil, fmt.Errorf("control socket: creating %s: %w", dir, err)
 		}
 	}
-	if err := removeStaleControl(path); err != nil {
-		return nil, err
-	}
-	old := syscall.Umask(0o177)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	syscall.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: listening on %s: %w", path, err)
-	}
-	ln.SetUnlinkOnClose(true)
 	mode := os.FileMode(0o600)
 	if o.SetGroup {
-		if err := os.Chown(path, -1, o.Group); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("control socket: giving %s to group %d: %w", path, o.Group, err)
-		}
 		mode = 0o660
 	}
-	if err := os.Chmod(path, mode); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("control socket: setting mode %v on %s: %w", mode, path, err)
-	}
-	return ln, nil
-}
-
-// removeStaleControl removes path if it is a socket nobody accepts on.
-func removeStaleControl(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("control socket: checking %s: %w", path, err)
-	}
-	if fi.Mode()&fs.ModeSocket == 0 {
-		return fmt.Errorf("control socket: %s exists and is not a socket; refusing to replace it (remove it or choose another --control-socket)", path)
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("control socket: %s is in use: another vhostd runs with it; give this one its own --control-socket PATH (or --control-socket '' for none)", path)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("control socket: probing existing socket %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("control socket: removing stale socket %s: %w", path, err)
-	}
-	return nil
+	return unixsock.Listen(path, unixsock.Options{
+		Mode: mode, Group: o.Group, SetGroup: o.SetGroup,
+		What: "control socket", Flag: "--control-socket",
+		InUse: ": another vhostd runs with it; give this one its own --control-socket PATH (or --control-socket '' for none)",
+	})
 }
