@@ -302,6 +302,22 @@ func writeError(w http.ResponseWriter, code int, format string, args ...any) {
 	writeJSON(w, code, apiError{Error: fmt.Sprintf(format, args...)})
 }
 
+// readBody reads a request body of at most limit bytes. A longer one is
+// answered with tooLongCode and the message tooLong; ok is false when the
+// request has been answered.
+func readBody(w http.ResponseWriter, r *http.Request, limit, tooLongCode int, tooLong string) (body []byte, ok bool) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "reading the request body: %v", err)
+		return nil, false
+	}
+	if len(body) > limit {
+		writeError(w, tooLongCode, "%s", tooLong)
+		return nil, false
+	}
+	return body, true
+}
+
 // port finds the port named in the path, or answers 404.
 func (s *Server) port(w http.ResponseWriter, name string) (metrics.Port, bool) {
 	s.pmu.RLock()
@@ -404,13 +420,9 @@ func (s *Server) handlePutPolicy(w http.ResponseWriter, r *http.Request) {
 	}
 	value := r.URL.Query().Get("policy")
 	if value == "" {
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxPolicyBody+1))
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "reading the request body: %v", err)
-			return
-		}
-		if len(body) > maxPolicyBody {
-			writeError(w, http.StatusBadRequest, "request body longer than %d bytes: send just the policy name (auto, defer or software)", maxPolicyBody)
+		body, ok := readBody(w, r, maxPolicyBody, http.StatusBadRequest,
+			fmt.Sprintf("request body longer than %d bytes: send just the policy name (auto, defer or software)", maxPolicyBody))
+		if !ok {
 			return
 		}
 		value = strings.TrimSpace(string(body))

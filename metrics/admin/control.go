@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -124,13 +123,8 @@ func (s *Server) handleAddPort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxSpecBody+1))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "reading the request body: %v", err)
-		return
-	}
-	if len(body) > maxSpecBody {
-		writeError(w, http.StatusRequestEntityTooLarge, "port spec longer than %d bytes", maxSpecBody)
+	body, ok := readBody(w, r, maxSpecBody, http.StatusRequestEntityTooLarge, fmt.Sprintf("port spec longer than %d bytes", maxSpecBody))
+	if !ok {
 		return
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
