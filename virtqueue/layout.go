@@ -59,22 +59,30 @@ type Desc struct {
 	Next  uint16 // next descriptor index if Flags&DescFNext
 }
 
-// PutDesc encodes d little-endian into b[0:16].
-func PutDesc(b []byte, d Desc) {
+// Both ring formats lay a descriptor out in the same 16 bytes: le64
+// address, le32 length, then two le16 fields (split: flags and next;
+// packed: buffer id and flags).
+
+// putDesc16 encodes a descriptor's four fields into b[0:16].
+func putDesc16(b []byte, addr uint64, n uint32, w12, w14 uint16) {
 	_ = b[15]
-	le.PutUint64(b[0:], d.Addr)
-	le.PutUint32(b[8:], d.Len)
-	le.PutUint16(b[12:], d.Flags)
-	le.PutUint16(b[14:], d.Next)
+	le.PutUint64(b[0:], addr)
+	le.PutUint32(b[8:], n)
+	le.PutUint16(b[12:], w12)
+	le.PutUint16(b[14:], w14)
 }
 
-// ReadDesc decodes the descriptor in b[0:16].
-func ReadDesc(b []byte) Desc {
+// readDesc16 decodes the four fields of the descriptor in b[0:16].
+func readDesc16(b []byte) (addr uint64, n uint32, w12, w14 uint16) {
 	_ = b[15]
-	return Desc{
-		Addr:  le.Uint64(b[0:]),
-		Len:   le.Uint32(b[8:]),
-		Flags: le.Uint16(b[12:]),
-		Next:  le.Uint16(b[14:]),
-	}
+	return le.Uint64(b[0:]), le.Uint32(b[8:]), le.Uint16(b[12:]), le.Uint16(b[14:])
+}
+
+// PutDesc encodes d little-endian into b[0:16].
+func PutDesc(b []byte, d Desc) { putDesc16(b, d.Addr, d.Len, d.Flags, d.Next) }
+
+// ReadDesc decodes the descriptor in b[0:16].
+func ReadDesc(b []byte) (d Desc) {
+	d.Addr, d.Len, d.Flags, d.Next = readDesc16(b)
+	return d
 }

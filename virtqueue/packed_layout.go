@@ -54,23 +54,12 @@ type PackedDesc struct {
 }
 
 // PutPackedDesc encodes d little-endian into b[0:16].
-func PutPackedDesc(b []byte, d PackedDesc) {
-	_ = b[15]
-	le.PutUint64(b[0:], d.Addr)
-	le.PutUint32(b[8:], d.Len)
-	le.PutUint16(b[12:], d.ID)
-	le.PutUint16(b[14:], d.Flags)
-}
+func PutPackedDesc(b []byte, d PackedDesc) { putDesc16(b, d.Addr, d.Len, d.ID, d.Flags) }
 
 // ReadPackedDesc decodes the packed descriptor in b[0:16].
-func ReadPackedDesc(b []byte) PackedDesc {
-	_ = b[15]
-	return PackedDesc{
-		Addr:  le.Uint64(b[0:]),
-		Len:   le.Uint32(b[8:]),
-		ID:    le.Uint16(b[12:]),
-		Flags: le.Uint16(b[14:]),
-	}
+func ReadPackedDesc(b []byte) (d PackedDesc) {
+	d.Addr, d.Len, d.ID, d.Flags = readDesc16(b)
+	return d
 }
 
 // PackedLayout gives the offsets of the three parts of a packed ring inside
