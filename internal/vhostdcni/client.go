@@ -1,17 +1,15 @@
 package vhostdcni
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"syscall"
 
+	"github.com/vhostd/vhostd/internal/apiclient"
 	"github.com/vhostd/vhostd/internal/portspec"
 )
 
@@ -25,14 +23,7 @@ type client struct {
 }
 
 func newClient(socket string) *client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		DisableKeepAlives: true,
-	}
-	return &client{socket: socket, http: &http.Client{Transport: tr}}
+	return &client{socket: socket, http: apiclient.Unix(socket)}
 }
 
 // portInfo is the part of vhostd's admin.PortInfo the plugin reads.
@@ -61,6 +52,9 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Msg }
 
+// conflict reports vhostd's 409: the port exists.
+func (e *apiError) conflict() bool { return e.Status == http.StatusConflict }
+
 func (c *client) unreachable(err error) error {
 	switch {
 	case errors.Is(err, syscall.ENOENT):
@@ -76,43 +70,33 @@ func (c *client) unreachable(err error) error {
 }
 
 func (c *client) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
+	var data []byte
+	ctype := ""
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}
-		rd = bytes.NewReader(b)
+		data, ctype = b, "application/json"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://vhostd"+path, rd)
-	if err != nil {
-		return err
+	a, err := apiclient.Do(ctx, c.http, method, apiclient.BaseUnix+path, data, ctype, 16<<20)
+	if e := (*apiclient.Error)(nil); errors.As(err, &e) && e.Stage == apiclient.StageRequest {
+		return e.Err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
 	if err != nil {
 		return c.unreachable(err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return c.unreachable(err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
+	if !a.OK() {
+		msg := a.ErrorMessage()
+		if msg == "" {
+			msg = fmt.Sprintf("vhostd answered %s to %s %s", a.Status, method, path)
 		}
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = fmt.Sprintf("vhostd answered %s to %s %s", resp.Status, method, path)
-		}
-		return &apiError{Status: resp.StatusCode, Msg: e.Error}
+		return &apiError{Status: a.Code, Msg: msg}
 	}
 	if out == nil {
 		return nil
 	}
-	if err := json.Unmarshal(data, out); err != nil {
+	if err := json.Unmarshal(a.Body, out); err != nil {
 		return fmt.Errorf("unexpected answer from %s to %s %s (is it a vhostd control socket?): %w", c.socket, method, path, err)
 	}
 	return nil
@@ -146,7 +130,12 @@ func (c *client) addPort(ctx context.Context, s portspec.Spec) (portInfo, error)
 	return out, err
 }
 
-// removePort removes a port; a 404 is an *apiError with Status 404.
-func (c *client) removePort(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodDelete, "/ports/"+url.PathEscape(name), nil, nil)
+// removePort removes a port; removed is false when vhostd has none of
+// that name.
+func (c *client) removePort(ctx context.Context, name string) (removed bool, err error) {
+	err = c.do(ctx, http.MethodDelete, "/ports/"+url.PathEscape(name), nil, nil)
+	if ae := (*apiError)(nil); errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		return false, nil
+	}
+	return err == nil, err
 }

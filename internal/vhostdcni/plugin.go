@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,7 +55,7 @@ func cniError(err error, what string) error {
 		return te
 	case errors.As(err, &ue):
 		return types.NewError(types.ErrTryAgainLater, "vhostd-cni: "+what+": "+ue.msg, "")
-	case errors.As(err, &ae) && ae.Status == http.StatusConflict:
+	case errors.As(err, &ae) && ae.conflict():
 		return types.NewError(ErrPortExists, "vhostd-cni: "+what+": vhostd: "+ae.Msg, "")
 	case errors.As(err, &ae):
 		return types.NewError(ErrPortRefused, "vhostd-cni: "+what+": vhostd refused: "+ae.Msg, "")
@@ -150,7 +149,7 @@ func Add(args *skel.CmdArgs) error {
 		err = p.writeDeviceInfo()
 	}
 	if err != nil {
-		_ = c.removePort(ctx, p.spec.Name)
+		_, _ = c.removePort(ctx, p.spec.Name)
 		undoDir()
 		return err
 	}
@@ -282,11 +281,8 @@ func Del(args *skel.CmdArgs) error {
 		if port.Socket != "" {
 			sock = port.Socket
 		}
-		if err := c.removePort(ctx, p.spec.Name); err != nil {
-			var ae *apiError
-			if !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
-				return cniError(err, what)
-			}
+		if _, err := c.removePort(ctx, p.spec.Name); err != nil {
+			return cniError(err, what)
 		}
 	}
 	p.cleanDir(filepath.Dir(sock))

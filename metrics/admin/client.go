@@ -1,12 +1,10 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -15,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vhostd/vhostd/internal/apiclient"
 	"github.com/vhostd/vhostd/internal/portspec"
 	"github.com/vhostd/vhostd/metrics"
 )
@@ -41,14 +40,7 @@ func NewClient(addr string) *Client {
 
 // NewControlClient returns a client for the control socket at path.
 func NewControlClient(path string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		DisableKeepAlives: true,
-	}
-	return &Client{base: "http://vhostd", addr: path, socket: path, http: &http.Client{Transport: tr}}
+	return &Client{base: apiclient.BaseUnix, addr: path, socket: path, http: apiclient.Unix(path)}
 }
 
 // ErrUnreachable marks errors where nothing answered at the address (no
@@ -94,31 +86,27 @@ func (c *Client) where() string {
 
 // do sends one request and decodes a JSON answer into out, turning
 // transport failures and API errors into messages that say what to do.
-func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return fmt.Errorf("admin API address %q: %w", c.addr, err)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return c.transportError(err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("%s: reading the answer: %w", c.where(), err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e apiError
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	a, err := apiclient.Do(ctx, c.http, method, c.base+path, body, "", 64<<20)
+	if e := (*apiclient.Error)(nil); errors.As(err, &e) {
+		switch e.Stage {
+		case apiclient.StageRequest:
+			return fmt.Errorf("admin API address %q: %w", c.addr, e.Err)
+		case apiclient.StageRead:
+			return fmt.Errorf("%s: reading the answer: %w", c.where(), e.Err)
 		}
-		return fmt.Errorf("%s answered %s to %s %s", c.where(), resp.Status, method, path)
+		return c.transportError(e.Err)
+	}
+	if !a.OK() {
+		if msg := a.ErrorMessage(); msg != "" {
+			return errors.New(msg)
+		}
+		return fmt.Errorf("%s answered %s to %s %s", c.where(), a.Status, method, path)
 	}
 	if out == nil {
 		return nil
 	}
-	if err := json.Unmarshal(data, out); err != nil {
+	if err := json.Unmarshal(a.Body, out); err != nil {
 		return fmt.Errorf("%s: unexpected answer to %s %s (is it a vhostd?): %w", c.where(), method, path, err)
 	}
 	return nil
@@ -171,7 +159,7 @@ func (c *Client) AddPort(ctx context.Context, spec portspec.Spec) (PortInfo, err
 		return PortInfo{}, err
 	}
 	var res PortInfo
-	err = c.do(ctx, http.MethodPut, "/ports/"+url.PathEscape(spec.Name), bytes.NewReader(body), &res)
+	err = c.do(ctx, http.MethodPut, "/ports/"+url.PathEscape(spec.Name), body, &res)
 	return res, err
 }
 
