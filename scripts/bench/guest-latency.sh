@@ -39,6 +39,10 @@
 #                       vhostd, qemu-io (QEMU minus its vCPU threads),
 #                       qemu-vcpu (the TCG vCPU threads)
 #   host busy           % of all CPUs busy over the test (others' work too)
+#   kicks/calls         vhostd only, from its counters (SIGUSR1) at the
+#                       markers: TX kicks and TX used-buffer calls per
+#                       guest->host packet, RX calls per host->guest packet
+#                       (results.txt; polling shows up as fewer TX kicks)
 # Ratios: vhostd-*/qemu-tap of the medians over runs, and the per-run
 # (same-run) ratios they come from.
 # -q PCT waits (up to 90 s) before each run until the host was at most PCT %
@@ -148,10 +152,15 @@ for m in $MODES; do MARKERS+=" BENCH-${m^^}-BEGIN BENCH-${m^^}-END"; done
 # watcher GLOG SNAPFILE QPID: at each marker line the guest prints, append one
 # snapshot line: marker, time, host CPU jiffies, CPU ticks of QEMU and vhostd.
 watcher() {
-  local glog="$1" snaps="$2" qpid="$3" m
+  local glog="$1" snaps="$2" qpid="$3" m line vs k
   for m in $MARKERS; do
     while ! grep -aq "^$m" "$glog" 2>/dev/null; do sleep 0.05; done
-    echo "marker=$m t=$(now_s) host=$(cpu_jiffies | tr ' ' :) qemu=$(proc_ticks "$qpid") vcpu=$(vcpu_ticks "$qpid") vhostd=$([ -n "$VPID" ] && proc_ticks "$VPID" || echo 0)" >> "$snaps"
+    line="marker=$m t=$(now_s) host=$(cpu_jiffies | tr ' ' :) qemu=$(proc_ticks "$qpid") vcpu=$(vcpu_ticks "$qpid") vhostd=$([ -n "$VPID" ] && proc_ticks "$VPID" || echo 0)"
+    if [ -n "$VPID" ]; then   # vhostd's counters (SIGUSR1 "port stats"), prefixed v_
+      vs="$(snapshot_vhostd "$VPID" "$VLOG")"
+      for k in tx_written tx_kicks tx_calls rx_packets rx_kicks rx_calls; do line+=" v_$k=$(kv "$vs" "$k")"; done
+    fi
+    echo "$line" >> "$snaps"
   done
 }
 
@@ -252,8 +261,13 @@ one_run() {
         secs = dl("t"); vcpu = dl("vcpu") / hz; qio = dl("qemu") / hz - vcpu; vh = dl("vhostd") / hz
         split(get(b, "host"), hb, ":"); split(get(e, "host"), he, ":")
         hbusy = (he[2] > hb[2] ? 100 * (he[1] - hb[1]) / (he[2] - hb[2]) : 0)
-        printf "ROW cfg=%s run=%d mode=%s %s secs=%.2f cpu_vhostd_pct=%.0f cpu_qemu_io_pct=%.0f cpu_vcpu_pct=%.0f host_busy_pct=%.0f\n",
-          cfg, run, m, f, secs, (secs > 0 ? 100 * vh / secs : 0), (secs > 0 ? 100 * qio / secs : 0), (secs > 0 ? 100 * vcpu / secs : 0), hbusy }' >> "$RES"
+        printf "ROW cfg=%s run=%d mode=%s %s secs=%.2f cpu_vhostd_pct=%.0f cpu_qemu_io_pct=%.0f cpu_vcpu_pct=%.0f host_busy_pct=%.0f",
+          cfg, run, m, f, secs, (secs > 0 ? 100 * vh / secs : 0), (secs > 0 ? 100 * qio / secs : 0), (secs > 0 ? 100 * vcpu / secs : 0), hbusy
+        # per guest->host packet: TX kicks and TX used-calls; per host->guest packet: RX calls
+        tp = dl("v_tx_written"); rp = dl("v_rx_packets")
+        if (cfg ~ /^vhostd/ && tp > 0 && rp > 0)
+          printf " v_tx_pkts=%d v_tx_kicks_per_pkt=%.2f v_tx_calls_per_pkt=%.2f v_rx_calls_per_pkt=%.2f", tp, dl("v_tx_kicks") / tp, dl("v_tx_calls") / tp, dl("v_rx_calls") / rp
+        printf "\n" }' >> "$RES"
   done
   grep "cfg=$cfg run=$run " "$RES" | sed 's/^/    /' >&2
 }
@@ -289,20 +303,21 @@ table() {
     /^ROW / {
       c = get($0, "cfg"); m = get($0, "mode"); r = get($0, "run")
       if (get($0, "failed") != "") { fails++; next }
-      split("p50 p99 p999 avg obs cpu_vhostd_pct cpu_qemu_io_pct cpu_vcpu_pct host_busy_pct", ks, " ")
+      split("p50 p99 p999 avg obs cpu_vhostd_pct cpu_qemu_io_pct cpu_vcpu_pct host_busy_pct v_tx_kicks_per_pkt v_rx_calls_per_pkt", ks, " ")
       for (i in ks) val[c, m, r, ks[i]] = get($0, ks[i]) }
     END {
       nc = split(cfgs, cs, " "); nm = split(modes, ms, " ")
       print "Round trip in usec (sockperf ping-pong --full-rtt, guest client, host server): median over runs, then every run in run order (x = failed run)."
       print ""
-      print "| mode | datapath | p50: median (runs) | p99: median (runs) | p99.9: median (runs) | avg | observations per run | CPU % of one CPU: vhostd / qemu-io / qemu-vcpu | host busy % (runs) |"
-      print "| --- | --- | --- | --- | --- | ---: | --- | --- | --- |"
+      print "| mode | datapath | p50: median (runs) | p99: median (runs) | p99.9: median (runs) | avg | observations per run | CPU % of one CPU: vhostd / qemu-io / qemu-vcpu | vhostd TX kicks / RX calls per packet | host busy % (runs) |"
+      print "| --- | --- | --- | --- | --- | ---: | --- | --- | --- | --- |"
       for (mi = 1; mi <= nm; mi++) for (ci = 1; ci <= nc; ci++) { m = ms[mi]; c = cs[ci]
-        printf "| %s | %s | **%s** (%s) | **%s** (%s) | %s (%s) | %s | %s | %s / %s / %s | %s |\n", toupper(m), c,
+        kc = (c ~ /^vhostd/ && medk(c, m, "v_tx_kicks_per_pkt") != "" ? sprintf("%.2f / %.2f", medk(c, m, "v_tx_kicks_per_pkt"), medk(c, m, "v_rx_calls_per_pkt")) : "-")
+        printf "| %s | %s | **%s** (%s) | **%s** (%s) | %s (%s) | %s | %s | %s / %s / %s | %s | %s |\n", toupper(m), c,
           fmtv(medk(c, m, "p50"), "%.1f"), runsk(c, m, "p50", "%.1f"), fmtv(medk(c, m, "p99"), "%.1f"), runsk(c, m, "p99", "%.1f"),
           fmtv(medk(c, m, "p999"), "%.1f"), runsk(c, m, "p999", "%.1f"), fmtv(medk(c, m, "avg"), "%.1f"), runsk(c, m, "obs", "%d"),
           fmtv(medk(c, m, "cpu_vhostd_pct"), "%.0f"), fmtv(medk(c, m, "cpu_qemu_io_pct"), "%.0f"), fmtv(medk(c, m, "cpu_vcpu_pct"), "%.0f"),
-          runsk(c, m, "host_busy_pct", "%.0f") }
+          kc, runsk(c, m, "host_busy_pct", "%.0f") }
       base = "qemu-tap"; hb = 0; for (ci = 1; ci <= nc; ci++) if (cs[ci] == base) hb = 1
       if (hb) {
         print ""
