@@ -285,31 +285,7 @@ func (f *vnetFile) closeFile() error {
 // keeps reading until EAGAIN or len(bufs). An error met after some packets
 // is returned by the next call.
 func (f *vnetFile) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if err := f.readPending; err != nil {
-		f.readPending = nil
-		return 0, err
-	}
-	if len(bufs) == 0 {
-		return 0, nil
-	}
-	f.readBufs, f.readSizes, f.readOffset = bufs, sizes[:len(bufs)], offset
-	f.readN, f.readErr = 0, nil
-	err := f.rawConn.Read(f.readFn)
-	n, rerr := f.readN, f.readErr
-	f.readBufs, f.readSizes = nil, nil
-	if err == nil {
-		err = rerr
-	} else {
-		err = f.rawConnErr(err)
-	}
-	if err != nil {
-		if n > 0 {
-			f.readPending = fmt.Errorf("read %s: %w", f.label, err)
-			return n, nil
-		}
-		return 0, fmt.Errorf("read %s: %w", f.label, err)
-	}
-	return n, nil
+	return f.read(bufs, sizes, offset, f.readFn)
 }
 
 // TryReadPackets implements PollReader: ReadPackets that returns 0 at once
@@ -317,6 +293,11 @@ func (f *vnetFile) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, err
 // which holds the fd against a concurrent Close, with a callback that never
 // asks the poller to wait.
 func (f *vnetFile) TryReadPackets(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return f.read(bufs, sizes, offset, f.tryReadFn)
+}
+
+// read runs one RawConn.Read with fn, a prebuilt readLocked callback.
+func (f *vnetFile) read(bufs [][]byte, sizes []int, offset int, fn func(fd uintptr) bool) (int, error) {
 	if err := f.readPending; err != nil {
 		f.readPending = nil
 		return 0, err
@@ -326,7 +307,7 @@ func (f *vnetFile) TryReadPackets(bufs [][]byte, sizes []int, offset int) (int, 
 	}
 	f.readBufs, f.readSizes, f.readOffset = bufs, sizes[:len(bufs)], offset
 	f.readN, f.readErr = 0, nil
-	err := f.rawConn.Read(f.tryReadFn)
+	err := f.rawConn.Read(fn)
 	n, rerr := f.readN, f.readErr
 	f.readBufs, f.readSizes = nil, nil
 	if err == nil {

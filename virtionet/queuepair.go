@@ -163,6 +163,18 @@ func (qp *QueuePair) wakeRx() {
 	}
 }
 
+// nudge wakes the worker: a blocked kick wait returns (deadline) and a
+// timer or park wait sees the wake channel.
+func (c *workerCtl) nudge(k *virtqueue.Kick) {
+	if k != nil {
+		_ = k.SetDeadline(time.Now())
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
 // workerCtl is the start/stop handshake shared by both loops.
 type workerCtl struct {
 	stopping atomic.Bool
@@ -221,13 +233,7 @@ func (qp *QueuePair) inject(pkt [][]byte) error {
 	}
 	r := &injectReq{pkt: pkt, done: make(chan error, 1)}
 	w.inject.Store(r)
-	if w.q.Kick != nil {
-		_ = w.q.Kick.SetDeadline(time.Now())
-	}
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+	w.nudge(w.q.Kick)
 	select {
 	case err := <-r.done:
 		return err
@@ -304,27 +310,28 @@ func guardFault(f func()) (ok bool) {
 	return true
 }
 
+// chainDrops maps the virtqueue chain errors to their drop reasons.
+var chainDrops = [...]struct {
+	err  error
+	drop Drop
+}{
+	{virtqueue.ErrDescIndex, DropDescIndex},
+	{virtqueue.ErrChainTooLong, DropChainTooLong},
+	{virtqueue.ErrDescAddress, DropDescAddress},
+	{virtqueue.ErrIndirectLen, DropIndirectLen},
+	{virtqueue.ErrNestedIndirect, DropNestedIndirect},
+	{virtqueue.ErrIndirectNext, DropIndirectNext},
+	{virtqueue.ErrIndirectNotNegotiated, DropIndirectNotNegotiated},
+	{virtqueue.ErrWriteBeforeRead, DropWriteBeforeRead},
+	{virtqueue.ErrZeroLen, DropZeroLen},
+}
+
 // chainDrop maps a virtqueue chain error to its drop reason.
 func chainDrop(err error) Drop {
-	switch {
-	case errors.Is(err, virtqueue.ErrDescIndex):
-		return DropDescIndex
-	case errors.Is(err, virtqueue.ErrChainTooLong):
-		return DropChainTooLong
-	case errors.Is(err, virtqueue.ErrDescAddress):
-		return DropDescAddress
-	case errors.Is(err, virtqueue.ErrIndirectLen):
-		return DropIndirectLen
-	case errors.Is(err, virtqueue.ErrNestedIndirect):
-		return DropNestedIndirect
-	case errors.Is(err, virtqueue.ErrIndirectNext):
-		return DropIndirectNext
-	case errors.Is(err, virtqueue.ErrIndirectNotNegotiated):
-		return DropIndirectNotNegotiated
-	case errors.Is(err, virtqueue.ErrWriteBeforeRead):
-		return DropWriteBeforeRead
-	case errors.Is(err, virtqueue.ErrZeroLen):
-		return DropZeroLen
+	for _, c := range chainDrops {
+		if errors.Is(err, c.err) {
+			return c.drop
+		}
 	}
 	return DropChainOther
 }

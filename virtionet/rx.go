@@ -126,14 +126,8 @@ func (w *rxWorker) stop() {
 		return
 	}
 	w.stopping.Store(true)
-	if w.q.Kick != nil {
-		_ = w.q.Kick.SetDeadline(time.Now())
-	}
 	_ = w.qp.be.SetReadDeadline(time.Now())
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+	w.nudge(w.q.Kick)
 	<-w.done
 }
 

@@ -167,13 +167,7 @@ func (w *txWorker) readCaps() {
 
 func (w *txWorker) stop() {
 	w.stopping.Store(true)
-	if w.q.Kick != nil {
-		_ = w.q.Kick.SetDeadline(time.Now())
-	}
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+	w.nudge(w.q.Kick)
 	<-w.done
 }
 
