@@ -109,9 +109,7 @@ func (qp *QueuePair) setAttached(on bool) {
 func (qp *QueuePair) startTx(q *vdev.Queue, hdrLen int, acked uint64) {
 	qp.mu.Lock()
 	defer qp.mu.Unlock()
-	if qp.tx != nil {
-		qp.tx.stop()
-	}
+	stopWorker(&qp.tx)
 	w := newTxWorker(qp, q, hdrLen, acked)
 	qp.tx = w
 	go w.run()
@@ -120,18 +118,13 @@ func (qp *QueuePair) startTx(q *vdev.Queue, hdrLen int, acked uint64) {
 func (qp *QueuePair) stopTx() {
 	qp.mu.Lock()
 	defer qp.mu.Unlock()
-	if qp.tx != nil {
-		qp.tx.stop()
-		qp.tx = nil
-	}
+	stopWorker(&qp.tx)
 }
 
 func (qp *QueuePair) startRx(q *vdev.Queue, hdrLen int, acked uint64) {
 	qp.mu.Lock()
 	defer qp.mu.Unlock()
-	if qp.rx != nil {
-		qp.rx.stop()
-	}
+	stopWorker(&qp.rx)
 	w := newRxWorker(qp, q, hdrLen, acked)
 	qp.rx = w
 	if qp.peer != nil {
@@ -146,10 +139,7 @@ func (qp *QueuePair) startRx(q *vdev.Queue, hdrLen int, acked uint64) {
 func (qp *QueuePair) stopRx() {
 	qp.mu.Lock()
 	defer qp.mu.Unlock()
-	if qp.rx != nil {
-		qp.rx.stop()
-		qp.rx = nil
-	}
+	stopWorker(&qp.rx)
 }
 
 func (qp *QueuePair) wakeRx() {
@@ -273,12 +263,15 @@ func (qp *QueuePair) signal(call *virtqueue.Call, vq virtqueue.Ring, calls, supp
 }
 
 // recoverFault turns a fault on guest memory into a broken ring; the worker
-// defers it after calling debug.SetPanicOnFault(true). A front-end may shrink
+// defers it after calling debug.SetPanicOnFault(true) (beginRun). A front-end may shrink
 // (ftruncate) the file behind a region after vhostd mapped it; touching the
 // lost pages raises SIGBUS, which would otherwise kill the whole daemon. The
 // worker's state is unknown after the fault, so the ring is not used again
 // until the front-end sets it up anew. Any other panic is a bug and goes on.
-func (qp *QueuePair) recoverFault(q *vdev.Queue, broken *atomic.Bool, dir string) {
+//
+// It is deferred by workerRun; it closes done last, whatever happened.
+func (qp *QueuePair) recoverFault(done chan struct{}, q *vdev.Queue, broken *atomic.Bool, dir string) {
+	defer close(done)
 	r := recover()
 	if r == nil {
 		return
@@ -292,6 +285,27 @@ func (qp *QueuePair) recoverFault(q *vdev.Queue, broken *atomic.Bool, dir string
 	qp.dev.log.Error(dir+" ring broken: guest memory faulted (did the front-end shrink its memory file?); stopping the ring until the front-end resets the device",
 		"queue", q.Index, "addr", fmt.Sprintf("%#x", fault.Addr()))
 	q.Fail()
+}
+
+// beginRun starts a worker loop on its goroutine: guest memory can vanish
+// under it (SIGBUS, see recoverFault, which the loop defers), and the kick
+// deadline a stop of an earlier worker left set is cleared.
+func beginRun(q *vdev.Queue) {
+	debug.SetPanicOnFault(true)
+	if q.Kick != nil {
+		_ = q.Kick.SetDeadline(time.Time{})
+	}
+}
+
+// stopWorker stops the worker *w, if any, and forgets it.
+func stopWorker[T any, W interface {
+	*T
+	stop()
+}](w *W) {
+	if *w != nil {
+		(*w).stop()
+		*w = nil
+	}
 }
 
 // guardFault runs f, which touches guest memory outside a worker goroutine,

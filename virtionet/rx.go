@@ -3,7 +3,6 @@ package virtionet
 import (
 	"encoding/binary"
 	"errors"
-	"runtime/debug"
 	"time"
 	"unsafe"
 
@@ -132,19 +131,14 @@ func (w *rxWorker) stop() {
 }
 
 func (w *rxWorker) run() {
-	defer close(w.done)
-	// Guest memory can vanish under us (SIGBUS): see recoverFault. It is
-	// deferred before releaseCache, which writes the used ring, so that it
-	// also catches a fault there.
-	debug.SetPanicOnFault(true)
-	defer w.qp.recoverFault(w.q, &w.qp.stats.RxBroken, "receive")
+	// recoverFault is deferred before releaseCache, which writes the used
+	// ring, so that it also catches a fault there.
+	defer w.qp.recoverFault(w.done, w.q, &w.qp.stats.RxBroken, "receive")
 	// Chains popped but not used go back to the avail ring, so that the
 	// index GET_VRING_BASE reports covers only buffers we really consumed.
 	defer w.releaseCache()
+	beginRun(w.q)
 	q := w.q
-	if q.Kick != nil {
-		_ = q.Kick.SetDeadline(time.Time{})
-	}
 	_ = w.qp.be.SetReadDeadline(time.Time{})
 	st := w.qp.stats
 	held := &w.qp.rxState

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -172,14 +171,9 @@ func (w *txWorker) stop() {
 }
 
 func (w *txWorker) run() {
-	defer close(w.done)
-	// Guest memory can vanish under us (SIGBUS): see recoverFault.
-	debug.SetPanicOnFault(true)
-	defer w.qp.recoverFault(w.q, &w.qp.stats.TxBroken, "transmit")
+	defer w.qp.recoverFault(w.done, w.q, &w.qp.stats.TxBroken, "transmit")
+	beginRun(w.q)
 	q := w.q
-	if q.Kick != nil {
-		_ = q.Kick.SetDeadline(time.Time{})
-	}
 	st := w.qp.stats
 	log := w.qp.dev.log.With("queue", q.Index)
 	var idle time.Duration
