@@ -190,11 +190,7 @@ func (d *Device) StartQueue(q *vdev.Queue) error {
 	hl := d.hdrLen
 	acked := d.acked.Load()
 	d.mu.Unlock()
-	if isTx {
-		qp.startTx(q, hl, acked)
-	} else {
-		qp.startRx(q, hl, acked)
-	}
+	qp.start(isTx, q, hl, acked)
 	return nil
 }
 
@@ -205,11 +201,7 @@ func (d *Device) StopQueue(index int) {
 	if err != nil {
 		return
 	}
-	if isTx {
-		qp.stopTx()
-	} else {
-		qp.stopRx()
-	}
+	qp.stop(isTx)
 }
 
 // SetQueueEnabled implements vdev.Device. The worker reads the Queue's
@@ -318,8 +310,8 @@ func (d *Device) MTU() MTUState {
 // detach every backend queue but pair 0's (no guest reads them now).
 func (d *Device) Reset() {
 	for _, qp := range d.pairs {
-		qp.stopTx()
-		qp.stopRx()
+		qp.stop(true)
+		qp.stop(false)
 		if qp.index > 0 {
 			qp.setAttached(false)
 		}

@@ -106,25 +106,17 @@ func (qp *QueuePair) setAttached(on bool) {
 	}
 }
 
-func (qp *QueuePair) startTx(q *vdev.Queue, hdrLen int, acked uint64) {
+// start replaces the pair's transmit (tx) or receive worker with one that
+// serves q.
+func (qp *QueuePair) start(tx bool, q *vdev.Queue, hdrLen int, acked uint64) {
 	qp.mu.Lock()
 	defer qp.mu.Unlock()
-	stopWorker(&qp.tx)
-	w := newTxWorker(qp, q, hdrLen, acked)
-	qp.tx = w
-	go w.run()
-}
-
-func (qp *QueuePair) stopTx() {
-	qp.mu.Lock()
-	defer qp.mu.Unlock()
-	stopWorker(&qp.tx)
-}
-
-func (qp *QueuePair) startRx(q *vdev.Queue, hdrLen int, acked uint64) {
-	qp.mu.Lock()
-	defer qp.mu.Unlock()
-	stopWorker(&qp.rx)
+	qp.stopLocked(tx)
+	if tx {
+		qp.tx = newTxWorker(qp, q, hdrLen, acked)
+		go qp.tx.run()
+		return
+	}
 	w := newRxWorker(qp, q, hdrLen, acked)
 	qp.rx = w
 	if qp.peer != nil {
@@ -136,10 +128,20 @@ func (qp *QueuePair) startRx(q *vdev.Queue, hdrLen int, acked uint64) {
 	go w.run()
 }
 
-func (qp *QueuePair) stopRx() {
+// stop stops the pair's transmit (tx) or receive worker, if any; it returns
+// once the worker no longer touches the ring.
+func (qp *QueuePair) stop(tx bool) {
 	qp.mu.Lock()
 	defer qp.mu.Unlock()
-	stopWorker(&qp.rx)
+	qp.stopLocked(tx)
+}
+
+func (qp *QueuePair) stopLocked(tx bool) {
+	if tx {
+		stopWorker(&qp.tx)
+	} else {
+		stopWorker(&qp.rx)
+	}
 }
 
 func (qp *QueuePair) wakeRx() {
