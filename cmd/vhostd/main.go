@@ -32,10 +32,15 @@ import (
 )
 
 // options are the command-line settings.
-// defaultPollUs is --poll-us's default; maxPollUs bounds it (a window of
+// defaultPollUs is --poll-us's default: off. Measured on 2026-12-03
+// (docs/benchmarks.md, "Adaptive polling"), polling doubles the packet rate
+// of a fast in-process front-end but costs a TCG guest's iperf3 1.4x
+// vhostd's CPU per GB, whose packets come further apart than any window
+// worth spinning; turn it on where front-ends post fast (DPDK, KVM guests
+// with spare cores). maxPollUs bounds it (a window of
 // more than a millisecond only burns CPU: a kick costs microseconds).
 const (
-	defaultPollUs = 50
+	defaultPollUs = 0
 	maxPollUs     = 1000
 )
 
@@ -168,7 +173,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.UintVar(&o.gsoMaxSize, "gso-max-size", 0, "override the backend's gso_max_size (0: read it from the link)")
 	fs.UintVar(&o.gsoMaxSegs, "gso-max-segs", 0, "override the backend's gso_max_segs (0: read it from the link)")
 	fs.StringVar(&o.egressDev, "egress-dev", "", "tap backends: the device the guest's packets leave the host through, whose gso_max_size/gso_max_segs/MTU decide what passes whole (default: found from the tap's bridge ports or the default route, re-read when they change)")
-	fs.IntVar(&o.pollUs, "poll-us", defaultPollUs, "adaptive busy-poll window, at most this many microseconds: after work each queue worker keeps looking for more before it sleeps, and stops at once when another task wants the CPU; 0 turns polling off")
+	fs.IntVar(&o.pollUs, "poll-us", defaultPollUs, "adaptive busy-poll window, at most this many microseconds (e.g. 50): after work each queue worker keeps looking for more before it sleeps, stops at once when another task wants the CPU, and holds RX interrupts while packets keep arriving; 0 (the default) turns polling off")
 	fs.IntVar(&o.nullRxSize, "null-rx-size", 0, "with --backend null: generate UDP frames of this many bytes toward the guest at full speed (RX benchmarks); 0: none")
 	fs.Func("policy", "GSO policy: auto (the capability check decides, default), defer (always pass super-packets whole) or software (always segment in vhostd)", func(v string) error {
 		p, err := gso.ParsePolicy(v)

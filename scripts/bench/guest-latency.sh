@@ -16,7 +16,7 @@
 #   drops its 400 ms warm-up; --full-rtt: the whole round trip, not half).
 #   CFGS (default "vhostd-poll-off vhostd-poll-on qemu-tap"):
 #     vhostd-poll-off  ip netns exec NS vhostd --socket-path S --tap T --poll-us 0
-#     vhostd-poll-on   the same with vhostd's default --poll-us
+#     vhostd-poll-on   the same with --poll-us 50
 #     vhostd-poll-N    the same with --poll-us N
 #     (the guest on boot-guest.sh -n vhost-user -s S: memfd memory, INTx)
 #     qemu-tap         ip tuntap add T mode tap vnet_hdr in NS; the guest on
@@ -199,7 +199,7 @@ one_run() {
     vhostd-*)
       case "$cfg" in
         vhostd-poll-off) vargs=(--poll-us 0) ;;
-        vhostd-poll-on) vargs=() ;;
+        vhostd-poll-on) vargs=(--poll-us 50) ;;
         *) vargs=(--poll-us "${cfg#vhostd-poll-}") ;;
       esac
       rm -f "$SOCK"

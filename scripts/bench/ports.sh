@@ -28,9 +28,9 @@
 # share is its packets as % of the mean over ports; max dev = max |share-100|.
 # Nothing is pinned: vhostd and portload share the 2 CPUs as the scheduler
 # sees fit.
-# Polling (-p, default "0 default"): every measurement is made once per value,
+# Polling (-p, default "0 50"): every measurement is made once per value,
 # interleaved within each run: 0 is --poll-us 0 (off), "default" passes no
-# --poll-us (vhostd's default, 50 us), a number N passes --poll-us N.
+# --poll-us (vhostd's default, off), a number N passes --poll-us N.
 # The machine is shared: every row records the 1-minute load and how busy the
 # host's CPUs were over the window (all processes, /proc/stat). -q PCT waits
 # (up to 90 s) before each measurement until the host was at most PCT % busy
@@ -46,7 +46,7 @@ BENCH_NAME=ports
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
-RUNS=1 NIDLE=32 ISECS=10 NFLOOD=4 FSECS=10 SIZES="64 1518" POLLS="0 default" QUIET=0 OUT=""
+RUNS=1 NIDLE=32 ISECS=10 NFLOOD=4 FSECS=10 SIZES="64 1518" POLLS="0 50" QUIET=0 OUT=""
 VHOSTD_SRC="${VHOSTD:-$BENCH_ROOT/bin/vhostd}"
 while getopts "r:n:i:f:d:S:p:q:V:O:h" opt; do
   case "$opt" in
