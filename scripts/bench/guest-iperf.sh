@@ -90,21 +90,10 @@ NS="vhbg$$" TAP="vhbt$$" HOST_IP=169.254.100.1 GUEST_IP=169.254.100.2
 SOCK="$OUT/vhostd.sock"
 VPID="" SPID="" GPGID="" WPID=""
 
-stop_pid() {  # stop_pid PID: TERM, then KILL after 3 s
-  local p="$1" i
-  [ -n "$p" ] || return 0
-  kill "$p" 2>/dev/null || return 0
-  for ((i = 0; i < 30; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 teardown_run() {
   set +e
   [ -z "$WPID" ] || stop_pid "$WPID"
-  if [ -n "$GPGID" ]; then   # the guest's own process group (setsid): boot-guest, timeout, QEMU
-    kill -TERM -- "-$GPGID" 2>/dev/null; sleep 0.5; kill -KILL -- "-$GPGID" 2>/dev/null
-    wait "$GPGID" 2>/dev/null
-  fi
+  stop_group "$GPGID"   # the guest's own process group: boot-guest, timeout, QEMU
   stop_pid "$VPID"; stop_pid "$SPID"
   ip -n "$NS" link del "$TAP" 2>/dev/null
   rm -f "$SOCK"

@@ -106,22 +106,11 @@ NS="vhbl$$" TAP="vhlt$$" HOST_IP=169.254.101.1 GUEST_IP=169.254.101.2 UDP_PORT=1
 SOCK="$OUT/vhostd.sock"
 VPID="" SPIDS="" GPGID="" WPID=""
 
-stop_pid() {  # stop_pid PID: TERM, then KILL after 3 s
-  local p="$1" i
-  [ -n "$p" ] || return 0
-  kill "$p" 2>/dev/null || return 0
-  for ((i = 0; i < 30; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 teardown_run() {
   local p
   set +e
   [ -z "$WPID" ] || stop_pid "$WPID"
-  if [ -n "$GPGID" ]; then   # the guest's own process group: boot-guest, timeout, QEMU
-    kill -TERM -- "-$GPGID" 2>/dev/null; sleep 0.5; kill -KILL -- "-$GPGID" 2>/dev/null
-    wait "$GPGID" 2>/dev/null
-  fi
+  stop_group "$GPGID"   # the guest's own process group: boot-guest, timeout, QEMU
   stop_pid "$VPID"
   for p in $SPIDS; do stop_pid "$p"; done
   ip -n "$NS" link del "$TAP" 2>/dev/null

@@ -108,3 +108,23 @@ autogroup_restore() {
   [ -z "$AG_OLD" ] || echo "$AG_OLD" > "/proc/$$/autogroup" 2>/dev/null || true
   AG_OLD=""
 }
+
+# stop_pid PID [TENTHS]: TERM, then KILL if it is still there after TENTHS
+# tenths of a second (default 30), and reap it.
+stop_pid() {
+  local p="$1" n="${2:-30}" i
+  [ -n "$p" ] || return 0
+  kill "$p" 2>/dev/null || return 0
+  for ((i = 0; i < n; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+
+# stop_group PGID: TERM then KILL a process group started with setsid (a
+# guest: boot-guest.sh, timeout, QEMU), and reap its leader.
+stop_group() {
+  [ -n "$1" ] || return 0
+  kill -TERM -- "-$1" 2>/dev/null; sleep 0.5; kill -KILL -- "-$1" 2>/dev/null
+  wait "$1" 2>/dev/null
+  return 0
+}

@@ -104,18 +104,10 @@ VHOSTD="$OUT/vhostd"; cp "$VHOSTD_SRC" "$VHOSTD"   # private copy: bin/ may be r
 SOCK="$OUT/vhostd.sock" PEERDIR="$OUT/peer"
 VPID="" CPID="" WPID="" PEER_UP=0
 
-stop_pid() {
-  local p="$1" i
-  [ -n "$p" ] || return 0
-  kill "$p" 2>/dev/null || return 0
-  for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 teardown_run() {
   set +e
-  stop_pid "$WPID"; stop_pid "$CPID"   # pmd-client.sh ends its testpmd on TERM
-  stop_pid "$VPID"
+  stop_pid "$WPID" 50; stop_pid "$CPID" 50   # pmd-client.sh ends its testpmd on TERM
+  stop_pid "$VPID" 50
   [ "$PEER_UP" = 0 ] || bash "$GUESTLAB/pmd-peer.sh" stop "$PEERDIR" > "$OUT/peer-stop.txt" 2>&1
   rm -f "$SOCK"
   VPID="" CPID="" WPID="" PEER_UP=0
@@ -193,7 +185,7 @@ one_run() {
   wait "$CPID" || rc=$?
   CPID=""
   for ((i = 0; i < 100; i++)); do kill -0 "$WPID" 2>/dev/null || break; sleep 0.02; done
-  stop_pid "$WPID"; WPID=""
+  stop_pid "$WPID" 50; WPID=""
   local res b e
   res="$(grep '^RESULT ' "$cout" || true)"
   if [ "$rc" != 0 ] || [ -z "$res" ] || [ "$(wc -l < "$snaps")" -lt 2 ]; then

@@ -79,17 +79,9 @@ fi
 CTL="$OUT/control.sock"
 VPID="" LPID=""
 
-stop_pid() {
-  local p="$1" i
-  [ -n "$p" ] || return 0
-  kill "$p" 2>/dev/null || return 0
-  for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 teardown() {
   set +e
-  stop_pid "$LPID"; stop_pid "$VPID"
+  stop_pid "$LPID" 50; stop_pid "$VPID" 50
   rm -f "$OUT"/sock/*.sock "$CTL"
   VPID="" LPID=""
   set -e
