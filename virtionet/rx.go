@@ -64,7 +64,6 @@ type rxWorker struct {
 	// Adaptive polling and RX call coalescing (poll.go), run loop only.
 	poll          pollWindow
 	pr            backend.PollReader // nil: polling off or a backend that cannot be polled
-	held          *rxHeld
 	polled        int
 	lookBackendFn func() (bool, error)
 	lookBufsFn    func() (bool, error)
@@ -333,29 +332,26 @@ func (w *rxWorker) readBackend(held *rxHeld) (int, error) {
 	if w.pr == nil {
 		return w.qp.be.ReadPackets(held.bufs, held.sizes, 0)
 	}
-	n, err := w.pr.TryReadPackets(held.bufs, held.sizes, 0)
-	if n > 0 || err != nil {
+	if ok, err := w.lookBackend(); ok || err != nil {
 		if w.callPending && time.Since(w.pendingSince) >= rxCoalesceTime {
 			w.callNow()
 		}
-		return n, err
+		return w.polled, err
 	}
 	w.callNow()
-	w.held = held
 	if ok, err := w.poll.poll(w.lookBackendFn, w.quitFn); ok || err != nil {
-		n := w.polled
-		w.polled = 0
-		return n, err
+		return w.polled, err
 	}
 	w.poll.sleeps++
 	w.foldPoll()
 	return w.qp.be.ReadPackets(held.bufs, held.sizes, 0)
 }
 
-// lookBackend is the RX poll look at the backend: it reads what is queued
-// into the held buffers (w.polled packets).
+// lookBackend is the RX look at the backend without waiting: it reads what
+// is queued into the held buffers (w.polled packets).
 func (w *rxWorker) lookBackend() (bool, error) {
-	n, err := w.pr.TryReadPackets(w.held.bufs, w.held.sizes, 0)
+	h := &w.qp.rxState
+	n, err := w.pr.TryReadPackets(h.bufs, h.sizes, 0)
 	w.polled = n
 	return n > 0, err
 }
